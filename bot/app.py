@@ -1,0 +1,263 @@
+"""The Bolt app: thin listeners that ack fast, call the pure core, and talk to Redis and Slack.
+
+Acks never wait on Slack or Kubernetes: parse, check, one Redis round trip, ack. Posting happens after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rq import Queue
+from slack_bolt import Ack, App, BoltResponse, Respond
+
+from bot import messages, policy
+from bot.approvals import Request, Status, new_request
+from bot.errors import Conflict, NotAllowed, Unavailable, UsageError, UserError
+from bot.grammar import Command, Verb, help_text, parse
+from bot.logs import bind
+from bot.metrics import METRICS
+from bot.queue import enqueue
+from bot.slack import SlackError, SlackGateway
+from bot.store import LockHeld, Store
+from config.environments import Environment, PlateConfig
+
+log = logging.getLogger("plate.bot")
+
+
+@dataclass
+class Services:
+    config: PlateConfig
+    store: Store
+    slack: SlackGateway
+    queue: Queue
+    signing_secret: str
+    clock: Callable[[], float] = field(default=time.time)
+
+
+def request_id_for(team: str | None, trigger_id: str | None) -> str:
+    """Stable per slash-command delivery, so a redelivered command maps to the same request."""
+    if not trigger_id:
+        return uuid.uuid4().hex[:12]
+    return hashlib.sha256(f"{team}:{trigger_id}".encode()).hexdigest()[:12]
+
+
+class Plate:
+    """The listeners, bound to their services."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    # --- /plate -----------------------------------------------------------------------------------------
+    def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        started = time.perf_counter()
+        user, channel = command.get("user_id", ""), command.get("channel_id", "")
+        text = command.get("text") or ""
+        request_id = request_id_for(command.get("team_id"), command.get("trigger_id"))
+        with bind(request_id=request_id, user=user):
+            outcome = self._command(ack, respond, text, user, channel, request_id)
+        METRICS.command(outcome[0], outcome[1], time.perf_counter() - started)
+
+    def _command(
+        self, ack: Ack, respond: Respond, text: str, user: str, channel: str, request_id: str
+    ) -> tuple[str, str]:
+        config = self.s.config
+        try:
+            cmd = parse(text, lambda name: (env.name if (env := config.resolve(name)) else None))
+        except UsageError as exc:
+            ack(text=messages.usage_reply(exc.message, help_text(config.names())))
+            return "invalid", "usage"
+        if cmd.verb is Verb.HELP:
+            ack(text=help_text(config.names()))
+            return cmd.verb.value, "help"
+        env = config.environments[str(cmd.env)]
+        try:
+            policy.check_request(env, cmd.verb, user, channel, self._members(env.requesters))
+        except NotAllowed as exc:
+            ack(text=f":no_entry: {exc.message}")
+            return cmd.verb.value, "refused"
+        request = self._new_request(cmd, env, user, channel, request_id)
+        locks = cmd.verb.mutating and not cmd.dry_run
+        try:
+            holder = self.s.store.create(request, lock_env=env.name if locks else None)
+        except Conflict:
+            ack()  # the same command delivered twice: the first delivery answers
+            return cmd.verb.value, "duplicate"
+        except Unavailable:
+            ack(text=messages.unavailable())
+            return cmd.verb.value, "unavailable"
+        if holder is not None:
+            ack(text=messages.lock_held(env.name, holder))
+            return cmd.verb.value, "locked"
+        ack()
+        log.info("request created", extra={"verb": cmd.verb.value, "env": env.name, "args": cmd.args()})
+        self._post_card(request, env, respond)
+        return cmd.verb.value, "accepted"
+
+    def _new_request(self, cmd: Command, env: Environment, user: str, channel: str, request_id: str) -> Request:
+        needed = policy.approvals_needed(env, cmd.verb, dry_run=cmd.dry_run)
+        return new_request(
+            request_id,
+            verb=cmd.verb.value,
+            env=env.name,
+            requester=user,
+            channel=channel,
+            now=self.s.clock(),
+            ttl=env.approval_ttl,
+            approvals_required=needed,
+            args=cmd.args(),
+        )
+
+    def _post_card(self, request: Request, env: Environment, respond: Respond) -> None:
+        text, blocks = messages.request_card(request, env)
+        try:
+            ts = self.s.slack.post(request.channel, text, blocks)
+        except SlackError as exc:
+            self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
+            hint = " Invite me to this channel first (`/invite @plate`)." if exc.code == "not_in_channel" else ""
+            respond(text=f":warning: I could not post the request here ({exc.code}); nothing was run.{hint}")
+            return
+        _, request = self.s.store.transition(request.id, lambda r: r.with_message(ts))
+        if not request.needs_approval():
+            self._queue_now(request, env, respond)
+
+    def _queue_now(self, request: Request, env: Environment, respond: Respond) -> None:
+        """Environments and verbs that need no approval go straight to the queue."""
+        locks = Verb(request.verb).mutating and not request.args.get("dry_run")
+        try:
+            _, request = self.s.store.transition(
+                request.id,
+                lambda r: r.queued_now(self.s.clock()),
+                lock_env=env.name if locks else None,
+                lock_ttl=env.job_timeout,
+                on_commit=self._enqueue(env),
+            )
+        except LockHeld as exc:
+            self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
+            self._update_card(request.id, env)
+            respond(text=messages.lock_held(env.name, exc.holder))
+            return
+        METRICS.approval("auto", 0.0)
+        self._update_card(request.id, env)
+
+    def _enqueue(self, env: Environment) -> Callable[..., None]:
+        def add_job(pipe: Any, _old: Request, new: Request) -> None:
+            if new.status is Status.APPROVED:
+                enqueue(self.s.queue, pipe, new, env.job_timeout)
+
+        return add_job
+
+    def _update_card(self, request_id: str, env: Environment) -> None:
+        request = self.s.store.get(request_id)
+        if request is None or request.message_ts is None:
+            return
+        text, blocks = (
+            messages.request_card(request, env)
+            if request.status is Status.PENDING
+            else messages.decided_card(request, env)
+        )
+        try:
+            self.s.slack.update(request.channel, request.message_ts, text, blocks)
+        except SlackError:
+            log.warning("could not update the request card", extra={"request_id": request_id})
+
+    def _members(self, ids: list[str]) -> dict[str, frozenset[str]]:
+        groups = policy.groups_in(ids)
+        return self.s.slack.members(groups) if groups else {}
+
+    # --- buttons ------------------------------------------------------------------------------------------
+    def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        action = (body.get("actions") or [{}])[0]
+        request_id = str(action.get("value", ""))[:64]
+        user = str((body.get("user") or {}).get("id", ""))
+        with bind(request_id=request_id, user=user):
+            try:
+                self._click(str(action.get("action_id")), request_id, user)
+            except UserError as exc:
+                respond(text=exc.message, response_type="ephemeral", replace_original=False)
+
+    def _click(self, action: str, request_id: str, user: str) -> None:
+        request = self.s.store.get(request_id)
+        if request is None:
+            raise Conflict("I don't know this request any more; it may be older than a week.")
+        env = self.s.config.environments.get(request.env)
+        if env is None:
+            raise Conflict(f"The environment `{request.env}` is no longer configured; nothing was run.")
+        now = self.s.clock()
+        if request.is_expired(now):
+            self.expire(request.id)
+            raise Conflict(f"This request expired at {messages.hhmm(request.expires_at)}; nothing was run.")
+        if action == messages.CANCEL:
+            change: Callable[[Request], Request] = lambda r: r.with_cancel(user, now)  # noqa: E731
+        else:
+            approver = policy.is_approver(env, user, self._members(env.approvers))
+            if action == messages.APPROVE:
+                change = lambda r: r.with_approval(user, now, is_approver=approver)  # noqa: E731
+            else:
+                change = lambda r: r.with_rejection(user, now, is_approver=approver)  # noqa: E731
+        locks = Verb(request.verb).mutating and not request.args.get("dry_run")
+        try:
+            old, new = self.s.store.transition(
+                request.id,
+                change,
+                lock_env=env.name if locks else None,
+                lock_ttl=env.job_timeout,
+                on_commit=self._enqueue(env),
+            )
+        except LockHeld as exc:
+            raise Conflict(messages.lock_held(env.name, exc.holder)) from None
+        log.info("request %s", new.status.value, extra={"by": user, "env": env.name})
+        if new.status.final:
+            METRICS.approval(new.status.value, now - new.created_at)
+        self._update_card(new.id, env)
+
+    def expire(self, request_id: str) -> bool:
+        """Mark an overdue request expired and edit its card; False if it was decided meanwhile."""
+        request = self.s.store.get(request_id)
+        if request is None:
+            return False
+        env = self.s.config.environments.get(request.env)
+        try:
+            self.s.store.transition(request_id, lambda r: r.with_expiry(self.s.clock()))
+        except Conflict:
+            return False
+        METRICS.approval("expired", self.s.clock() - request.created_at)
+        if env is not None:
+            self._update_card(request_id, env)
+        return True
+
+    def expire_due(self) -> int:
+        return sum(self.expire(rid) for rid in self.s.store.due_for_expiry(self.s.clock()))
+
+
+def build_app(services: Services) -> App:
+    app = App(
+        signing_secret=services.signing_secret,
+        client=services.slack.client,
+        process_before_response=False,
+        name="plate-bot",
+    )
+    plate = Plate(services)
+    app.command("/plate")(plate.on_command)
+    for action in (messages.APPROVE, messages.REJECT, messages.CANCEL):
+        app.action(action)(plate.on_click)
+
+    @app.error
+    def on_error(error: Exception, body: dict[str, Any], respond: Respond) -> BoltResponse | None:
+        error_id = uuid.uuid4().hex[:8]
+        log.exception("unhandled error in a listener", extra={"error_id": error_id}, exc_info=error)
+        try:
+            if body.get("response_url"):
+                respond(text=messages.apology(error_id), response_type="ephemeral", replace_original=False)
+        except Exception:  # noqa: BLE001 - best effort: the user's reply must not raise again
+            log.warning("could not send the apology", extra={"error_id": error_id})
+        return None
+
+    app.plate = plate  # type: ignore[attr-defined]  # the sweeper and tests reach the listeners through it
+    return app

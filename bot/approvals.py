@@ -1,0 +1,162 @@
+"""PURE. The life of a change request: pending -> approved | rejected | cancelled | expired.
+
+Immutable: each transition returns a new Request and raises a UserError when the click must not count.
+Time is passed in (`now`, epoch seconds), never read here, so expiry is tested without a clock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Self
+
+from bot.errors import Conflict, NotAllowed
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"  # approved, or needed no approval: a job was queued
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def final(self) -> bool:
+        return self is not Status.PENDING
+
+
+@dataclass(frozen=True)
+class Vote:
+    user: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    verb: str
+    env: str
+    requester: str
+    channel: str
+    created_at: float
+    expires_at: float
+    approvals_required: int
+    args: dict[str, Any] = field(default_factory=dict)
+    status: Status = Status.PENDING
+    approvals: tuple[Vote, ...] = ()
+    decided_by: str | None = None
+    decided_at: float | None = None
+    reason: str | None = None
+    # Slack coordinates, filled once the card is posted.
+    message_ts: str | None = None
+    # Why this request needs more approvals than the environment's default (a freeze, say).
+    notes: tuple[str, ...] = ()
+
+    @property
+    def job_id(self) -> str:
+        """RQ job id: derived from the request so a job can exist at most once per request."""
+        return f"plate-{self.id}"
+
+    def needs_approval(self) -> bool:
+        return self.approvals_required > 0
+
+    def is_expired(self, now: float) -> bool:
+        return self.status is Status.PENDING and now >= self.expires_at
+
+    def _check_open(self, now: float) -> None:
+        if self.status.final:
+            raise Conflict(already_decided(self))
+        if self.is_expired(now):
+            raise Conflict(f"This request expired {_hhmm(self.expires_at)} UTC; nothing was run. Request it again.")
+
+    def with_approval(self, user: str, now: float, *, is_approver: bool) -> Request:
+        """Count `user`'s approval. The requester never counts, whatever groups they are in."""
+        self._check_open(now)
+        if user == self.requester:
+            raise NotAllowed("You cannot approve your own request; a second person has to.")
+        if not is_approver:
+            raise NotAllowed(f"You are not an approver for `{self.env}`.")
+        if any(v.user == user for v in self.approvals):
+            raise Conflict(
+                f"You already approved this; it needs {self.approvals_required - len(self.approvals)} more."
+            )
+        votes = (*self.approvals, Vote(user, now))
+        if len(votes) < self.approvals_required:
+            return replace(self, approvals=votes)
+        return replace(self, approvals=votes, status=Status.APPROVED, decided_by=user, decided_at=now)
+
+    def with_rejection(self, user: str, now: float, *, is_approver: bool, reason: str | None = None) -> Request:
+        self._check_open(now)
+        if not is_approver:
+            raise NotAllowed(f"Only approvers for `{self.env}` can reject; the requester can Cancel.")
+        return replace(self, status=Status.REJECTED, decided_by=user, decided_at=now, reason=reason)
+
+    def with_cancel(self, user: str, now: float) -> Request:
+        self._check_open(now)
+        if user != self.requester:
+            raise NotAllowed(f"Only <@{self.requester}>, who asked, can cancel this request.")
+        return replace(self, status=Status.CANCELLED, decided_by=user, decided_at=now)
+
+    def with_expiry(self, now: float) -> Request:
+        if not self.is_expired(now):
+            raise Conflict("This request has not expired.")
+        return replace(self, status=Status.EXPIRED, decided_at=self.expires_at)
+
+    def queued_now(self, now: float) -> Request:
+        """An environment that needs no approval: the request goes straight to the queue."""
+        return replace(self, status=Status.APPROVED, decided_at=now)
+
+    def with_message(self, ts: str) -> Request:
+        return replace(self, message_ts=ts)
+
+    # storage -----------------------------------------------------------------------------
+    def for_storage(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_storage(cls, raw: str | bytes) -> Self:
+        data = json.loads(raw)
+        data["status"] = Status(data["status"])
+        data["approvals"] = tuple(Vote(**v) for v in data.get("approvals", ()))
+        data["notes"] = tuple(data.get("notes", ()))
+        return cls(**data)
+
+
+def _hhmm(ts: float) -> str:
+    return time.strftime("%H:%M", time.gmtime(ts))
+
+
+def already_decided(request: Request) -> str:
+    who = f" by <@{request.decided_by}>" if request.decided_by else ""
+    if request.status is Status.APPROVED and not request.needs_approval():
+        return "This request was already queued."
+    return f"This request was already {request.status.value}{who}."
+
+
+def new_request(
+    request_id: str,
+    *,
+    verb: str,
+    env: str,
+    requester: str,
+    channel: str,
+    now: float,
+    ttl: int,
+    approvals_required: int,
+    args: dict[str, Any] | None = None,
+    notes: tuple[str, ...] = (),
+) -> Request:
+    return Request(
+        id=request_id,
+        verb=verb,
+        env=env,
+        requester=requester,
+        channel=channel,
+        created_at=now,
+        expires_at=now + ttl,
+        approvals_required=approvals_required,
+        args=dict(args or {}),
+        notes=notes,
+    )

@@ -1,0 +1,155 @@
+"""PURE. `/plate <verb> <env> [args] [--dry-run]` -> Command, or UsageError saying what was wrong.
+
+Every value a user types is checked against a strict pattern here, before anything else sees it:
+these strings end up in helm argv and Kubernetes API paths.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.errors import UsageError
+
+MAX_TEXT = 300
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+REVISION = re.compile(r"^[1-9][0-9]{0,6}$")
+# A pod or workload, optionally with its kind: `web-7d9f`, `deployment/web`, `sts/db`.
+OBJECT_REF = re.compile(
+    r"^(?:(deployment|deploy|statefulset|sts|job|pod|po)/)?([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$"
+)
+ARGOCD_APP = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class Verb(StrEnum):
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+    HARBOR_VERIFY = "harbor-verify"
+    STATUS = "status"
+    HISTORY = "history"
+    DIAGNOSE = "diagnose"
+    HELP = "help"
+
+    @property
+    def mutating(self) -> bool:
+        """Verbs that change the cluster: approval rules and the environment lock apply."""
+        return self in (Verb.DEPLOY, Verb.ROLLBACK)
+
+
+VERB_ALIASES = {"verify-harbor": Verb.HARBOR_VERIFY}
+DRY_RUN_VERBS = (Verb.DEPLOY, Verb.ROLLBACK)
+
+USAGE = {
+    Verb.DEPLOY: "/plate deploy <env> [image-tag] [--dry-run]",
+    Verb.ROLLBACK: "/plate rollback <env> [revision] [--dry-run]",
+    Verb.HARBOR_VERIFY: "/plate harbor-verify <env>",
+    Verb.STATUS: "/plate status <env>",
+    Verb.HISTORY: "/plate history <env> [count]",
+    Verb.DIAGNOSE: "/plate diagnose <env> [pod-or-workload]",
+    Verb.HELP: "/plate help",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: Verb
+    env: str | None = None
+    image_tag: str | None = None
+    revision: int | None = None
+    target: str | None = None
+    count: int | None = None
+    dry_run: bool = False
+
+    def args(self) -> dict[str, object]:
+        """The verb's arguments, without the defaults: what the job needs beyond the environment."""
+        out: dict[str, object] = {}
+        for key in ("image_tag", "revision", "target", "count"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.dry_run:
+            out["dry_run"] = True
+        return out
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A user's token echoed back safely: bounded, without Slack markup characters."""
+    cleaned = re.sub(r"[`*_~<>&]", "", value)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
+
+
+def parse(text: str, resolve_env: Callable[[str], str | None]) -> Command:
+    """Parse the text after `/plate`. `resolve_env` maps a name or alias to the canonical name."""
+    if len(text) > MAX_TEXT:
+        raise UsageError(f"That command is {len(text)} characters long; the limit is {MAX_TEXT}.")
+    words = text.split()
+    flags = [w for w in words if w.startswith("-")]
+    words = [w for w in words if not w.startswith("-")]
+    if not words:
+        raise UsageError("Tell me what to do: a verb such as `deploy`, `status` or `help`.")
+    verb_word = words[0].lower()
+    try:
+        verb = VERB_ALIASES.get(verb_word) or Verb(verb_word)
+    except ValueError:
+        raise UsageError(f"I don't know the command `{_shown(words[0])}`.") from None
+    if verb is Verb.HELP:
+        if len(words) > 1 or flags:
+            raise UsageError("`help` takes no arguments.")
+        return Command(Verb.HELP)
+
+    dry_run = False
+    for flag in flags:
+        if flag == "--dry-run" and verb in DRY_RUN_VERBS:
+            dry_run = True
+        elif flag == "--dry-run":
+            raise UsageError(f"`--dry-run` does not apply to `{verb}`; it changes nothing anyway.")
+        else:
+            raise UsageError(f"Unknown option `{_shown(flag)}`. Usage: `{USAGE[verb]}`")
+    if flags.count("--dry-run") > 1:
+        raise UsageError("`--dry-run` is given twice.")
+
+    if len(words) < 2:
+        raise UsageError(f"Which environment? Usage: `{USAGE[verb]}`")
+    env = resolve_env(words[1])
+    if env is None:
+        raise UsageError(f"There is no environment called `{_shown(words[1])}`.")
+    rest = words[2:]
+    if len(rest) > 1:
+        raise UsageError(f"Too many arguments. Usage: `{USAGE[verb]}`")
+    arg = rest[0] if rest else None
+    return _with_argument(verb, env, arg, dry_run)
+
+
+def _with_argument(verb: Verb, env: str, arg: str | None, dry_run: bool) -> Command:
+    if arg is None:
+        return Command(verb, env, dry_run=dry_run)
+    if verb is Verb.DEPLOY:
+        if not IMAGE_TAG.match(arg):
+            raise UsageError(
+                f"`{_shown(arg)}` is not a valid image tag (letters, digits, `_`, `.`, `-`; at most 128)."
+            )
+        return Command(verb, env, image_tag=arg, dry_run=dry_run)
+    if verb is Verb.ROLLBACK:
+        if not REVISION.match(arg):
+            raise UsageError(f"`{_shown(arg)}` is not a revision number. Usage: `{USAGE[verb]}`")
+        return Command(verb, env, revision=int(arg), dry_run=dry_run)
+    if verb is Verb.HISTORY:
+        if not REVISION.match(arg) or not 1 <= int(arg) <= 50:
+            raise UsageError("The count for `history` is a number from 1 to 50.")
+        return Command(verb, env, count=int(arg))
+    if verb is Verb.DIAGNOSE:
+        match = OBJECT_REF.match(arg)
+        if not match:
+            raise UsageError(f"`{_shown(arg)}` is not a pod or workload name (e.g. `web-7d9f` or `deploy/web`).")
+        return Command(verb, env, target=arg)
+    raise UsageError(f"`{verb}` takes no further arguments. Usage: `{USAGE[verb]}`")
+
+
+def help_text(env_names: list[str]) -> str:
+    lines = ["*plate-bot commands*"]
+    lines += [f"• `{usage}`" for usage in USAGE.values()]
+    lines.append(f"Environments: {', '.join(f'`{n}`' for n in env_names)}")
+    lines.append("Changes to environments that need approval wait for a second person to click Approve.")
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""PURE. Every user-facing string and Block Kit payload plate-bot sends.
+
+Builders return `(text, blocks)`: `text` is the notification/fallback, `blocks` the rich layout.
+Buttons carry only the request id; the server re-checks everything on click.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.approvals import Request, Status
+from config.durations import format_duration
+from config.environments import Environment
+from workers.progress import Outcome, Progress, StepState
+
+Blocks = list[dict[str, Any]]
+
+APPROVE, REJECT, CANCEL = "plate_approve", "plate_reject", "plate_cancel"
+
+_STEP_ICON = {
+    StepState.PENDING: ":white_circle:",
+    StepState.RUNNING: ":hourglass_flowing_sand:",
+    StepState.DONE: ":white_check_mark:",
+    StepState.FAILED: ":x:",
+    StepState.SKIPPED: ":heavy_minus_sign:",
+}
+_OUTCOME = {
+    Outcome.QUEUED: "queued",
+    Outcome.RUNNING: "running",
+    Outcome.SUCCEEDED: "succeeded",
+    Outcome.FAILED: "failed",
+}
+
+
+def hhmm(ts: float) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(ts))
+
+
+def seconds(value: float) -> str:
+    return f"{value:.1f}s" if value < 60 else format_duration(round(value))
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _button(label: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+# --- replies to the person typing ---------------------------------------------------------------------
+
+
+def usage_reply(problem: str, help_text: str) -> str:
+    return f":warning: {problem}\n\n{help_text}"
+
+
+def apology(error_id: str) -> str:
+    return f":boom: Something went wrong on my side; nothing was changed. Reference: `{error_id}`."
+
+
+def unavailable() -> str:
+    return ":hourglass: plate-bot cannot reach its queue right now; nothing was changed. Try again in a minute."
+
+
+def lock_held(env: str, holder: dict[str, Any]) -> str:
+    return (
+        f":lock: `{env}` is busy: {holder.get('verb', 'a change')} requested by <@{holder.get('user')}> "
+        f"is {holder.get('state', 'running')} since {hhmm(float(holder.get('since', 0)))}. "
+        "Try again when it has finished."
+    )
+
+
+def queued_reply(request: Request) -> str:
+    return f":inbox_tray: `{request.verb} {request.env}` is queued; follow it in the thread."
+
+
+# --- the request card ----------------------------------------------------------------------------------
+
+
+def _what(request: Request, env: Environment) -> str:
+    rows = [
+        f"*Environment:* `{env.name}`   *Namespace:* `{env.namespace}`",
+        f"*Release:* `{env.release}`   *Chart:* `{env.chart.name}`",
+    ]
+    if "image_tag" in request.args:
+        rows.append(f"*Image tag:* `{request.args['image_tag']}`")
+    if "revision" in request.args:
+        rows.append(f"*Target revision:* `{request.args['revision']}`")
+    if request.args.get("dry_run"):
+        rows.append("*Dry run:* nothing will change")
+    return "\n".join(rows)
+
+
+def _headline(request: Request) -> str:
+    dry = " (dry run)" if request.args.get("dry_run") else ""
+    return f"*{request.verb} `{request.env}`*{dry} requested by <@{request.requester}>"
+
+
+def request_card(request: Request, env: Environment) -> tuple[str, Blocks]:
+    """The pending card with Approve / Reject / Cancel."""
+    need = request.approvals_required - len(request.approvals)
+    who = "approver" if need == 1 else "approvers"
+    status = f"Needs {need} more approval{'s' if need != 1 else ''} from an {who[:-1] if need == 1 else who} of `{env.name}`"
+    if request.approvals:
+        status += " · approved so far by " + ", ".join(f"<@{v.user}>" for v in request.approvals)
+    status += f" · expires {hhmm(request.expires_at)}"
+    blocks: Blocks = [_section(_headline(request)), _section(_what(request, env))]
+    blocks += [_section(f":warning: {note}") for note in request.notes]
+    blocks.append(_context(status))
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": f"plate:{request.id}",
+            "elements": [
+                _button("Approve", APPROVE, request.id, "primary"),
+                _button("Reject", REJECT, request.id, "danger"),
+                _button("Cancel", CANCEL, request.id),
+            ],
+        }
+    )
+    text = f"{request.verb} {request.env} requested by <@{request.requester}>: needs approval"
+    return text, blocks
+
+
+def decided_card(request: Request, env: Environment) -> tuple[str, Blocks]:
+    """The card after the decision: buttons gone, who decided and when."""
+    at = hhmm(request.decided_at) if request.decided_at else ""
+    if request.status is Status.APPROVED and request.needs_approval():
+        by = ", ".join(f"<@{v.user}>" for v in request.approvals)
+        line = f":white_check_mark: Approved by {by} at {at}; queued as `{request.job_id}`. Progress in the thread."
+    elif request.status is Status.APPROVED:
+        line = f":arrow_forward: Queued at {at} as `{request.job_id}` (no approval needed). Progress in the thread."
+    elif request.status is Status.REJECTED:
+        line = f":no_entry: Rejected by <@{request.decided_by}> at {at}. Nothing was run."
+    elif request.status is Status.CANCELLED:
+        line = f":heavy_multiplication_x: Cancelled by <@{request.decided_by}> at {at}. Nothing was run."
+    elif request.status is Status.EXPIRED:
+        line = f":hourglass: Expired at {at} without approval. Nothing was run."
+    else:
+        return request_card(request, env)
+    blocks = [_section(_headline(request)), _section(_what(request, env)), _context(line)]
+    return f"{request.verb} {request.env}: {request.status.value}", blocks
+
+
+# --- the job's status message in the thread -------------------------------------------------------------
+
+
+def progress_message(progress: Progress, now: float) -> tuple[str, Blocks]:
+    lines = []
+    for step in progress.steps:
+        took = step.duration(now)
+        timing = f" ({seconds(took)})" if took is not None and step.state is not StepState.PENDING else ""
+        note = f" — {step.note}" if step.note else ""
+        lines.append(f"{_STEP_ICON[step.state]} {step.title}{timing}{note}")
+    head = f"*{progress.title}* — {_OUTCOME[progress.outcome]}"
+    if progress.started is not None and progress.outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+        head += f" in {seconds((progress.ended or now) - progress.started)}"
+    blocks: Blocks = [_section(head), _section("\n".join(lines))]
+    if progress.summary:
+        blocks.append(_context(progress.summary))
+    return f"{progress.title}: {_OUTCOME[progress.outcome]}", blocks
+
+
+def job_lost(job_id: str, detail: str) -> str:
+    return (
+        f":skull: The worker running `{job_id}` was lost before it finished. "
+        f"The release may be half-changed: check it with `/plate status`. {detail}"
+    ).strip()
+
+
+def job_crashed(error_id: str) -> str:
+    return f":boom: The job stopped on an internal error. Reference: `{error_id}`. The environment lock is released."

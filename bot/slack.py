@@ -1,0 +1,117 @@
+"""The one module that owns the Slack Web API client.
+
+Every text and block goes through the redaction layer here, so no caller can post a secret by mistake.
+429s (with Retry-After), 5xx and connection errors are retried by slack_sdk's own retry handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot.redact import REDACTOR, Redactor
+from config.settings import Settings
+
+log = logging.getLogger("plate.slack")
+GROUP_TTL = 60.0
+
+
+class SlackError(Exception):
+    """A Slack call failed after retries; `code` is Slack's error string (e.g. `not_in_channel`)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def make_client(token: str, base_url: str, timeout: int = 10) -> WebClient:
+    client = WebClient(token=token, base_url=base_url, timeout=timeout)
+    client.retry_handlers = [
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        RateLimitErrorRetryHandler(max_retry_count=5),
+        ServerErrorRetryHandler(max_retry_count=2),
+    ]
+    return client
+
+
+class SlackGateway:
+    def __init__(self, client: WebClient, redactor: Redactor = REDACTOR) -> None:
+        self.client = client
+        self._redact = redactor
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._groups_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SlackGateway:
+        return cls(make_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url))
+
+    def _call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Write methods take JSON bodies (blocks stay structured); read methods take form fields."""
+        try:
+            if method.startswith("chat.post") or method == "chat.update" or method.startswith("views."):
+                response = self.client.api_call(method, json=self._redact(params))
+            else:
+                response = self.client.api_call(method, params=params)
+        except SlackApiError as exc:
+            code = str(exc.response.get("error", "unknown_error")) if exc.response is not None else "unknown"
+            log.warning("slack call failed", extra={"method": method, "error": code})
+            raise SlackError(code) from None
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None) -> str:
+        params: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False}
+        if blocks is not None:
+            params["blocks"] = blocks
+        if thread_ts:
+            params["thread_ts"] = thread_ts
+        return str(self._call("chat.postMessage", **params)["ts"])
+
+    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        params: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
+        params["blocks"] = blocks if blocks is not None else []
+        self._call("chat.update", **params)
+
+    def ephemeral(self, channel: str, user: str, text: str) -> None:
+        self._call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    def permalink(self, channel: str, ts: str) -> str | None:
+        try:
+            return str(self._call("chat.getPermalink", channel=channel, message_ts=ts)["permalink"])
+        except (SlackError, KeyError):
+            return None
+
+    def auth_ok(self) -> bool:
+        try:
+            return bool(self._call("auth.test").get("ok"))
+        except SlackError:
+            return False
+
+    def members(self, group_ids: list[str]) -> dict[str, frozenset[str]]:
+        """Members of Slack user groups, cached for GROUP_TTL seconds (usergroups.users.list is Tier 2)."""
+        now = time.monotonic()
+        out: dict[str, frozenset[str]] = {}
+        for group in group_ids:
+            with self._groups_lock:
+                cached = self._groups.get(group)
+            if cached and now - cached[0] < GROUP_TTL:
+                out[group] = cached[1]
+                continue
+            try:
+                users = frozenset(self._call("usergroups.users.list", usergroup=group).get("users", []))
+            except SlackError:
+                # Fail closed for a group we cannot read, but keep a stale answer if we had one.
+                users = cached[1] if cached else frozenset()
+            with self._groups_lock:
+                self._groups[group] = (now, users)
+            out[group] = users
+        return out

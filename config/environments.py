@@ -1,0 +1,168 @@
+"""The environments file: which clusters, namespaces and releases plate-bot may touch, and who may ask.
+
+Validated once at start-up; a bad file stops the process with one line naming the file, the key and
+the problem (`ConfigError`). Paths in the file are relative to the file's own directory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from config.durations import Duration
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+SLACK_ID = r"^[UWSCGD][A-Z0-9]{2,30}$"
+ENV_NAME = r"^[a-z][a-z0-9-]{0,31}$"
+
+KubeName = Annotated[str, Field(pattern=DNS_LABEL)]
+SlackUserOrGroup = Annotated[str, Field(pattern=r"^[UWS][A-Z0-9]{2,30}$")]
+SlackChannel = Annotated[str, Field(pattern=r"^[CGD][A-Z0-9]{2,30}$")]
+
+
+class ConfigError(Exception):
+    """The environments file cannot be used; the message is one line meant for the operator."""
+
+
+class HarborChecks(BaseModel):
+    """Names used by harbor-verify; defaults are the seed's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eso_namespace: KubeName = "external-secrets-system"
+    token_secret: KubeName = "openbao-token"
+    service_account: KubeName = "harbor-secret-reader"
+    secret_store: KubeName = "openbao-harbor"
+    external_secret: KubeName = "harbor-registry-secret"
+    docker_secret: KubeName = "harbor-docker-secret"
+    registry: str = "harbor.example.com"
+    test_image: str = "harbor.example.com/plate/plate-web:1.4.0"
+    pod_timeout: Duration = 120
+
+
+class Environment(BaseModel):
+    """One deploy target. `name` is filled in from the key in `environments:`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    aliases: list[Annotated[str, Field(pattern=ENV_NAME)]] = []
+    kube_context: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$")
+    # The cluster name the context must point at; defaults to whatever the context names.
+    cluster: str | None = None
+    # Production environments refuse clusters whose name lacks `prod`/`production` (the seed's check)
+    # unless the name is listed here.
+    production: bool | None = None
+    allowed_cluster_names: list[str] = []
+    # Optional pin of the cluster's identity: the UID of the kube-system namespace.
+    cluster_uid: str | None = None
+    namespace: KubeName
+    release: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")]
+    chart: Path
+    values: list[Path] = []
+    approvals_required: int = Field(default=0, ge=0, le=5)
+    approvers: list[SlackUserOrGroup] = []
+    requesters: list[Annotated[str, Field(pattern=r"^(\*|[UWS][A-Z0-9]{2,30})$")]] = ["*"]
+    channels: list[SlackChannel] = []
+    approval_ttl: Duration = 900
+    helm_timeout: Duration = 600
+    incident_channel: SlackChannel | None = None
+    argocd_app: KubeName | None = None
+    argocd_namespace: KubeName = "argocd"
+    harbor: HarborChecks = HarborChecks()
+
+    @property
+    def is_production(self) -> bool:
+        if self.production is not None:
+            return self.production
+        return self.approvals_required > 0
+
+    @property
+    def job_timeout(self) -> int:
+        """RQ's hard limit: helm's own timeout must run out first, with room for the steps around it."""
+        return self.helm_timeout + 300
+
+    @model_validator(mode="after")
+    def _approvers_exist(self) -> Self:
+        if self.approvals_required > 0 and not self.approvers:
+            raise ValueError("approvals_required > 0 needs at least one entry in approvers")
+        return self
+
+
+class PlateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    incident_channel: SlackChannel | None = None
+    audit_channel: SlackChannel | None = None
+    environments: dict[Annotated[str, Field(pattern=ENV_NAME)], Environment]
+
+    @field_validator("environments")
+    @classmethod
+    def _non_empty(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+        if not value:
+            raise ValueError("at least one environment is required")
+        return value
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Self:
+        seen: dict[str, str] = {}
+        for name, env in self.environments.items():
+            env.name = name
+            for alias in (name, *env.aliases):
+                if alias in seen and seen[alias] != name:
+                    raise ValueError(f"name or alias {alias!r} is used by both {seen[alias]} and {name}")
+                seen[alias] = name
+        return self
+
+    def resolve(self, name: str) -> Environment | None:
+        """Environment by name or alias, case-insensitively."""
+        wanted = name.lower()
+        for env in self.environments.values():
+            if wanted == env.name or wanted in env.aliases:
+                return env
+        return None
+
+    def names(self) -> list[str]:
+        return list(self.environments)
+
+
+def _location(loc: tuple[object, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_config(data: object, source: str = "<config>", base_dir: Path | None = None) -> PlateConfig:
+    """Validate an already-parsed document; relative chart/values paths are made absolute from base_dir."""
+    try:
+        config = PlateConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        message = re.sub(r"^(Value error|Assertion failed), ", "", err["msg"])
+        raise ConfigError(f"{source}: {_location(err['loc'])}: {message}{more}") from None
+    if base_dir is not None:
+        for env in config.environments.values():
+            env.chart = (base_dir / env.chart).resolve()
+            env.values = [(base_dir / v).resolve() for v in env.values]
+    return config
+
+
+def load_config(path: str | Path) -> PlateConfig:
+    """Read and validate the environments file at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the environments file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the environments file must be a mapping with an `environments:` key")
+    return parse_config(data, str(path), path.parent)

@@ -1,0 +1,29 @@
+"""Process settings from environment variables (names pinned by the foundation contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EXAMPLE_CONFIG = Path(__file__).with_name("plate.example.yaml")
+
+
+class Settings(BaseSettings):
+    """Built once in main and passed down; nothing reads the environment at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    slack_bot_token: SecretStr = SecretStr("")
+    slack_signing_secret: SecretStr = SecretStr("")
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    # Unset means embedded: a private redis-server is started by the process.
+    redis_url: str | None = None
+    plate_config: Path = EXAMPLE_CONFIG
+    helm_bin: str = "helm"
+    kubeconfig: str | None = None
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # Where embedded Redis keeps its socket and data.
+    plate_data_dir: Path = Path(".plate-data")

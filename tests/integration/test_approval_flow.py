@@ -1,0 +1,173 @@
+"""Signed slash commands and clicks into the running app (waitress on loopback), a real Redis, the fake
+Slack Web API; jobs drained by a real RQ worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from bot.approvals import Request, Status
+from bot.store import Store
+from tests.conftest import Service
+
+
+def _request(service: Service) -> Request:
+    ids = service.wait(service.request_ids)
+    assert len(ids) == 1
+    request = service.runtime.store.get(ids[0])
+    assert request is not None
+    return request
+
+
+def _card_posted(service: Service) -> Request:
+    service.wait(lambda: service.slack.calls_to("chat.postMessage"))
+    return service.wait(lambda: (r := _request(service)).message_ts and r)
+
+
+def _ephemeral_texts(service: Service, user: str) -> list[str]:
+    return [e["text"] if isinstance(e, dict) else e.text for e in service.slack.ephemerals(user)]
+
+
+def test_deploy_prod_card_shows_what_will_run_and_buttons(service: Service) -> None:
+    status, body = service.command("deploy prod 1.5.0")
+    assert status == 200 and body in (b"", b"{}") or json.loads(body or b"{}") == {}
+    request = _card_posted(service)
+    card = service.slack.messages("C0DEPLOYS")[0]
+    assert card.ts == request.message_ts
+    rendered = json.dumps(card.blocks)
+    for expected in ("U0BOB", "plate-prod", "plate-web", "1.5.0", "Approve", "Reject", "Cancel", "expires"):
+        assert expected in rendered
+    assert request.status is Status.PENDING and request.approvals_required == 1
+    assert service.runtime.queue.count == 0
+
+
+def test_requester_and_non_approver_cannot_approve(service: Service) -> None:
+    service.command("deploy prod")
+    request = _card_posted(service)
+    assert service.click("plate_approve", request.id, user="U0BOB") == 200
+    assert service.click("plate_approve", request.id, user="U0EVE") == 200
+    service.wait(lambda: len(_ephemeral_texts(service, "U0BOB")) and len(_ephemeral_texts(service, "U0EVE")))
+    assert "cannot approve your own request" in _ephemeral_texts(service, "U0BOB")[0]
+    assert "not an approver" in _ephemeral_texts(service, "U0EVE")[0]
+    assert service.runtime.store.get(request.id).status is Status.PENDING
+    assert service.runtime.queue.count == 0
+    assert not service.slack.calls_to("chat.update")
+
+
+def test_approval_by_group_member_edits_card_and_queues_one_job(service: Service) -> None:
+    service.command("deploy prod")
+    request = _card_posted(service)
+    assert service.click("plate_approve", request.id, user="U0CAROL") == 200  # member of S0SRE
+    service.wait(lambda: service.slack.calls_to("chat.update"))
+    card = service.slack.messages("C0DEPLOYS")[0]
+    assert "Approved by <@U0CAROL>" in json.dumps(card.blocks)
+    assert "actions" not in [b["type"] for b in card.blocks]
+    assert service.runtime.queue.job_ids == [request.job_id]
+    holder = service.runtime.store.lock_holder("prod")
+    assert holder is not None and holder["request"] == request.id
+
+
+def test_fifty_concurrent_approvals_and_retries_make_exactly_one_job(service: Service) -> None:
+    service.command("deploy prod")
+    request = _card_posted(service)
+    users = ["U0ALICE", "U0CAROL", "U0DAVE"]
+    statuses: list[int] = []
+
+    def click(i: int) -> None:
+        headers = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"} if i % 3 == 0 else None
+        statuses.append(service.click("plate_approve", request.id, user=users[i % 3], headers=headers))
+
+    threads = [threading.Thread(target=click, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 50
+    service.wait(lambda: service.runtime.store.get(request.id).status is Status.APPROVED)
+    # Let the listener threads settle, then count.
+    service.wait(lambda: len(service.slack.ephemerals()) >= 40, timeout=10)
+    assert service.runtime.queue.job_ids == [request.job_id]
+    approved = service.runtime.store.get(request.id)
+    assert len(approved.approvals) == 1
+    assert len([c for c in service.slack.calls_to("chat.update")]) == 1
+
+
+def test_reject_and_later_clicks_are_told_it_was_rejected(service: Service) -> None:
+    service.command("deploy prod")
+    request = _card_posted(service)
+    service.click("plate_reject", request.id, user="U0ALICE")
+    service.wait(lambda: service.slack.calls_to("chat.update"))
+    assert "Rejected by <@U0ALICE>" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
+    service.click("plate_approve", request.id, user="U0CAROL")
+    service.wait(lambda: _ephemeral_texts(service, "U0CAROL"))
+    assert "already rejected" in _ephemeral_texts(service, "U0CAROL")[0]
+    assert service.runtime.queue.count == 0
+    assert service.runtime.store.lock_holder("prod") is None
+
+
+def test_only_the_requester_can_cancel(service: Service) -> None:
+    service.command("deploy prod")
+    request = _card_posted(service)
+    service.click("plate_cancel", request.id, user="U0ALICE")
+    service.wait(lambda: _ephemeral_texts(service, "U0ALICE"))
+    assert "Only <@U0BOB>" in _ephemeral_texts(service, "U0ALICE")[0]
+    service.click("plate_cancel", request.id, user="U0BOB")
+    service.wait(lambda: service.slack.calls_to("chat.update"))
+    assert "Cancelled by <@U0BOB>" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
+    assert service.runtime.store.get(request.id).status is Status.CANCELLED
+
+
+def test_expiry_edits_the_card_and_refuses_later_clicks(service: Service) -> None:
+    service.command("deploy prod")
+    request = _card_posted(service)
+    plate = service.runtime.app.plate
+    plate.s.clock = lambda: request.expires_at + 1  # the sweeper's clock is injectable, not patched
+    assert plate.expire_due() == 1
+    assert service.runtime.store.get(request.id).status is Status.EXPIRED
+    assert "Expired" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
+    service.click("plate_approve", request.id, user="U0ALICE")
+    service.wait(lambda: _ephemeral_texts(service, "U0ALICE"))
+    assert "already expired" in _ephemeral_texts(service, "U0ALICE")[0]
+    assert service.runtime.queue.count == 0
+
+
+def test_lock_contention_tells_who_holds_the_environment(service: Service) -> None:
+    service.command("deploy prod")
+    first = _card_posted(service)
+    service.click("plate_approve", first.id, user="U0ALICE")
+    service.wait(lambda: service.runtime.store.lock_holder("prod"))
+    status, body = service.command("rollback prod 3", user="U0DAVE")
+    assert status == 200
+    text = body.decode()
+    assert "busy" in text and "U0BOB" in text and "deploy" in text
+    assert len(service.request_ids()) == 1
+
+
+def test_stg_needs_no_approval_and_queues_at_once(service: Service) -> None:
+    service.command("deploy stg 1.5.1")
+    service.wait(lambda: service.runtime.queue.count == 1)
+    request = _request(service)
+    assert request.status is Status.APPROVED and request.approvals_required == 0
+    service.wait(lambda: service.slack.calls_to("chat.update"))
+    assert "no approval needed" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
+
+
+def test_store_transition_is_atomic_with_enqueue(redis_conn) -> None:
+    from bot.approvals import new_request
+    from bot.queue import enqueue, queue_for
+
+    store, queue = Store(redis_conn), queue_for(redis_conn)
+    request = new_request("r1", verb="deploy", env="prod", requester="U1", channel="C1", now=0, ttl=60, approvals_required=1)
+    assert store.create(request, lock_env="prod") is None
+
+    def boom(pipe, old, new):  # an enqueue that fails inside MULTI must leave nothing changed
+        enqueue(queue, pipe, new, 60)
+        raise RuntimeError("enqueue failed")
+
+    try:
+        store.transition("r1", lambda r: r.with_approval("U2", 1, is_approver=True), lock_env="prod", on_commit=boom)
+    except RuntimeError:
+        pass
+    assert store.get("r1").status is Status.PENDING
+    assert store.lock_holder("prod") is None
+    assert queue.count == 0

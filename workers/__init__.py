@@ -1,0 +1,1 @@
+"""Jobs run by RQ workers: each verb's procedure, reporting into the request's Slack thread."""

@@ -1,0 +1,188 @@
+"""The one module that runs the helm CLI.
+
+argv lists only (never a shell); every value is checked against a strict pattern before it joins argv,
+and every call carries the environment's `--kube-context` and `-n`, so helm and the API checks can
+never look at different clusters. The child runs in its own process group: on a timeout, or when the
+job itself is stopped, the whole group is killed, leaving no zombie helm or plugin processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.redact import REDACTOR
+from workers.errors import HelmError
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
+_CONTEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SET_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+STDERR_TAIL = 1500
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.match(value):
+        raise HelmError(f"refusing to pass an invalid {what} to helm")
+    return value
+
+
+def _tail(text: str, limit: int = STDERR_TAIL) -> str:
+    text = REDACTOR(text.strip())
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+@dataclass(frozen=True)
+class HelmResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class Helm:
+    def __init__(
+        self, binary: str, *, namespace: str, kube_context: str | None = None, kubeconfig: str | None = None
+    ) -> None:
+        self.binary = binary
+        self.namespace = _checked(namespace, _NAME, "namespace")
+        self.kube_context = _checked(kube_context, _CONTEXT, "kube context") if kube_context else None
+        self.kubeconfig = kubeconfig
+
+    def argv(self, *args: str) -> list[str]:
+        target = ["--kube-context", self.kube_context] if self.kube_context else []
+        return [self.binary, *args, *target, "-n", self.namespace]
+
+    def run(self, *args: str, timeout: float = 120) -> HelmResult:
+        argv = self.argv(*args)
+        env = dict(os.environ)
+        if self.kubeconfig:
+            env["KUBECONFIG"] = self.kubeconfig
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+            )
+        except OSError as exc:
+            raise HelmError(f"cannot run helm ({self.binary}): {exc.strerror}") from None
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            stdout, stderr = proc.communicate()
+            raise HelmError(
+                f"helm {args[0]} did not finish within {int(timeout)}s and was stopped",
+                stderr=_tail(stderr),
+                timed_out=True,
+            ) from None
+        except BaseException:
+            # The job was stopped (RQ timeout, SIGTERM): take helm down with it.
+            _kill_group(proc)
+            raise
+        result = HelmResult(argv, proc.returncode, stdout, stderr, time.monotonic() - started)
+        if proc.returncode != 0:
+            first = next((ln for ln in stderr.strip().splitlines() if ln.strip()), "no output")
+            raise HelmError(
+                f"helm {args[0]} failed: {_tail(first, 300)}", stderr=_tail(stderr), returncode=proc.returncode
+            )
+        return result
+
+    # --- the calls plate-bot makes --------------------------------------------------------------------
+    def status(self, release: str) -> dict[str, Any] | None:
+        """`helm status -o json`, or None when the release does not exist."""
+        try:
+            out = self.run("status", _checked(release, _NAME, "release"), "-o", "json", timeout=60)
+        except HelmError as exc:
+            if "not found" in exc.stderr:
+                return None
+            raise
+        return _json(out.stdout, "status")
+
+    def history(self, release: str, limit: int = 10) -> list[dict[str, Any]]:
+        try:
+            out = self.run("history", _checked(release, _NAME, "release"), "--max", str(int(limit)), "-o", "json", timeout=60)
+        except HelmError as exc:
+            if "not found" in exc.stderr:
+                return []
+            raise
+        data = _json(out.stdout, "history")
+        return data if isinstance(data, list) else []
+
+    def get_values(self, release: str, revision: int | None = None) -> str:
+        rev = ["--revision", str(int(revision))] if revision else []
+        return self.run("get", "values", _checked(release, _NAME, "release"), "--all", "-o", "yaml", *rev, timeout=60).stdout
+
+    def get_manifest(self, release: str, revision: int | None = None) -> str:
+        rev = ["--revision", str(int(revision))] if revision else []
+        return self.run("get", "manifest", _checked(release, _NAME, "release"), *rev, timeout=60).stdout
+
+    def lint(self, chart: Path, values: list[Path], image_tag: str | None = None) -> HelmResult:
+        return self.run("lint", str(chart), *_values_args(values, image_tag), timeout=120)
+
+    def template(self, release: str, chart: Path, values: list[Path], image_tag: str | None = None) -> str:
+        release = _checked(release, _NAME, "release")
+        return self.run("template", release, str(chart), *_values_args(values, image_tag), timeout=120).stdout
+
+    def upgrade(
+        self,
+        release: str,
+        chart: Path,
+        values: list[Path],
+        *,
+        image_tag: str | None,
+        timeout: int,
+        dry_run: bool = False,
+        description: str | None = None,
+    ) -> HelmResult:
+        args = ["upgrade", "--install", _checked(release, _NAME, "release"), str(chart)]
+        args += _values_args(values, image_tag)
+        args += ["--atomic", "--wait", "--timeout", f"{int(timeout)}s"]
+        if dry_run:
+            args.append("--dry-run=server")
+        if description:
+            args += ["--description", description[:200]]
+        # helm's own timeout runs out first; the margin lets --atomic finish its rollback.
+        return self.run(*args, timeout=timeout + 120)
+
+    def rollback(self, release: str, revision: int, *, timeout: int, dry_run: bool = False) -> HelmResult:
+        args = ["rollback", _checked(release, _NAME, "release"), str(int(revision)), "--wait", "--timeout", f"{int(timeout)}s"]
+        if dry_run:
+            args.append("--dry-run")
+        return self.run(*args, timeout=timeout + 120)
+
+
+def _values_args(values: list[Path], image_tag: str | None) -> list[str]:
+    args: list[str] = []
+    for path in values:
+        args += ["-f", str(path)]
+    if image_tag is not None:
+        args += ["--set-string", f"image.tag={_checked(image_tag, _TAG, 'image tag')}"]
+    return args
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise HelmError(f"helm {what} printed something that is not JSON") from None
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,94 @@
+"""The seam between the queue and the job bodies: a registry of procedures by verb, and the context
+each body gets (its request, environment, reporter and lazily built helm/Kubernetes adapters).
+
+A new verb adds a module with one `@procedure(...)` function; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from bot.approvals import Request
+from bot.slack import SlackGateway
+from bot.store import Store
+from config.environments import Environment, PlateConfig
+from config.settings import Settings
+from workers.errors import StepFailed
+from workers.helm import Helm
+from workers.kube import KubeGateway
+from workers.reporting import ThreadReporter
+
+Body = Callable[["JobContext"], str]
+
+
+@dataclass(frozen=True)
+class Procedure:
+    verb: str
+    title: str
+    steps: list[tuple[str, str]]
+    body: Body
+    mutating: bool = False
+
+
+PROCEDURES: dict[str, Procedure] = {}
+
+
+def procedure(verb: str, title: str, steps: list[tuple[str, str]], *, mutating: bool = False) -> Callable[[Body], Body]:
+    def register(body: Body) -> Body:
+        PROCEDURES[verb] = Procedure(verb, title, steps, body, mutating)
+        return body
+
+    return register
+
+
+@dataclass
+class StepNote:
+    text: str = ""
+
+
+@dataclass
+class JobContext:
+    request: Request
+    env: Environment
+    config: PlateConfig
+    settings: Settings
+    store: Store
+    slack: SlackGateway
+    report: ThreadReporter
+    clock: Callable[[], float] = field(default=time.time)
+
+    @cached_property
+    def helm(self) -> Helm:
+        return Helm(
+            self.settings.helm_bin,
+            namespace=self.env.namespace,
+            kube_context=self.env.kube_context,
+            kubeconfig=self.settings.kubeconfig,
+        )
+
+    @cached_property
+    def kube(self) -> KubeGateway:
+        return KubeGateway.connect(self.env.kube_context, self.settings.kubeconfig)
+
+    @property
+    def release_selector(self) -> str:
+        return f"app.kubernetes.io/instance={self.env.release}"
+
+    @contextmanager
+    def step(self, key: str) -> Iterator[StepNote]:
+        """Run one checklist step: running -> done, or failed with the reason, which is re-raised."""
+        note = StepNote()
+        self.report.start(key)
+        try:
+            yield note
+        except StepFailed as exc:
+            self.report.fail(key, exc.message)
+            raise
+        except BaseException:
+            self.report.fail(key, "stopped")
+            raise
+        self.report.done(key, note.text)

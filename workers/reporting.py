@@ -1,0 +1,127 @@
+"""One status message per job, edited in place, plus a few short replies in the request's thread.
+
+Edits are coalesced: at most one `chat.update` per `min_interval` per message; a timer flushes the last
+state so a long step still shows as running. Replies are capped so a chatty job cannot flood a thread.
+The status message's ts is kept in Redis: a retried or replayed job edits the same message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from bot import messages
+from bot.approvals import Request
+from bot.slack import SlackError, SlackGateway
+from bot.store import Store
+from workers.progress import Progress
+
+log = logging.getLogger("plate.report")
+MAX_REPLIES = 8
+REPLY_LIMIT = 3000
+
+
+class ThreadReporter:
+    def __init__(
+        self,
+        slack: SlackGateway,
+        store: Store,
+        request: Request,
+        progress: Progress,
+        *,
+        clock: Callable[[], float] = time.time,
+        min_interval: float = 1.0,
+    ) -> None:
+        self.slack, self.store, self.request = slack, store, request
+        self.progress = progress
+        self.clock = clock
+        self.min_interval = min_interval
+        self.channel = request.channel
+        self.thread_ts = request.message_ts
+        self.status_ts: str | None = None
+        self.replies = 0
+        self._lock = threading.RLock()
+        self._last_flush = 0.0
+        self._dirty = False
+        self._timer: threading.Timer | None = None
+
+    def open(self) -> None:
+        """Post (or find again) the status message in the thread."""
+        state = self.store.job_state(self.request.id)
+        self.status_ts = state.get("status_ts")
+        if self.status_ts:
+            self._flush(force=True)
+            return
+        text, blocks = messages.progress_message(self.progress, self.clock())
+        try:
+            self.status_ts = self.slack.post(self.channel, text, blocks, thread_ts=self.thread_ts)
+        except SlackError:
+            log.warning("could not post the status message")
+            return
+        self._last_flush = time.monotonic()
+        self.store.save_job_state(self.request.id, status_ts=self.status_ts, channel=self.channel)
+
+    def update(self, change: Callable[[Progress], Progress], *, force: bool = False) -> None:
+        with self._lock:
+            self.progress = change(self.progress)
+            self._dirty = True
+        self._flush(force=force)
+
+    def start(self, key: str) -> None:
+        self.update(lambda p: p.start(key, self.clock()))
+
+    def done(self, key: str, note: str = "") -> None:
+        self.update(lambda p: p.done(key, self.clock(), note))
+
+    def fail(self, key: str, note: str = "") -> None:
+        self.update(lambda p: p.fail(key, self.clock(), note))
+
+    def skip(self, key: str, note: str = "") -> None:
+        self.update(lambda p: p.skip(key, note))
+
+    def finish(self, *, ok: bool, summary: str = "") -> None:
+        self.update(lambda p: p.finish(self.clock(), ok=ok, summary=summary), force=True)
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def reply(self, text: str) -> None:
+        """A detail reply in the thread (bounded in number and length)."""
+        if self.replies >= MAX_REPLIES:
+            log.info("reply dropped: the thread already has %d replies from this job", self.replies)
+            return
+        if len(text) > REPLY_LIMIT:
+            text = text[: REPLY_LIMIT - 40] + f"\n… ({len(text) - REPLY_LIMIT + 40} characters cut)"
+        self.replies += 1
+        try:
+            self.slack.post(self.channel, text, thread_ts=self.thread_ts)
+        except SlackError:
+            log.warning("could not post a thread reply")
+
+    def _flush(self, *, force: bool = False) -> None:
+        with self._lock:
+            if not self._dirty or self.status_ts is None:
+                return
+            wait = self.min_interval - (time.monotonic() - self._last_flush)
+            if wait > 0 and not force:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._timed_flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            text, blocks = messages.progress_message(self.progress, self.clock())
+            self._dirty = False
+            self._last_flush = time.monotonic()
+            # Sent under the lock: a timer flush can never land after a newer state.
+            try:
+                self.slack.update(self.channel, self.status_ts, text, blocks)
+            except SlackError:
+                log.warning("could not update the status message")
+
+    def _timed_flush(self) -> None:
+        with self._lock:
+            self._timer = None
+        self._flush()
