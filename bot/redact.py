@@ -23,12 +23,15 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
     # user:password@ in URLs.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1" + MASK + "@"),
-    # JSON/YAML/env style secret fields: "password": "x", token=x, auth: x, .dockerconfigjson: x.
+    # JSON/YAML/env style secret fields: "password": "x", OPENBAO_TOKEN=x, auth: x, .dockerconfigjson: x.
+    # The keyword must be a whole segment of the key, so `unauthorized: ...` is left alone.
     (
         re.compile(
             r"""(?ix)
-            (["']?(?:[a-z0-9_.-]*(?:password|passwd|secret|token|apikey|api_key|auth|credential|
-            dockerconfigjson|private[_-]?key)[a-z0-9_.-]*)["']?\s*[:=]\s*)
+            ((?<![a-z0-9])["']?(?:[a-z0-9]+[_.-]|\.)*
+            (?:password|passwd|pwd|secret|token|apikey|api[_-]key|auth|authtoken|accesstoken|credentials?|
+            dockerconfigjson|private[_-]?key|secret[_-]?key|client[_-]?secret)
+            (?:[_.-][a-z0-9]+)*["']?[ \t]*[:=][ \t]*)
             (?!\[REDACTED\])(?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,}\]]+)
             """
         ),
