@@ -22,7 +22,7 @@ from bot.errors import Conflict, NotAllowed, Unavailable, UsageError, UserError
 from bot.grammar import Command, Verb, help_text, parse
 from bot.logs import bind
 from bot.metrics import METRICS
-from bot.queue import enqueue
+from bot.queue import enqueue, enqueue_plan
 from bot.slack import SlackError, SlackGateway
 from bot.store import LockHeld, Store
 from config.environments import Environment, PlateConfig
@@ -111,6 +111,8 @@ class Plate:
             ttl=env.approval_ttl,
             approvals_required=needed,
             args=cmd.args(),
+            # A deploy that needs approval is planned first: the buttons appear with the plan.
+            planned=not (cmd.verb is Verb.DEPLOY and needed > 0),
         )
 
     def _post_card(self, request: Request, env: Environment, respond: Respond) -> None:
@@ -123,7 +125,9 @@ class Plate:
             respond(text=f":warning: I could not post the request here ({exc.code}); nothing was run.{hint}")
             return
         _, request = self.s.store.transition(request.id, lambda r: r.with_message(ts))
-        if not request.needs_approval():
+        if not request.planned:
+            enqueue_plan(self.s.queue, request)
+        elif not request.needs_approval():
             self._queue_now(request, env, respond)
 
     def _queue_now(self, request: Request, env: Environment, respond: Respond) -> None:

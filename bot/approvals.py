@@ -53,6 +53,10 @@ class Request:
     message_ts: str | None = None
     # Why this request needs more approvals than the environment's default (a freeze, say).
     notes: tuple[str, ...] = ()
+    # Deploys that need approval are planned first; the approval binds to the plan's digest.
+    planned: bool = True
+    plan_digest: str | None = None
+    plan_summary: tuple[str, ...] = ()
 
     @property
     def job_id(self) -> str:
@@ -76,6 +80,8 @@ class Request:
         self._check_open(now)
         if user == self.requester:
             raise NotAllowed("You cannot approve your own request; a second person has to.")
+        if not self.planned:
+            raise Conflict("The plan is still being computed; approve once it is on the card.")
         if not is_approver:
             raise NotAllowed(f"You are not an approver for `{self.env}`.")
         if any(v.user == user for v in self.approvals):
@@ -104,6 +110,17 @@ class Request:
             raise Conflict("This request has not expired.")
         return replace(self, status=Status.EXPIRED, decided_at=self.expires_at)
 
+    def with_plan(self, digest: str, summary: list[str]) -> Request:
+        if self.status.final:
+            raise Conflict(already_decided(self))
+        return replace(self, planned=True, plan_digest=digest, plan_summary=tuple(summary))
+
+    def with_nothing_to_do(self, now: float, reason: str) -> Request:
+        """The plan found no change: close the request without asking anyone."""
+        if self.status.final:
+            raise Conflict(already_decided(self))
+        return replace(self, status=Status.CANCELLED, decided_at=now, reason=reason, planned=True)
+
     def queued_now(self, now: float) -> Request:
         """An environment that needs no approval: the request goes straight to the queue."""
         return replace(self, status=Status.APPROVED, decided_at=now)
@@ -121,6 +138,7 @@ class Request:
         data["status"] = Status(data["status"])
         data["approvals"] = tuple(Vote(**v) for v in data.get("approvals", ()))
         data["notes"] = tuple(data.get("notes", ()))
+        data["plan_summary"] = tuple(data.get("plan_summary", ()))
         return cls(**data)
 
 
@@ -147,6 +165,7 @@ def new_request(
     approvals_required: int,
     args: dict[str, Any] | None = None,
     notes: tuple[str, ...] = (),
+    planned: bool = True,
 ) -> Request:
     return Request(
         id=request_id,
@@ -159,4 +178,5 @@ def new_request(
         approvals_required=approvals_required,
         args=dict(args or {}),
         notes=notes,
+        planned=planned,
     )

@@ -111,27 +111,23 @@ def _headline(request: Request) -> str:
 
 
 def request_card(request: Request, env: Environment) -> tuple[str, Blocks]:
-    """The pending card with Approve / Reject / Cancel."""
+    """The pending card: while planning only Cancel; then the plan with Approve / Reject / Cancel."""
     need = request.approvals_required - len(request.approvals)
-    who = "approver" if need == 1 else "approvers"
-    status = f"Needs {need} more approval{'s' if need != 1 else ''} from an {who[:-1] if need == 1 else who} of `{env.name}`"
+    status = f"Needs {need} approval{'s' if need != 1 else ''} from approvers of `{env.name}` (not the requester)"
     if request.approvals:
         status += " · approved so far by " + ", ".join(f"<@{v.user}>" for v in request.approvals)
     status += f" · expires {hhmm(request.expires_at)}"
     blocks: Blocks = [_section(_headline(request)), _section(_what(request, env))]
     blocks += [_section(f":warning: {note}") for note in request.notes]
+    if not request.planned:
+        blocks.append(_section(":hourglass_flowing_sand: Computing the plan (lint, render, diff)…"))
+    elif request.plan_summary:
+        blocks.append(_section("\n".join(request.plan_summary)))
     blocks.append(_context(status))
-    blocks.append(
-        {
-            "type": "actions",
-            "block_id": f"plate:{request.id}",
-            "elements": [
-                _button("Approve", APPROVE, request.id, "primary"),
-                _button("Reject", REJECT, request.id, "danger"),
-                _button("Cancel", CANCEL, request.id),
-            ],
-        }
-    )
+    buttons = [_button("Cancel", CANCEL, request.id)]
+    if request.planned:
+        buttons = [_button("Approve", APPROVE, request.id, "primary"), _button("Reject", REJECT, request.id, "danger"), *buttons]
+    blocks.append({"type": "actions", "block_id": f"plate:{request.id}", "elements": buttons})
     text = f"{request.verb} {request.env} requested by <@{request.requester}>: needs approval"
     return text, blocks
 
@@ -146,13 +142,18 @@ def decided_card(request: Request, env: Environment) -> tuple[str, Blocks]:
         line = f":arrow_forward: Queued at {at} as `{request.job_id}` (no approval needed). Progress in the thread."
     elif request.status is Status.REJECTED:
         line = f":no_entry: Rejected by <@{request.decided_by}> at {at}. Nothing was run."
+    elif request.status is Status.CANCELLED and request.decided_by is None:
+        line = f":information_source: Closed at {at}: {request.reason or 'no change'}. Nothing was run."
     elif request.status is Status.CANCELLED:
         line = f":heavy_multiplication_x: Cancelled by <@{request.decided_by}> at {at}. Nothing was run."
     elif request.status is Status.EXPIRED:
         line = f":hourglass: Expired at {at} without approval. Nothing was run."
     else:
         return request_card(request, env)
-    blocks = [_section(_headline(request)), _section(_what(request, env)), _context(line)]
+    blocks = [_section(_headline(request)), _section(_what(request, env))]
+    if request.plan_summary:
+        blocks.append(_section("\n".join(request.plan_summary)))
+    blocks.append(_context(line))
     return f"{request.verb} {request.env}: {request.status.value}", blocks
 
 

@@ -16,6 +16,8 @@ from bot.approvals import Request
 
 QUEUE_NAME = "plate"
 JOB_ENTRY = "workers.jobs.run"
+PLAN_ENTRY = "workers.jobs.plan"
+PLAN_TIMEOUT = 600
 ON_FAILURE = "workers.jobs.on_failure"
 RESULT_TTL = 7 * 86400
 
@@ -37,4 +39,20 @@ def enqueue(queue: Queue, pipe: Pipeline, request: Request, job_timeout: int) ->
         meta={"request": request.id, "env": request.env, "verb": request.verb},
         on_failure=Callback(ON_FAILURE),
         pipeline=pipe,
+    )
+
+
+def enqueue_plan(queue: Queue, request: Request) -> None:
+    """The read-only plan job of a deploy awaiting approval (no lock: it changes nothing)."""
+    queue.enqueue_call(
+        PLAN_ENTRY,
+        kwargs={"request": request.for_storage()},
+        timeout=PLAN_TIMEOUT,
+        result_ttl=RESULT_TTL,
+        failure_ttl=RESULT_TTL,
+        job_id=f"{request.job_id}-plan",
+        description=f"plan {request.env} ({request.id})",
+        meta={"request": request.id, "env": request.env, "verb": "plan"},
+        on_failure=Callback(ON_FAILURE),
+        unique=True,
     )

@@ -7,7 +7,9 @@ enqueue, added through `on_commit` into the same MULTI) happen. Keys:
     plate:req:<id>        JSON Request                      (kept `RETENTION` after creation)
     plate:pending         ZSET request id -> expires_at     (the expiry sweeper's work list)
     plate:lock:<env>      JSON lock holder                  (lease: PX, refreshed by the worker)
-    plate:job:<id>        HASH thread coordinates + progress of the job of request <id>
+    plate:job:<job id>    HASH status message ts and outcome of one job
+    plate:backup:<env>:<revision>  HASH helm values + manifest taken before a change  (BACKUP_RETENTION)
+    plate:backups:<env>   ZSET revision -> taken_at, trimmed to BACKUPS_KEPT
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from bot.approvals import Request, Status
 from bot.errors import Conflict, Unavailable
 
 RETENTION = 7 * 86400
+BACKUP_RETENTION = 30 * 86400
+BACKUPS_KEPT = 20
 LOCK_QUEUE_ALLOWANCE = 1800  # a queued job may wait this long for a worker before its lock lapses
 _MAX_RETRIES = 50
 
@@ -56,8 +60,8 @@ def _key_lock(env: str) -> str:
     return f"plate:lock:{env}"
 
 
-def _key_job(request_id: str) -> str:
-    return f"plate:job:{request_id}"
+def _key_job(job_id: str) -> str:
+    return f"plate:job:{job_id}"
 
 
 PENDING = "plate:pending"
@@ -181,15 +185,37 @@ class Store:
         return bool(self._release(keys=[_key_lock(env)], args=[request_id]))
 
     # --- job thread state ----------------------------------------------------------------------------
-    def job_state(self, request_id: str) -> dict[str, str]:
-        raw = self.redis.hgetall(_key_job(request_id))
+    def job_state(self, job_id: str) -> dict[str, str]:
+        raw = self.redis.hgetall(_key_job(job_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def save_job_state(self, request_id: str, **fields: str) -> None:
+    def save_job_state(self, job_id: str, **fields: str) -> None:
         with self.redis.pipeline() as pipe:
-            pipe.hset(_key_job(request_id), mapping=fields)
-            pipe.expire(_key_job(request_id), RETENTION)
+            pipe.hset(_key_job(job_id), mapping=fields)
+            pipe.expire(_key_job(job_id), RETENTION)
             pipe.execute()
+
+    # --- backups taken before a change ----------------------------------------------------------------
+    def save_backup(self, env: str, revision: int, *, values: str, manifest: str, meta: dict[str, Any]) -> None:
+        key, index = f"plate:backup:{env}:{revision}", f"plate:backups:{env}"
+        now = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping={"values": values, "manifest": manifest, "meta": json.dumps(meta), "taken_at": now})
+            pipe.expire(key, BACKUP_RETENTION)
+            pipe.zadd(index, {str(revision): revision})
+            pipe.zremrangebyrank(index, 0, -BACKUPS_KEPT - 1)
+            pipe.expire(index, BACKUP_RETENTION)
+            pipe.execute()
+
+    def backup(self, env: str, revision: int) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(f"plate:backup:{env}:{revision}")
+        if not raw:
+            return None
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return {**data, "meta": json.loads(data["meta"]), "taken_at": float(data["taken_at"])}
+
+    def backup_revisions(self, env: str) -> list[int]:
+        return sorted(int(r) for r in self.redis.zrange(f"plate:backups:{env}", 0, -1))
 
 
 class LockHeld(Conflict):  # noqa: N818 - reads as a state, like Conflict

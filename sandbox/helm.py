@@ -121,9 +121,13 @@ def recorded_argv(state_dir: str | Path) -> list[list[str]]:
 def set_behaviour(state_dir: str | Path, **kw: Any) -> dict[str, Any]:
     """Merge keys into behaviour.json (a value of None removes the key); return the new behaviour.
 
-    Keys: upgrade / rollback ("ok" | "fail" | "timeout" | "atomic-rollback" | "hang", or a list used
-    as a queue: each call takes the first item, the last one sticks), lint ("ok" | "fail", or a list),
-    fail_message, lint_error, timeout_seconds, stderr_extra, delay, unreachable, version, now.
+    upgrade: "ok" | "fail" | "timeout" | "atomic-rollback" | "hang" (failures roll back with --atomic)
+    rollback: "ok" | "fail" | "timeout" | "hang";  lint: "ok" | "fail"
+        (any of these may be a list used as a queue: each call takes the first item, the last one sticks)
+    fail_message, lint_error: texts of injected failures;  timeout_seconds: replaces the --timeout wait
+    stderr_extra: appended to stderr of every call;  delay: seconds before answering any command
+    unreachable: cluster commands fail like an unreachable API server
+    version: what `helm version` reports;  now: fixed ISO time for LAST DEPLOYED / updated
     """
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -980,6 +984,9 @@ def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd:
     mode = ctx.take("upgrade")
     cause = ""
     try:
+        if mode in ("hang", "timeout", "atomic-rollback"):
+            # Like helm: the objects are applied first, then the --wait is what never finishes.
+            _kube_apply(manifest, ctx.namespace, name)
         if mode == "hang":
             _sleep_cancellable(None)
         elif mode in ("timeout", "atomic-rollback"):

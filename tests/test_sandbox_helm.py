@@ -517,3 +517,16 @@ def test_wrapper_needs_no_env_and_main_needs_state(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "sandbox.helm", "version"], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=20)  # fmt: skip
     assert proc.returncode == 1 and "FAKE_HELM_STATE" in proc.stderr
+
+
+def test_fixed_now_and_unreachable_cluster(helm: FakeHelm) -> None:
+    set_behaviour(helm.state, now="2026-11-27T10:00:00.123456+00:00")
+    out = helm.install().stdout
+    assert "\nLAST DEPLOYED: Fri Nov 27 10:00:00 2026\n" in out
+    assert (
+        helm.json("history", "plate-web", "-n", "plate-prod")[0]["updated"] == "2026-11-27T10:00:00.123456Z"
+    )
+    set_behaviour(helm.state, unreachable=True)
+    down = helm.run("status", "plate-web", "-n", "plate-prod")
+    assert down.returncode == 1 and down.stderr.startswith("Error: Kubernetes cluster unreachable: ")
+    assert helm.run("template", "plate-web", str(CHART)).returncode == 0  # offline commands still work

@@ -26,7 +26,8 @@ from bot.slack import SlackGateway
 from bot.store import Store
 from config.environments import PlateConfig, load_config
 from config.settings import Settings
-from workers import status as _status  # noqa: F401  - registers the procedure
+from workers import deploy as _deploy  # noqa: F401  - importing registers the procedures
+from workers import status as _status  # noqa: F401
 from workers.errors import StepFailed
 from workers.procedures import PROCEDURES, JobContext
 from workers.progress import Progress
@@ -49,7 +50,12 @@ def _connection() -> redis.Redis:
     return connect(Settings())
 
 
-def run(request: str) -> str:
+def plan(request: str) -> str:
+    """Before approval: the deploy's plan (chart checks, diff, digest) onto the card."""
+    return run(request, procedure="plan")
+
+
+def run(request: str, procedure: str | None = None) -> str:
     """Run the procedure of `request` (a stored Request) and report it in the request's thread."""
     req = Request.from_storage(request)
     settings = Settings()
@@ -57,17 +63,19 @@ def run(request: str) -> str:
     store = Store(_connection())
     slack = SlackGateway.from_settings(settings)
     env = config.environments.get(req.env)
-    proc = PROCEDURES.get(req.verb)
+    proc = PROCEDURES.get(procedure or req.verb)
     with bind(request_id=req.id, job_id=req.job_id, env=req.env, user=req.requester):
         if env is None or proc is None:
             what = f"environment `{req.env}`" if env is None else f"procedure for `{req.verb}`"
             slack.post(req.channel, f":x: This worker has no {what}; nothing was run.", thread_ts=req.message_ts)
-            store.save_job_state(req.id, outcome="failed")
+            store.save_job_state(req.job_id, outcome="failed")
             if env is not None:
                 store.release_lock(env.name, req.id)
             return "failed: not configured"
         dry = " (dry run)" if req.args.get("dry_run") else ""
-        reporter = ThreadReporter(slack, store, req, Progress.plan(f"{proc.title} {env.name}{dry}", proc.steps))
+        job_key = req.job_id if procedure is None else f"{req.job_id}-{procedure}"
+        title = f"{proc.title} {env.name}{dry}"
+        reporter = ThreadReporter(slack, store, req, Progress.plan(title, proc.steps), job_key=job_key)
         ctx = JobContext(req, env, config, settings, store, slack, reporter)
         return _execute(ctx, proc.body, mutating=proc.mutating and not req.args.get("dry_run"))
 
@@ -77,7 +85,7 @@ def _execute(ctx: JobContext, body: Any, *, mutating: bool) -> str:
     started = time.monotonic()
     if mutating:
         store.refresh_lock(env.name, req.id, env.job_timeout + 60, "running")
-    store.save_job_state(req.id, started=str(time.time()))
+    store.save_job_state(reporter.job_key, started=str(time.time()))
     reporter.open()
     outcome = "failed"
     log.info("job started", extra={"verb": req.verb})
@@ -104,7 +112,7 @@ def _execute(ctx: JobContext, body: Any, *, mutating: bool) -> str:
     finally:
         if mutating:
             store.release_lock(env.name, req.id)
-        store.save_job_state(req.id, outcome=outcome, ended=str(time.time()))
+        store.save_job_state(reporter.job_key, outcome=outcome, ended=str(time.time()))
         METRICS.job(req.verb, outcome, time.monotonic() - started)
         log.info("job ended", extra={"outcome": outcome})
 
@@ -118,9 +126,9 @@ def on_failure(job: Job, connection: redis.Redis, exc_type: type, value: BaseExc
     req = Request.from_storage(raw)
     store = Store(connection)
     store.release_lock(req.env, req.id)
-    if store.job_state(req.id).get("outcome"):
+    if store.job_state(job.id).get("outcome"):
         return  # `run` already reported this job
-    store.save_job_state(req.id, outcome="lost")
+    store.save_job_state(job.id, outcome="lost")
     settings = Settings()
     slack = SlackGateway.from_settings(settings)
     detail = ""
@@ -138,9 +146,9 @@ def on_failure(job: Job, connection: redis.Redis, exc_type: type, value: BaseExc
     with bind(request_id=req.id, job_id=req.job_id, env=req.env):
         log.warning("job lost", extra={"reason": getattr(exc_type, "__name__", str(exc_type))})
         slack.post(req.channel, messages.job_lost(req.job_id, detail), thread_ts=req.message_ts)
-        state = store.job_state(req.id)
+        state = store.job_state(job.id)
         if state.get("status_ts"):
-            lost = Progress("job", ()).finish(time.time(), ok=False, summary="worker lost")
+            lost = Progress(state.get("title", req.verb), ()).finish(time.time(), ok=False, summary="worker lost")
             text, blocks = messages.progress_message(lost, time.time())
             slack.update(req.channel, state["status_ts"], text, blocks)
     METRICS.job(req.verb, "lost", 0.0)

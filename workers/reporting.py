@@ -31,11 +31,13 @@ class ThreadReporter:
         request: Request,
         progress: Progress,
         *,
+        job_key: str | None = None,
         clock: Callable[[], float] = time.time,
         min_interval: float = 1.0,
     ) -> None:
         self.slack, self.store, self.request = slack, store, request
         self.progress = progress
+        self.job_key = job_key or request.job_id
         self.clock = clock
         self.min_interval = min_interval
         self.channel = request.channel
@@ -49,7 +51,7 @@ class ThreadReporter:
 
     def open(self) -> None:
         """Post (or find again) the status message in the thread."""
-        state = self.store.job_state(self.request.id)
+        state = self.store.job_state(self.job_key)
         self.status_ts = state.get("status_ts")
         if self.status_ts:
             self._flush(force=True)
@@ -61,7 +63,7 @@ class ThreadReporter:
             log.warning("could not post the status message")
             return
         self._last_flush = time.monotonic()
-        self.store.save_job_state(self.request.id, status_ts=self.status_ts, channel=self.channel)
+        self.store.save_job_state(self.job_key, status_ts=self.status_ts, title=self.progress.title)
 
     def update(self, change: Callable[[Progress], Progress], *, force: bool = False) -> None:
         with self._lock:

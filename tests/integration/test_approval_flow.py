@@ -20,22 +20,39 @@ def _request(service: Service) -> Request:
 
 
 def _card_posted(service: Service) -> Request:
+    """The card is posted, its plan job runs (a real worker), and the card gets its buttons."""
     service.wait(lambda: service.slack.calls_to("chat.postMessage"))
-    return service.wait(lambda: (r := _request(service)).message_ts and r)
+    request = service.wait(lambda: (r := _request(service)).message_ts and r)
+    if not request.planned:
+        service.wait(lambda: service.runtime.queue.count == 1)
+        service.run_worker()
+        request = service.runtime.store.get(request.id)
+        assert request.planned and request.plan_digest, service.slack.dump()
+    return request
+
+
+def _updates_after_plan(service: Service) -> list:
+    """chat.update calls to the card made by the bot (not by the plan job's status message)."""
+    card_ts = service.slack.messages("C0DEPLOYS")[0].ts
+    return [c for c in service.slack.calls_to("chat.update") if c.params.get("ts") == card_ts]
 
 
 def _ephemeral_texts(service: Service, user: str) -> list[str]:
     return [e["text"] if isinstance(e, dict) else e.text for e in service.slack.ephemerals(user)]
 
 
-def test_deploy_prod_card_shows_what_will_run_and_buttons(service: Service) -> None:
+def test_deploy_prod_card_shows_what_will_run_then_the_plan_and_buttons(service: Service) -> None:
     status, body = service.command("deploy prod 1.5.0")
-    assert status == 200 and body in (b"", b"{}") or json.loads(body or b"{}") == {}
+    assert status == 200 and body == b""
+    service.wait(lambda: service.slack.calls_to("chat.postMessage"))
+    first = json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
+    assert "Computing the plan" in first and "Approve" not in first and "Cancel" in first
     request = _card_posted(service)
     card = service.slack.messages("C0DEPLOYS")[0]
     assert card.ts == request.message_ts
     rendered = json.dumps(card.blocks)
-    for expected in ("U0BOB", "plate-prod", "plate-web", "1.5.0", "Approve", "Reject", "Cancel", "expires"):
+    for expected in ("U0BOB", "plate-prod", "plate-web", "1.5.0", "Approve", "Reject", "Cancel", "expires",
+                     request.plan_digest[:12], "First install", "Deployment/plate-web"):
         assert expected in rendered
     assert request.status is Status.PENDING and request.approvals_required == 1
     assert service.runtime.queue.count == 0
@@ -51,14 +68,14 @@ def test_requester_and_non_approver_cannot_approve(service: Service) -> None:
     assert "not an approver" in _ephemeral_texts(service, "U0EVE")[0]
     assert service.runtime.store.get(request.id).status is Status.PENDING
     assert service.runtime.queue.count == 0
-    assert not service.slack.calls_to("chat.update")
+    assert "Approve" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
 
 
 def test_approval_by_group_member_edits_card_and_queues_one_job(service: Service) -> None:
     service.command("deploy prod")
     request = _card_posted(service)
     assert service.click("plate_approve", request.id, user="U0CAROL") == 200  # member of S0SRE
-    service.wait(lambda: service.slack.calls_to("chat.update"))
+    service.wait(lambda: "Approved by" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks))
     card = service.slack.messages("C0DEPLOYS")[0]
     assert "Approved by <@U0CAROL>" in json.dumps(card.blocks)
     assert "actions" not in [b["type"] for b in card.blocks]
@@ -89,14 +106,15 @@ def test_fifty_concurrent_approvals_and_retries_make_exactly_one_job(service: Se
     assert service.runtime.queue.job_ids == [request.job_id]
     approved = service.runtime.store.get(request.id)
     assert len(approved.approvals) == 1
-    assert len([c for c in service.slack.calls_to("chat.update")]) == 1
+    approved_edits = [c for c in _updates_after_plan(service) if "Approved by" in json.dumps(c.params)]
+    assert len(approved_edits) == 1
 
 
 def test_reject_and_later_clicks_are_told_it_was_rejected(service: Service) -> None:
     service.command("deploy prod")
     request = _card_posted(service)
     service.click("plate_reject", request.id, user="U0ALICE")
-    service.wait(lambda: service.slack.calls_to("chat.update"))
+    service.wait(lambda: "Rejected" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks))
     assert "Rejected by <@U0ALICE>" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
     service.click("plate_approve", request.id, user="U0CAROL")
     service.wait(lambda: _ephemeral_texts(service, "U0CAROL"))
@@ -112,7 +130,7 @@ def test_only_the_requester_can_cancel(service: Service) -> None:
     service.wait(lambda: _ephemeral_texts(service, "U0ALICE"))
     assert "Only <@U0BOB>" in _ephemeral_texts(service, "U0ALICE")[0]
     service.click("plate_cancel", request.id, user="U0BOB")
-    service.wait(lambda: service.slack.calls_to("chat.update"))
+    service.wait(lambda: "Cancelled" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks))
     assert "Cancelled by <@U0BOB>" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
     assert service.runtime.store.get(request.id).status is Status.CANCELLED
 
@@ -148,8 +166,7 @@ def test_stg_needs_no_approval_and_queues_at_once(service: Service) -> None:
     service.wait(lambda: service.runtime.queue.count == 1)
     request = _request(service)
     assert request.status is Status.APPROVED and request.approvals_required == 0
-    service.wait(lambda: service.slack.calls_to("chat.update"))
-    assert "no approval needed" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
+    service.wait(lambda: "no approval needed" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks))
 
 
 def test_store_transition_is_atomic_with_enqueue(redis_conn) -> None:

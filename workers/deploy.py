@@ -1,0 +1,299 @@
+"""The seed's production deploy procedure (deploy-prod.sh) as jobs: `plan` before approval, `deploy`
+after it. Each step of the script is a checklist line in the thread.
+
+The approval binds to the plan's digest; the deploy renders again and refuses to run if the change is
+no longer the one approved.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot import messages
+from bot.errors import Conflict
+from workers import evidence, summary
+from workers.errors import HelmError, KubeError, StepFailed
+from workers.kube import context_cluster
+from workers.plan import Plan, compute_plan, effective_values
+from workers.procedures import JobContext, procedure
+from workers.safety import check_cluster
+
+ROLLOUT_POLL = 1.0
+ROLLOUT_CONFIRM_TIMEOUT = 300  # helm --wait already waited; this only confirms through the API
+
+PLAN_STEPS = [
+    ("chart", "Chart.yaml and helm lint"),
+    ("render", "helm template and the live manifest"),
+    ("diff", "Diff and digest"),
+]
+DEPLOY_STEPS = [
+    ("cluster", "Cluster check"),
+    ("chart", "Chart validation, plan and digest check"),
+    ("backup", "Backup of the current release"),
+    ("upgrade", "helm upgrade --install --atomic --wait"),
+    ("rollout", "Rollout verification"),
+    ("summary", "Status summary"),
+]
+
+
+# --- steps shared with rollback ----------------------------------------------------------------------
+
+
+def verify_cluster(ctx: JobContext) -> str:
+    env = ctx.env
+    cluster_name = None
+    found = True
+    if env.kube_context:
+        cluster_name = context_cluster(ctx.settings.kubeconfig, env.kube_context)
+        found = cluster_name is not None
+    uid = None
+    if env.cluster_uid and found:
+        ns = ctx.kube.namespace("kube-system")
+        uid = (ns or {}).get("metadata", {}).get("uid")
+    return check_cluster(env, cluster_name=cluster_name or None, context_found=found, cluster_uid=uid)
+
+
+def backup_release(ctx: JobContext) -> str:
+    """`helm get values --all` and `helm get manifest` of the live release, kept in Redis by revision."""
+    env = ctx.env
+    live = ctx.helm.status(env.release)
+    if live is None:
+        return "first install: nothing to back up"
+    revision = int(live["version"])
+    values = ctx.helm.get_values(env.release)
+    manifest = ctx.helm.get_manifest(env.release)
+    meta = {
+        "chart": _chart_of(live),
+        "app_version": (live.get("chart") or {}).get("metadata", {}).get("appVersion"),
+        "request": ctx.request.id,
+        "status": (live.get("info") or {}).get("status"),
+    }
+    ctx.store.save_backup(env.name, revision, values=values, manifest=manifest, meta=meta)
+    return f"revision {revision} saved ({len(manifest.splitlines())} manifest lines)"
+
+
+def verify_rollout(ctx: JobContext, workloads: tuple[str, ...], timeout: float = ROLLOUT_CONFIRM_TIMEOUT) -> str:
+    """Every Deployment/StatefulSet of the release at its new generation with updated == ready ==
+    desired, then every pod of the release Ready."""
+    env = ctx.env
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = _rollout_pending(ctx, workloads)
+        if not pending:
+            pods = ctx.kube.pods(env.namespace, ctx.release_selector)
+            unready = summary.unready_pods(pods)
+            if not unready:
+                return f"{len(workloads)} workload(s) rolled out, {len(pods)} pods Ready"
+            pending = [f"pod {summary.name_of(p)} not Ready" for p in unready]
+        if time.monotonic() >= deadline:
+            raise StepFailed(
+                f"rollout not complete after {int(timeout)}s: {'; '.join(pending[:3])}",
+                evidence.unready_pods_report(ctx),
+            )
+        time.sleep(ROLLOUT_POLL)
+
+
+def _rollout_pending(ctx: JobContext, workloads: tuple[str, ...]) -> list[str]:
+    env = ctx.env
+    live = {f"Deployment/{summary.name_of(d)}": d for d in ctx.kube.deployments(env.namespace)}
+    if any(w.startswith("StatefulSet/") for w in workloads):
+        live.update({f"StatefulSet/{summary.name_of(s)}": s for s in ctx.kube.statefulsets(env.namespace)})
+    pending = []
+    for ref in workloads:
+        obj = live.get(ref)
+        if obj is None:
+            pending.append(f"{ref} not found")
+            continue
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        generation = int((obj.get("metadata") or {}).get("generation") or 1)
+        desired = int(spec.get("replicas", status.get("replicas", 1)) or 0)
+        observed = int(status.get("observedGeneration") or 0)
+        updated, ready = int(status.get("updatedReplicas") or 0), int(status.get("readyReplicas") or 0)
+        if observed < generation or not updated == ready == desired:
+            pending.append(f"{ref} {ready}/{desired} ready, {updated} updated (generation {observed}/{generation})")
+    return pending
+
+
+def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
+    env = ctx.env
+    release = ctx.helm.status(env.release)
+    sel = ctx.release_selector
+    kube = ctx.kube
+    lines = summary.status_report(
+        release, kube.pods(env.namespace, sel), kube.services(env.namespace, sel),
+        kube.ingresses(env.namespace, sel), kube.hpas(env.namespace, sel),
+    )
+    return release, lines
+
+
+def helm_failure(ctx: JobContext, exc: HelmError, action: str) -> StepFailed:
+    """Plain words for a failed upgrade/rollback, helm's stderr tail, the atomic rollback if any, pods."""
+    env = ctx.env
+    details = [f":x: *{action} failed*: {exc.message}"]
+    if exc.stderr:
+        details.append(f"helm said:\n```{exc.stderr}```")
+    try:
+        history = ctx.helm.history(env.release, 3)
+    except HelmError:
+        history = []
+    if history and "rolled back" in exc.stderr:
+        live = history[-1]
+        details.append(
+            f":leftwards_arrow_with_hook: `--atomic` rolled the release back: revision {live.get('revision')} "
+            f"({live.get('chart')}, {live.get('status')}) is live now."
+        )
+    details += evidence.unready_pods_report(ctx)
+    return StepFailed(exc.message, details)
+
+
+# --- planning ----------------------------------------------------------------------------------------
+
+
+def _chart_of(status: dict[str, Any]) -> str:
+    meta = (status.get("chart") or {}).get("metadata") or {}
+    return f"{meta.get('name')}-{meta.get('version')}"
+
+
+def _chart_yaml(chart: Path) -> dict[str, Any]:
+    path = chart / "Chart.yaml"
+    if not path.is_file():
+        raise StepFailed(f"`Chart.yaml` not found in the chart directory `{chart.name}`")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise StepFailed("`Chart.yaml` is not valid YAML") from None
+    if not isinstance(data, dict) or not data.get("name") or not data.get("version"):
+        raise StepFailed("`Chart.yaml` has no name or version")
+    return data
+
+
+def _values_layers(ctx: JobContext) -> list[dict[str, Any]]:
+    layers = []
+    for path in [ctx.env.chart / "values.yaml", *ctx.env.values]:
+        if path.is_file():
+            layers.append(yaml.safe_load(path.read_text()) or {})
+        elif path != ctx.env.chart / "values.yaml":
+            raise StepFailed(f"values file `{path.name}` not found")
+    return layers
+
+
+def validate_chart(ctx: JobContext) -> str:
+    meta = _chart_yaml(ctx.env.chart)
+    ctx.helm.lint(ctx.env.chart, ctx.env.values, ctx.request.args.get("image_tag"))
+    return f"{meta['name']}-{meta['version']} lints clean"
+
+
+def render_plan(ctx: JobContext) -> Plan:
+    env, tag = ctx.env, ctx.request.args.get("image_tag")
+    meta = _chart_yaml(env.chart)
+    rendered = ctx.helm.template(env.release, env.chart, env.values, tag)
+    live = ctx.helm.get_manifest(env.release) if ctx.helm.status(env.release) is not None else None
+    values = effective_values(_values_layers(ctx), tag)
+    return compute_plan(rendered, live, f"{meta['name']}-{meta['version']}", values)
+
+
+@procedure("plan", "plan for deploy", PLAN_STEPS)
+def plan(ctx: JobContext) -> str:
+    """Before approval: validate, render, diff; then put the plan on the card (or close it: no change)."""
+    req = ctx.request
+    try:
+        with ctx.step("chart") as note:
+            note.text = validate_chart(ctx)
+        with ctx.step("render") as note:
+            result = render_plan(ctx)
+            note.text = "first install" if result.first_install else "live manifest read"
+        with ctx.step("diff") as note:
+            note.text = f"digest `{result.short_digest}`"
+    except StepFailed as exc:
+        _close_request(ctx, f"the plan failed: {exc.message}")
+        raise
+    if result.is_empty:
+        _close_request(ctx, "nothing would change: the rendered chart equals the live release")
+        return "nothing would change; no approval needed"
+    ctx.report.reply("*Diff* (rendered vs live)\n" + result.diff_text())
+    try:
+        ctx.store.transition(req.id, lambda r: r.with_plan(result.digest, result.summary()))
+    except Conflict:
+        return "the request was closed while planning"
+    _refresh_card(ctx)
+    return " · ".join(result.summary()[:1])
+
+
+def _close_request(ctx: JobContext, reason: str) -> None:
+    try:
+        ctx.store.transition(ctx.request.id, lambda r: r.with_nothing_to_do(ctx.clock(), reason))
+    except Conflict:
+        return
+    _refresh_card(ctx)
+
+
+def _refresh_card(ctx: JobContext) -> None:
+    request = ctx.store.get(ctx.request.id)
+    if request is None or request.message_ts is None:
+        return
+    text, blocks = (
+        messages.decided_card(request, ctx.env) if request.status.final else messages.request_card(request, ctx.env)
+    )
+    ctx.slack.update(request.channel, request.message_ts, text, blocks)
+
+
+# --- deploy ------------------------------------------------------------------------------------------
+
+
+@procedure("deploy", "deploy", DEPLOY_STEPS, mutating=True)
+def deploy(ctx: JobContext) -> str:
+    env, req = ctx.env, ctx.request
+    tag, dry = req.args.get("image_tag"), bool(req.args.get("dry_run"))
+    with ctx.step("cluster") as note:
+        note.text = verify_cluster(ctx)
+    with ctx.step("chart") as note:
+        validate_chart(ctx)
+        result = render_plan(ctx)
+        if req.plan_digest and result.digest != req.plan_digest:
+            raise StepFailed(
+                "the change approved is no longer what would be deployed; request again",
+                [f"approved plan `{req.plan_digest[:12]}`, the chart now renders `{result.short_digest}`"],
+            )
+        note.text = f"plan `{result.short_digest}`" + (" matches the approval" if req.plan_digest else "")
+    if not req.plan_digest:
+        ctx.report.reply("\n".join(result.summary()) + "\n" + result.diff_text())
+    if result.is_empty and not dry:
+        for key in ("backup", "upgrade", "rollout", "summary"):
+            ctx.report.skip(key)
+        return "nothing would change; helm was not run"
+    with ctx.step("backup") as note:
+        note.text = "dry run: no backup needed" if dry else backup_release(ctx)
+    with ctx.step("upgrade") as note:
+        try:
+            out = ctx.helm.upgrade(
+                env.release, env.chart, env.values, image_tag=tag, timeout=env.helm_timeout, dry_run=dry,
+                description=f"plate-bot {req.id} by {req.requester}",
+            )
+        except HelmError as exc:
+            raise helm_failure(ctx, exc, "helm upgrade") from None
+        note.text = "dry run accepted by the API server" if dry else _revision_line(out.stdout)
+    if dry:
+        ctx.report.skip("rollout", "dry run")
+        ctx.report.skip("summary", "dry run")
+        return f"dry run: {len(result.changes)} resource(s) would change; nothing was changed"
+    with ctx.step("rollout") as note:
+        try:
+            note.text = verify_rollout(ctx, result.workloads)
+        except KubeError as exc:
+            raise StepFailed(f"cannot verify the rollout: {exc.message}") from None
+    with ctx.step("summary"):
+        release, lines = status_summary(ctx)
+        ctx.report.reply("\n".join(lines))
+    revision = (release or {}).get("version", "?")
+    return f"revision {revision} deployed ({result.image_after or result.chart})"
+
+
+def _revision_line(stdout: str) -> str:
+    for line in stdout.splitlines():
+        if line.startswith("REVISION:"):
+            return "revision " + line.split(":", 1)[1].strip()
+    return "done"
