@@ -68,7 +68,7 @@ class Plate:
     ) -> tuple[str, str]:
         config = self.s.config
         try:
-            cmd = parse(text, lambda name: (env.name if (env := config.resolve(name)) else None))
+            cmd = parse(text, lambda name: env.name if (env := config.resolve(name)) else None)
         except UsageError as exc:
             ack(text=messages.usage_reply(exc.message, help_text(config.names())))
             return "invalid", "usage"
@@ -207,7 +207,7 @@ class Plate:
                 change = lambda r: r.with_rejection(user, now, is_approver=approver)  # noqa: E731
         locks = Verb(request.verb).mutating and not request.args.get("dry_run")
         try:
-            old, new = self.s.store.transition(
+            _old, new = self.s.store.transition(
                 request.id,
                 change,
                 lock_env=env.name if locks else None,
@@ -259,7 +259,7 @@ def build_app(services: Services) -> App:
         try:
             if body.get("response_url"):
                 respond(text=messages.apology(error_id), response_type="ephemeral", replace_original=False)
-        except Exception:  # noqa: BLE001 - best effort: the user's reply must not raise again
+        except Exception:
             log.warning("could not send the apology", extra={"error_id": error_id})
         return None
 

@@ -85,9 +85,7 @@ class Request:
         if not is_approver:
             raise NotAllowed(f"You are not an approver for `{self.env}`.")
         if any(v.user == user for v in self.approvals):
-            raise Conflict(
-                f"You already approved this; it needs {self.approvals_required - len(self.approvals)} more."
-            )
+            raise Conflict(f"You already approved this; it needs {self.approvals_required - len(self.approvals)} more.")
         votes = (*self.approvals, Vote(user, now))
         if len(votes) < self.approvals_required:
             return replace(self, approvals=votes)

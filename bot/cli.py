@@ -32,10 +32,10 @@ def _require(settings: Settings, *names: str) -> None:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    from rq import Worker  # noqa: PLC0415 - keep `plate-bot --help` fast
+    from rq import Worker
 
-    from bot import logs  # noqa: PLC0415
-    from bot.runtime import build_runtime  # noqa: PLC0415
+    from bot import logs
+    from bot.runtime import build_runtime
 
     logs.configure(settings.log_level)
     _require(settings, "slack_signing_secret", "slack_bot_token")
@@ -45,7 +45,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     embedded_worker = settings.redis_url is None
     if args.socket_mode:
         _require(settings, "slack_app_token")
-        from slack_bolt.adapter.socket_mode import SocketModeHandler  # noqa: PLC0415
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         assert settings.slack_app_token is not None
         handler = SocketModeHandler(runtime.app, settings.slack_app_token.get_secret_value())
@@ -69,11 +69,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def work(args: argparse.Namespace, settings: Settings) -> int:
-    from rq import Worker  # noqa: PLC0415
+    from rq import Worker
 
-    from bot import logs  # noqa: PLC0415
-    from bot.queue import queue_for  # noqa: PLC0415
-    from bot.redisconn import connect  # noqa: PLC0415
+    from bot import logs
+    from bot.queue import queue_for
+    from bot.redisconn import connect
 
     logs.configure(settings.log_level)
     _load(settings)
@@ -89,7 +89,7 @@ def watch(_args: argparse.Namespace, _settings: Settings) -> int:
 
 
 def demo(args: argparse.Namespace, _settings: Settings) -> int:
-    from bot.demo import main as demo_main  # noqa: PLC0415
+    from bot.demo import main as demo_main
 
     return demo_main(quiet=args.quiet)
 

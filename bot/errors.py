@@ -1,12 +1,12 @@
 """Errors, classified by what the caller should do with them.
 
-    PlateError
-    ├── UserError            the text is safe to show to the person who asked, as is
-    │   ├── UsageError       the command did not parse; carries the usage hint
-    │   ├── NotAllowed       policy refused the request or the click
-    │   ├── Conflict         the request was already decided, or the environment is locked
-    │   └── Unavailable      a dependency (Redis, Slack) is down; nothing was changed
-    └── (anything else)      a bug: logged with an id, the user sees only that id
+PlateError
+├── UserError            the text is safe to show to the person who asked, as is
+│   ├── UsageError       the command did not parse; carries the usage hint
+│   ├── NotAllowed       policy refused the request or the click
+│   ├── Conflict         the request was already decided, or the environment is locked
+│   └── Unavailable      a dependency (Redis, Slack) is down; nothing was changed
+└── (anything else)      a bug: logged with an id, the user sees only that id
 """
 
 from __future__ import annotations

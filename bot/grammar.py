@@ -17,9 +17,7 @@ MAX_TEXT = 300
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 REVISION = re.compile(r"^[1-9][0-9]{0,6}$")
 # A pod or workload, optionally with its kind: `web-7d9f`, `deployment/web`, `sts/db`.
-OBJECT_REF = re.compile(
-    r"^(?:(deployment|deploy|statefulset|sts|job|pod|po)/)?([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$"
-)
+OBJECT_REF = re.compile(r"^(?:(deployment|deploy|statefulset|sts|job|pod|po)/)?([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$")
 ARGOCD_APP = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -127,9 +125,7 @@ def _with_argument(verb: Verb, env: str, arg: str | None, dry_run: bool) -> Comm
         return Command(verb, env, dry_run=dry_run)
     if verb is Verb.DEPLOY:
         if not IMAGE_TAG.match(arg):
-            raise UsageError(
-                f"`{_shown(arg)}` is not a valid image tag (letters, digits, `_`, `.`, `-`; at most 128)."
-            )
+            raise UsageError(f"`{_shown(arg)}` is not a valid image tag (letters, digits, `_`, `.`, `-`; at most 128).")
         return Command(verb, env, image_tag=arg, dry_run=dry_run)
     if verb is Verb.ROLLBACK:
         if not REVISION.match(arg):

@@ -126,7 +126,11 @@ def request_card(request: Request, env: Environment) -> tuple[str, Blocks]:
     blocks.append(_context(status))
     buttons = [_button("Cancel", CANCEL, request.id)]
     if request.planned:
-        buttons = [_button("Approve", APPROVE, request.id, "primary"), _button("Reject", REJECT, request.id, "danger"), *buttons]
+        buttons = [
+            _button("Approve", APPROVE, request.id, "primary"),
+            _button("Reject", REJECT, request.id, "danger"),
+            *buttons,
+        ]
     blocks.append({"type": "actions", "block_id": f"plate:{request.id}", "elements": buttons})
     text = f"{request.verb} {request.env} requested by <@{request.requester}>: needs approval"
     return text, blocks

@@ -12,7 +12,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.commands = Counter("plate_commands_total", "Slash commands by verb and outcome", ["verb", "outcome"], registry=r)
+        self.commands = Counter(
+            "plate_commands_total", "Slash commands by verb and outcome", ["verb", "outcome"], registry=r
+        )
         self.ack_seconds = Histogram("plate_ack_seconds", "Time from request to ack", buckets=_ACK_BUCKETS, registry=r)
         self.approvals = Counter("plate_approvals_total", "Requests decided, by outcome", ["outcome"], registry=r)
         self.time_to_decide = Histogram(
@@ -21,7 +23,9 @@ class Metrics:
         self.jobs = Counter("plate_jobs_total", "Jobs finished, by kind and outcome", ["kind", "outcome"], registry=r)
         self.job_seconds = Histogram("plate_job_seconds", "Job duration", ["kind"], buckets=_JOB_BUCKETS, registry=r)
         self.queue_depth = Gauge("plate_queue_depth", "Jobs waiting in the plate queue", registry=r)
-        self.lock_waits = Counter("plate_lock_conflicts_total", "Requests refused because an env was locked", registry=r)
+        self.lock_waits = Counter(
+            "plate_lock_conflicts_total", "Requests refused because an env was locked", registry=r
+        )
         self.slack_errors = Counter("plate_slack_errors_total", "Slack API errors by code", ["code"], registry=r)
         self.incidents = Counter("plate_incidents_total", "Watcher incidents by event", ["event"], registry=r)
 

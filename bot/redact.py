@@ -14,6 +14,11 @@ from typing import Any
 
 MASK = "[REDACTED]"
 
+_KEY = r"""((?<![a-z0-9])["']?(?:[a-z0-9]+[_.-]|\.)*
+    (?:password|passwd|pwd|secret|token|apikey|api[_-]key|auth|authtoken|accesstoken|credentials?|
+    dockerconfigjson|private[_-]?key|secret[_-]?key|client[_-]?secret)
+    (?:[_.-][a-z0-9]+)*["']?"""
+
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Slack tokens (bot, user, app, config, refresh).
     (re.compile(r"xox[abposer]-[A-Za-z0-9-]{6,}|xapp-[0-9]-[A-Za-z0-9-]{6,}"), MASK),
@@ -23,24 +28,32 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
     # user:password@ in URLs.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1" + MASK + "@"),
-    # JSON/YAML/env style secret fields: "password": "x", OPENBAO_TOKEN=x, auth: x, .dockerconfigjson: x.
-    # The keyword must be a whole segment of the key, so `unauthorized: ...` is left alone.
+    # Secret fields: `OPENBAO_TOKEN=x` and `"password": "x"` always; `token: x` only when x looks like a
+    # secret (quoted, or with a digit or symbol in it), so prose such as `anonymous token: unexpected
+    # status` survives. The keyword must be a whole segment of the key: `unauthorized: ...` is left alone.
+    (
+        re.compile(_KEY + r"""[ \t]*=[ \t]*)(?!\[REDACTED\])(?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,}\]&]+)""", re.I | re.X),
+        r"\1" + MASK,
+    ),
     (
         re.compile(
-            r"""(?ix)
-            ((?<![a-z0-9])["']?(?:[a-z0-9]+[_.-]|\.)*
-            (?:password|passwd|pwd|secret|token|apikey|api[_-]key|auth|authtoken|accesstoken|credentials?|
-            dockerconfigjson|private[_-]?key|secret[_-]?key|client[_-]?secret)
-            (?:[_.-][a-z0-9]+)*["']?[ \t]*[:=][ \t]*)
-            (?!\[REDACTED\])(?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,}\]]+)
-            """
+            _KEY
+            + r"""[ \t]*:[ \t]*)(?!\[REDACTED\])
+            (?:"(?:[^"\\]|\\.)*"|'[^']*'|(?=[^\s,}\]]*[^A-Za-z\s,}\]])[^\s,}\]]+)""",
+            re.I | re.X,
         ),
         r"\1" + MASK,
     ),
     # PEM private keys.
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"), MASK),
-    # Long base64 runs: Secret data, encoded docker configs.
-    (re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])"), MASK),
+    # Long base64 runs: Secret data, encoded docker configs. Pure hex runs (image digests, git SHAs)
+    # are identifiers people need to see, not secrets.
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9+/=])(?![0-9a-fA-F]{40,}(?![A-Za-z0-9+/=]))[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])"
+        ),
+        MASK,
+    ),
 ]
 
 

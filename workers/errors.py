@@ -23,7 +23,9 @@ class KubeError(StepFailed):
 
 
 class HelmError(StepFailed):
-    def __init__(self, message: str, *, stderr: str = "", returncode: int | None = None, timed_out: bool = False) -> None:
+    def __init__(
+        self, message: str, *, stderr: str = "", returncode: int | None = None, timed_out: bool = False
+    ) -> None:
         super().__init__(message, [f"```{stderr}```"] if stderr else [])
         self.stderr = stderr
         self.returncode = returncode

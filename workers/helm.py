@@ -108,7 +108,9 @@ class Helm:
 
     def history(self, release: str, limit: int = 10) -> list[dict[str, Any]]:
         try:
-            out = self.run("history", _checked(release, _NAME, "release"), "--max", str(int(limit)), "-o", "json", timeout=60)
+            out = self.run(
+                "history", _checked(release, _NAME, "release"), "--max", str(int(limit)), "-o", "json", timeout=60
+            )
         except HelmError as exc:
             if "not found" in exc.stderr:
                 return []
@@ -118,7 +120,9 @@ class Helm:
 
     def get_values(self, release: str, revision: int | None = None) -> str:
         rev = ["--revision", str(int(revision))] if revision else []
-        return self.run("get", "values", _checked(release, _NAME, "release"), "--all", "-o", "yaml", *rev, timeout=60).stdout
+        return self.run(
+            "get", "values", _checked(release, _NAME, "release"), "--all", "-o", "yaml", *rev, timeout=60
+        ).stdout
 
     def get_manifest(self, release: str, revision: int | None = None) -> str:
         rev = ["--revision", str(int(revision))] if revision else []
@@ -153,7 +157,14 @@ class Helm:
         return self.run(*args, timeout=timeout + 120)
 
     def rollback(self, release: str, revision: int, *, timeout: int, dry_run: bool = False) -> HelmResult:
-        args = ["rollback", _checked(release, _NAME, "release"), str(int(revision)), "--wait", "--timeout", f"{int(timeout)}s"]
+        args = [
+            "rollback",
+            _checked(release, _NAME, "release"),
+            str(int(revision)),
+            "--wait",
+            "--timeout",
+            f"{int(timeout)}s",
+        ]
         if dry_run:
             args.append("--dry-run")
         return self.run(*args, timeout=timeout + 120)

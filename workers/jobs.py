@@ -45,7 +45,7 @@ def _connection() -> redis.Redis:
     job = get_current_job()
     if job is not None:
         return job.connection
-    from bot.redisconn import connect  # noqa: PLC0415 - only outside RQ (direct calls in tools)
+    from bot.redisconn import connect
 
     return connect(Settings())
 
@@ -135,13 +135,13 @@ def on_failure(job: Job, connection: redis.Redis, exc_type: type, value: BaseExc
     try:
         config = _config(str(settings.plate_config))
         env = config.environments[req.env]
-        from workers.helm import Helm  # noqa: PLC0415 - helm is only needed on this rare path
+        from workers.helm import Helm
 
         release = Helm(settings.helm_bin, namespace=env.namespace, kube_context=env.kube_context).status(env.release)
-        from workers.summary import helm_line  # noqa: PLC0415
+        from workers.summary import helm_line
 
         detail = "Now: " + helm_line(release)
-    except Exception:  # noqa: BLE001 - the report must go out even if helm cannot answer
+    except Exception:
         detail = "The current helm status could not be read."
     with bind(request_id=req.id, job_id=req.job_id, env=req.env):
         log.warning("job lost", extra={"reason": getattr(exc_type, "__name__", str(exc_type))})

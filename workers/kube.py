@@ -97,7 +97,9 @@ class KubeGateway:
             raise
 
     def pods(self, namespace: str, selector: str | None = None) -> list[Obj]:
-        return self._items(f"list pods in {namespace}", self.core.list_namespaced_pod, namespace, label_selector=selector or "")
+        return self._items(
+            f"list pods in {namespace}", self.core.list_namespaced_pod, namespace, label_selector=selector or ""
+        )
 
     def services(self, namespace: str, selector: str | None = None) -> list[Obj]:
         return self._items(
@@ -122,7 +124,10 @@ class KubeGateway:
 
     def deployments(self, namespace: str, selector: str | None = None) -> list[Obj]:
         return self._items(
-            f"list deployments in {namespace}", self.apps.list_namespaced_deployment, namespace, label_selector=selector or ""
+            f"list deployments in {namespace}",
+            self.apps.list_namespaced_deployment,
+            namespace,
+            label_selector=selector or "",
         )
 
     def statefulsets(self, namespace: str, selector: str | None = None) -> list[Obj]:
@@ -135,10 +140,15 @@ class KubeGateway:
 
     def events(self, namespace: str, field_selector: str | None = None) -> list[Obj]:
         return self._items(
-            f"list events in {namespace}", self.core.list_namespaced_event, namespace, field_selector=field_selector or ""
+            f"list events in {namespace}",
+            self.core.list_namespaced_event,
+            namespace,
+            field_selector=field_selector or "",
         )
 
-    def pod_log(self, namespace: str, pod: str, container: str | None = None, tail: int = 20, previous: bool = False) -> str:
+    def pod_log(
+        self, namespace: str, pod: str, container: str | None = None, tail: int = 20, previous: bool = False
+    ) -> str:
         with _api(f"read the log of {pod}"):
             kwargs: dict[str, Any] = {"tail_lines": tail, "previous": previous}
             if container:

@@ -60,6 +60,7 @@ class JobContext:
     slack: SlackGateway
     report: ThreadReporter
     clock: Callable[[], float] = field(default=time.time)
+    started: float = field(default_factory=time.time)
 
     @cached_property
     def helm(self) -> Helm:

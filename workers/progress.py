@@ -60,7 +60,10 @@ class Progress:
         return replace(self, steps=steps)
 
     def step(self, key: str) -> Step:
-        return next(s for s in self.steps if s.key == key)
+        for s in self.steps:
+            if s.key == key:
+                return s
+        raise KeyError(f"no step {key!r} in {self.title!r}")
 
     def start(self, key: str, now: float) -> Progress:
         began = self if self.started is not None else replace(self, started=now, outcome=Outcome.RUNNING)

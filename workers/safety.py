@@ -22,14 +22,16 @@ def check_cluster(env: Environment, *, cluster_name: str | None, context_found: 
         raise StepFailed(f"the kube context `{env.kube_context}` does not exist in this worker's kubeconfig")
     if env.cluster and cluster_name is not None and cluster_name != env.cluster:
         raise StepFailed(
-            f"context `{env.kube_context}` points at cluster `{cluster_name}`, but `{env.name}` declares `{env.cluster}`"
+            f"context `{env.kube_context}` points at cluster `{cluster_name}`, "
+            f"but `{env.name}` declares `{env.cluster}`"
         )
     name = cluster_name or env.cluster
     if env.is_production:
         if name is None:
             if not env.cluster_uid:
                 raise StepFailed(
-                    f"cannot tell which cluster this is (in-cluster config): declare `cluster` or `cluster_uid` for `{env.name}`"
+                    "cannot tell which cluster this is (in-cluster config): "
+                    f"declare `cluster` or `cluster_uid` for `{env.name}`"
                 )
         elif not _PROD_NAME.search(name) and name not in env.allowed_cluster_names:
             raise StepFailed(
@@ -40,5 +42,7 @@ def check_cluster(env: Environment, *, cluster_name: str | None, context_found: 
         raise StepFailed(
             f"cluster identity mismatch: kube-system UID is `{cluster_uid}`, `{env.name}` pins `{env.cluster_uid}`"
         )
-    where = f"context `{env.kube_context}` → cluster `{name}`" if env.kube_context else f"in-cluster ({name or 'unnamed'})"
+    where = (
+        f"context `{env.kube_context}` → cluster `{name}`" if env.kube_context else f"in-cluster ({name or 'unnamed'})"
+    )
     return where + (" · identity pinned" if env.cluster_uid else "")

@@ -15,7 +15,11 @@ def status(ctx: JobContext) -> str:
     env = ctx.env
     with ctx.step("helm") as note:
         release = ctx.helm.status(env.release)
-        note.text = f"revision {release.get('version')}, {release.get('info', {}).get('status')}" if release else "not installed"
+        note.text = (
+            f"revision {release.get('version')}, {release.get('info', {}).get('status')}"
+            if release
+            else "not installed"
+        )
     with ctx.step("workloads") as note:
         kube = ctx.kube
         pods = kube.pods(env.namespace)

@@ -107,7 +107,10 @@ def service_line(svc: Obj) -> str:
 
 def ingress_line(ing: Obj) -> str:
     hosts = [r.get("host", "*") for r in (ing.get("spec") or {}).get("rules") or []]
-    lb = [i.get("ip") or i.get("hostname") for i in ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+    lb = [
+        i.get("ip") or i.get("hostname")
+        for i in ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    ]
     return f"`{name_of(ing)}` hosts {', '.join(hosts) or '-'}" + (f" → {', '.join(filter(None, lb))}" if lb else "")
 
 
@@ -115,7 +118,8 @@ def hpa_line(hpa: Obj) -> str:
     spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
     return (
         f"`{name_of(hpa)}` {status.get('currentReplicas', '?')} replicas "
-        f"(min {spec.get('minReplicas', 1)}, max {spec.get('maxReplicas', '?')}, desired {status.get('desiredReplicas', '?')})"
+        f"(min {spec.get('minReplicas', 1)}, max {spec.get('maxReplicas', '?')}, "
+        f"desired {status.get('desiredReplicas', '?')})"
     )
 
 

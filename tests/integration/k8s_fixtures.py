@@ -19,14 +19,24 @@ def namespace(name: str, uid: str | None = None) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta, "status": {"phase": "Active"}}
 
 
-def pod(name: str, ns: str, *, ready: bool = True, waiting: str | None = None, message: str = "", restarts: int = 0,
-        owner: str | None = None) -> dict[str, Any]:
+def pod(
+    name: str,
+    ns: str,
+    *,
+    ready: bool = True,
+    waiting: str | None = None,
+    message: str = "",
+    restarts: int = 0,
+    owner: str | None = None,
+) -> dict[str, Any]:
     state: dict[str, Any] = {"running": {"startedAt": ago(600)}}
     if waiting:
         state = {"waiting": {"reason": waiting, "message": message}}
     meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": dict(LABELS)}
     if owner:
-        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner, "uid": f"uid-{owner}", "controller": True}]
+        meta["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner, "uid": f"uid-{owner}", "controller": True}
+        ]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -36,15 +46,30 @@ def pod(name: str, ns: str, *, ready: bool = True, waiting: str | None = None, m
             "phase": "Running" if ready else "Pending",
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
             "containerStatuses": [
-                {"name": "web", "ready": ready, "restartCount": restarts, "state": state,
-                 "image": "harbor.example.com/plate/plate-web:1.4.0"}
+                {
+                    "name": "web",
+                    "ready": ready,
+                    "restartCount": restarts,
+                    "state": state,
+                    "image": "harbor.example.com/plate/plate-web:1.4.0",
+                }
             ],
         },
     }
 
 
-def event(name: str, ns: str, *, obj: str, reason: str, message: str, count: int = 1, kind: str = "Pod",
-          type_: str = "Warning", seconds_ago: int = 30) -> dict[str, Any]:
+def event(
+    name: str,
+    ns: str,
+    *,
+    obj: str,
+    reason: str,
+    message: str,
+    count: int = 1,
+    kind: str = "Pod",
+    type_: str = "Warning",
+    seconds_ago: int = 30,
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -88,8 +113,17 @@ def hpa(name: str, ns: str) -> dict[str, Any]:
     }
 
 
-def deployment(name: str, ns: str, *, replicas: int = 3, generation: int = 1, observed: int = 1,
-               updated: int | None = None, ready: int | None = None, available: int | None = None) -> dict[str, Any]:
+def deployment(
+    name: str,
+    ns: str,
+    *,
+    replicas: int = 3,
+    generation: int = 1,
+    observed: int = 1,
+    updated: int | None = None,
+    ready: int | None = None,
+    available: int | None = None,
+) -> dict[str, Any]:
     updated = replicas if updated is None else updated
     ready = replicas if ready is None else ready
     return {
@@ -113,12 +147,36 @@ def seed_namespace(api: Any, ns: str, *, broken: bool = False) -> None:
     api.put(pod("plate-web-7d9f-a", ns))
     api.put(pod("plate-web-7d9f-b", ns))
     if broken:
-        api.put(pod("plate-web-8e1a-c", ns, ready=False, waiting="ImagePullBackOff",
-                    message='Back-off pulling image "harbor.example.com/plate/plate-web:9.9.9"'))
-        api.put(event("ev1", ns, obj="plate-web-8e1a-c", reason="Failed", count=4,
-                      message='Failed to pull image "harbor.example.com/plate/plate-web:9.9.9": unauthorized: authentication required'))
-        api.put(event("ev2", ns, obj="plate-web-8e1a-c", reason="BackOff", count=9,
-                      message='Back-off pulling image "harbor.example.com/plate/plate-web:9.9.9"'))
+        api.put(
+            pod(
+                "plate-web-8e1a-c",
+                ns,
+                ready=False,
+                waiting="ImagePullBackOff",
+                message='Back-off pulling image "harbor.example.com/plate/plate-web:9.9.9"',
+            )
+        )
+        api.put(
+            event(
+                "ev1",
+                ns,
+                obj="plate-web-8e1a-c",
+                reason="Failed",
+                count=4,
+                message='Failed to pull image "harbor.example.com/plate/plate-web:9.9.9": '
+                "unauthorized: authentication required",
+            )
+        )
+        api.put(
+            event(
+                "ev2",
+                ns,
+                obj="plate-web-8e1a-c",
+                reason="BackOff",
+                count=9,
+                message='Back-off pulling image "harbor.example.com/plate/plate-web:9.9.9"',
+            )
+        )
     api.put(event("ev0", ns, obj="plate-web-7d9f-a", reason="Pulled", type_="Normal", message="Successfully pulled"))
     api.put(service("plate-web", ns))
     api.put(ingress("plate-web", ns, "plate.example.com"))

@@ -3,6 +3,7 @@ Slack Web API; jobs drained by a real RQ worker."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 
@@ -51,8 +52,19 @@ def test_deploy_prod_card_shows_what_will_run_then_the_plan_and_buttons(service:
     card = service.slack.messages("C0DEPLOYS")[0]
     assert card.ts == request.message_ts
     rendered = json.dumps(card.blocks)
-    for expected in ("U0BOB", "plate-prod", "plate-web", "1.5.0", "Approve", "Reject", "Cancel", "expires",
-                     request.plan_digest[:12], "First install", "Deployment/plate-web"):
+    for expected in (
+        "U0BOB",
+        "plate-prod",
+        "plate-web",
+        "1.5.0",
+        "Approve",
+        "Reject",
+        "Cancel",
+        "expires",
+        request.plan_digest[:12],
+        "First install",
+        "Deployment/plate-web",
+    ):
         assert expected in rendered
     assert request.status is Status.PENDING and request.approvals_required == 1
     assert service.runtime.queue.count == 0
@@ -174,17 +186,17 @@ def test_store_transition_is_atomic_with_enqueue(redis_conn) -> None:
     from bot.queue import enqueue, queue_for
 
     store, queue = Store(redis_conn), queue_for(redis_conn)
-    request = new_request("r1", verb="deploy", env="prod", requester="U1", channel="C1", now=0, ttl=60, approvals_required=1)
+    request = new_request(
+        "r1", verb="deploy", env="prod", requester="U1", channel="C1", now=0, ttl=60, approvals_required=1
+    )
     assert store.create(request, lock_env="prod") is None
 
     def boom(pipe, old, new):  # an enqueue that fails inside MULTI must leave nothing changed
         enqueue(queue, pipe, new, 60)
         raise RuntimeError("enqueue failed")
 
-    try:
+    with contextlib.suppress(RuntimeError):
         store.transition("r1", lambda r: r.with_approval("U2", 1, is_approver=True), lock_env="prod", on_commit=boom)
-    except RuntimeError:
-        pass
     assert store.get("r1").status is Status.PENDING
     assert store.lock_holder("prod") is None
     assert queue.count == 0

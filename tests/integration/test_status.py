@@ -14,16 +14,28 @@ from tests.integration.k8s_fixtures import seed_namespace
 def install_release(helm_bin: Path, ns: str, context: str) -> None:
     chart = ROOT / "examples" / "plate-web"
     subprocess.run(
-        [str(helm_bin), "upgrade", "--install", "plate-web", str(chart), "-f", str(chart / "values-production.yaml"),
-         "--kube-context", context, "-n", ns],
-        check=True, capture_output=True,
+        [
+            str(helm_bin),
+            "upgrade",
+            "--install",
+            "plate-web",
+            str(chart),
+            "-f",
+            str(chart / "values-production.yaml"),
+            "--kube-context",
+            context,
+            "-n",
+            ns,
+        ],
+        check=True,
+        capture_output=True,
     )
 
 
 def test_status_reports_release_pods_and_unready_reasons(service: Service, kube_api, helm_bin, helm_state) -> None:
     seed_namespace(kube_api, "plate-prod", broken=True)
     install_release(helm_bin, "plate-prod", "plate-prod")
-    status, body = service.command("status production")
+    status, _body = service.command("status production")
     assert status == 200
     service.wait(lambda: service.runtime.queue.count == 1)
     service.run_worker()

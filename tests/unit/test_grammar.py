@@ -199,9 +199,34 @@ def test_help_text_lists_every_usage_and_env() -> None:
 
 _WORDS = st.sampled_from(
     [
-        "deploy", "rollback", "harbor-verify", "verify-harbor", "status", "history", "diagnose", "help",
-        "prod", "STG", "staging", "Production", "moon", "--dry-run", "-x", "1", "0", "50", "51", "9999999",
-        "10000000", "1.2.3", "deploy/web", "sts/db", "web-7d9f", "<!here>", "`x`", "*",
+        "deploy",
+        "rollback",
+        "harbor-verify",
+        "verify-harbor",
+        "status",
+        "history",
+        "diagnose",
+        "help",
+        "prod",
+        "STG",
+        "staging",
+        "Production",
+        "moon",
+        "--dry-run",
+        "-x",
+        "1",
+        "0",
+        "50",
+        "51",
+        "9999999",
+        "10000000",
+        "1.2.3",
+        "deploy/web",
+        "sts/db",
+        "web-7d9f",
+        "<!here>",
+        "`x`",
+        "*",
     ]
 )
 _COMMANDISH = st.lists(st.one_of(_WORDS, st.text(min_size=1, max_size=30)), max_size=6).map(" ".join)

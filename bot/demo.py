@@ -1,0 +1,184 @@
+"""`plate-bot demo`: the real service against loopback fakes, scripted, printing the Slack threads.
+
+Everything plate-bot runs here is production code: the Bolt app behind waitress, signed HTTP requests,
+Redis (embedded), RQ workers that fork, helm as a subprocess (a fake CLI that renders the example chart
+with a real Helm engine), and the `kubernetes` client against a loopback API server whose simulated
+controllers roll pods out. Only Slack, the cluster and helm's cluster side are stand-ins.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sandbox.cluster import SimulatedCluster
+from sandbox.helm import install_wrapper, set_behaviour
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.signing import action_body, post, sign, slash_body
+from sandbox.slack import FakeSlack
+
+SECRET = "demo-signing-secret"
+CHANNEL = "C0DEPLOYS"
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "plate.example.yaml"
+
+
+class Demo:
+    def __init__(self, workdir: Path, quiet: bool) -> None:
+        self.workdir = workdir
+        self.quiet = quiet
+        self.slack = FakeSlack(usergroups={"S0SRE": ["U0CAROL"]}).start()
+        self.kube = FakeKubeAPI().start()
+        self.cluster = SimulatedCluster(self.kube, ready_after=0.2).start()
+        self.helm_state = workdir / "helm"
+        self.helm_state.mkdir()
+        self.helm_bin = install_wrapper(workdir / "bin", self.helm_state)
+        self.kubeconfig = self.kube.write_kubeconfig(
+            str(workdir / "kubeconfig"), {"plate-stg": "stg-cluster", "plate-prod": "prod-cluster"}
+        )
+        self.runtime: Any = None
+        self.url = ""
+        self._triggers = 0
+
+    # --- set-up -------------------------------------------------------------------------------------
+    def environment(self) -> dict[str, str]:
+        return {
+            "SLACK_BOT_TOKEN": "xoxb-demo-000000000000-demotokendemotoken",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_API_URL": self.slack.api_url,
+            "PLATE_CONFIG": str(EXAMPLE_CONFIG),
+            "HELM_BIN": str(self.helm_bin),
+            "KUBECONFIG": self.kubeconfig,
+            "FAKE_HELM_STATE": str(self.helm_state),
+            "FAKE_HELM_KUBE_URL": self.kube.url,
+            "PLATE_DATA_DIR": str(self.workdir / "data"),
+            "LOG_LEVEL": "WARNING",
+        }
+
+    def start(self) -> None:
+        from bot import logs  # noqa: PLC0415
+        from bot.runtime import build_runtime  # noqa: PLC0415
+        from config.environments import load_config  # noqa: PLC0415
+        from config.settings import Settings  # noqa: PLC0415
+
+        os.environ.update(self.environment())
+        os.environ.pop("REDIS_URL", None)  # embedded Redis, as a newcomer's laptop has none
+        logs.configure("WARNING")
+        for ns in ("plate-stg", "plate-prod", "kube-system"):
+            self.kube.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        settings = Settings()
+        self.runtime = build_runtime(settings, load_config(settings.plate_config))
+        server = self.runtime.http_server("127.0.0.1", 0)
+        threading.Thread(target=server.run, daemon=True).start()
+        self.url = f"http://127.0.0.1:{server.effective_port}/slack/events"
+
+    def stop(self) -> None:
+        if self.runtime is not None:
+            self.runtime.shutdown()
+        self.cluster.stop()
+        self.kube.stop()
+        self.slack.stop()
+
+    # --- driving it like people in Slack would --------------------------------------------------------
+    def command(self, user: str, text: str) -> str:
+        self._triggers += 1
+        body = slash_body(text, user=user, channel=CHANNEL, trigger_id=f"demo-{self._triggers}",
+                          response_url=self.slack.response_url(user, user=user))
+        _status, _headers, data = post(self.url, body, sign(SECRET, body))
+        self.say(f"\n$ {user} types: /plate {text}")
+        if data:
+            self.say(textwrap.indent(data.decode(), "  (only you can see this) "))
+        return data.decode()
+
+    def click(self, user: str, action: str, request_id: str) -> None:
+        before = len(self.slack.hooks)
+        body = action_body(action, request_id, user=user, channel=CHANNEL,
+                           response_url=self.slack.response_url(user, user=user))
+        post(self.url, body, sign(SECRET, body))
+        self.say(f"\n$ {user} clicks {action.removeprefix('plate_').capitalize()}")
+        self.wait(lambda: len(self.slack.hooks) > before or self._settled())
+        for _name, hook in self.slack.hooks[before:]:
+            self.say(textwrap.indent(str(hook.get("text", "")), "  (only you can see this) "))
+
+    def work(self) -> None:
+        """Drain the queue with a real forking RQ worker, as `plate-bot worker --burst` would."""
+        from rq import Worker  # noqa: PLC0415
+
+        self.wait(lambda: self.runtime.queue.count > 0)
+        Worker([self.runtime.queue], connection=self.runtime.worker_connection()).work(
+            burst=True, logging_level="WARNING"
+        )
+
+    def last_request(self) -> Any:
+        ids = [k.decode().rsplit(":", 1)[-1] for k in self.runtime.connection.keys("plate:req:*")]
+        requests = [self.runtime.store.get(i) for i in ids]
+        return max(requests, key=lambda r: r.created_at)
+
+    def show_thread(self, title: str) -> None:
+        card = self.slack.messages(CHANNEL)[-1]
+        self.say(f"\n--- #{CHANNEL} · {title} " + "-" * max(0, 60 - len(title)))
+        self.say(self.slack.render_thread(CHANNEL, card.ts))
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _settled(self) -> bool:
+        return False
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    # --- the script -----------------------------------------------------------------------------------
+    def script(self) -> None:
+        self.say("plate-bot demo: the real service (HTTP, Redis, RQ, helm subprocess, kubernetes client)")
+        self.say("against a loopback Slack, Kubernetes API and helm. Everyone below is simulated.")
+        self.command("U0BOB", "help")
+        self.command("U0BOB", "deploy moon")
+        self.command("U0BOB", "deploy stg 1.4.0")
+        self.work()
+        self.cluster.settle()
+        self.show_thread("staging deploy: no approval needed")
+
+        self.command("U0BOB", "status stg")
+        self.work()
+        self.show_thread("status stg")
+
+        self.command("U0BOB", "deploy prod 1.5.0")
+        self.work()  # the plan job: lint, render, diff, digest onto the card
+        request = self.last_request()
+        self.show_thread("production deploy: planned, waiting for approval")
+        self.click("U0BOB", "plate_approve", request.id)
+        self.click("U0EVE", "plate_approve", request.id)
+        self.click("U0CAROL", "plate_approve", request.id)
+        self.work()
+        self.show_thread("production deploy: approved by a second person and run")
+
+        self.cluster.fail_images(r":9\.9\.9$", "Unauthorized")
+        set_behaviour(self.helm_state, upgrade="atomic-rollback", timeout_seconds=1)
+        self.command("U0BOB", "deploy prod 9.9.9")
+        self.work()
+        request = self.last_request()
+        self.click("U0CAROL", "plate_approve", request.id)
+        self.cluster.settle(timeout=2)
+        self.work()
+        self.show_thread("production deploy that fails: pod events and the atomic rollback")
+        self.say("\nDone. Every message above went through the fake Slack Web API over HTTP.")
+
+
+def main(quiet: bool = False) -> int:
+    with tempfile.TemporaryDirectory(prefix="plate-demo-") as tmp:
+        demo = Demo(Path(tmp), quiet)
+        try:
+            demo.start()
+            demo.script()
+        finally:
+            demo.stop()
+    return 0
