@@ -23,7 +23,7 @@ from sandbox.kubeapi import FakeKubeAPI
 from sandbox.signing import action_body, post, sign, slash_body
 from sandbox.slack import FakeSlack
 
-SECRET = "demo-signing-secret"
+SECRET = "demo-signing-secret"  # noqa: S105 - the demo signs its own loopback requests
 CHANNEL = "C0DEPLOYS"
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "plate.example.yaml"
 
@@ -61,10 +61,10 @@ class Demo:
         }
 
     def start(self) -> None:
-        from bot import logs  # noqa: PLC0415
-        from bot.runtime import build_runtime  # noqa: PLC0415
-        from config.environments import load_config  # noqa: PLC0415
-        from config.settings import Settings  # noqa: PLC0415
+        from bot import logs
+        from bot.runtime import build_runtime
+        from config.environments import load_config
+        from config.settings import Settings
 
         os.environ.update(self.environment())
         os.environ.pop("REDIS_URL", None)  # embedded Redis, as a newcomer's laptop has none
@@ -87,8 +87,13 @@ class Demo:
     # --- driving it like people in Slack would --------------------------------------------------------
     def command(self, user: str, text: str) -> str:
         self._triggers += 1
-        body = slash_body(text, user=user, channel=CHANNEL, trigger_id=f"demo-{self._triggers}",
-                          response_url=self.slack.response_url(user, user=user))
+        body = slash_body(
+            text,
+            user=user,
+            channel=CHANNEL,
+            trigger_id=f"demo-{self._triggers}",
+            response_url=self.slack.response_url(user, user=user),
+        )
         _status, _headers, data = post(self.url, body, sign(SECRET, body))
         self.say(f"\n$ {user} types: /plate {text}")
         if data:
@@ -97,8 +102,9 @@ class Demo:
 
     def click(self, user: str, action: str, request_id: str) -> None:
         before = len(self.slack.hooks)
-        body = action_body(action, request_id, user=user, channel=CHANNEL,
-                           response_url=self.slack.response_url(user, user=user))
+        body = action_body(
+            action, request_id, user=user, channel=CHANNEL, response_url=self.slack.response_url(user, user=user)
+        )
         post(self.url, body, sign(SECRET, body))
         self.say(f"\n$ {user} clicks {action.removeprefix('plate_').capitalize()}")
         self.wait(lambda: len(self.slack.hooks) > before or self._settled())
@@ -107,7 +113,7 @@ class Demo:
 
     def work(self) -> None:
         """Drain the queue with a real forking RQ worker, as `plate-bot worker --burst` would."""
-        from rq import Worker  # noqa: PLC0415
+        from rq import Worker
 
         self.wait(lambda: self.runtime.queue.count > 0)
         Worker([self.runtime.queue], connection=self.runtime.worker_connection()).work(
@@ -120,7 +126,7 @@ class Demo:
         return max(requests, key=lambda r: r.created_at)
 
     def show_thread(self, title: str) -> None:
-        card = self.slack.messages(CHANNEL)[-1]
+        card = [m for m in self.slack.messages(CHANNEL) if not m.thread_ts or m.thread_ts == m.ts][-1]
         self.say(f"\n--- #{CHANNEL} · {title} " + "-" * max(0, 60 - len(title)))
         self.say(self.slack.render_thread(CHANNEL, card.ts))
 
@@ -151,6 +157,7 @@ class Demo:
         self.work()
         self.show_thread("status stg")
 
+        self.cluster.settle()
         self.command("U0BOB", "deploy prod 1.5.0")
         self.work()  # the plan job: lint, render, diff, digest onto the card
         request = self.last_request()
@@ -163,6 +170,7 @@ class Demo:
 
         self.cluster.fail_images(r":9\.9\.9$", "Unauthorized")
         set_behaviour(self.helm_state, upgrade="atomic-rollback", timeout_seconds=1)
+        self.cluster.settle()
         self.command("U0BOB", "deploy prod 9.9.9")
         self.work()
         request = self.last_request()

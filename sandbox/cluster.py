@@ -4,8 +4,8 @@ A background thread polls the store every `tick` and plays the Deployment, Repli
 controllers, the garbage collector and the kubelet: it creates ReplicaSets and Pods, moves pods Pending ->
 Running/Ready after `ready_after` seconds (or into ImagePullBackOff / CrashLoopBackOff when the image matches
 a failure rule), records the kubelet's Events and writes controller status. Every write goes through
-FakeKubeAPI's public methods, so watchers see ordinary ADDED/MODIFIED/DELETED events and resourceVersions.
-Writes happen only on real transitions, so an idle cluster is quiet for watchers.
+FakeKubeAPI's public methods, so watchers see ordinary ADDED/MODIFIED/DELETED events and resourceVersions;
+and writes happen only on real transitions, so a settled healthy cluster is silent.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "Unauthorized", "NotFound"})
 CRASH_FAILURES = frozenset({"CrashLoopBackOff", "OOMKilled"})
 NODE = "sim-node-1"
+REVISION = "deployment.kubernetes.io/revision"
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the controllers' SafeEncodeString alphabet (no vowels)
 _AVAILABLE = {
     True: ("MinimumReplicasAvailable", "Deployment has minimum availability."),
@@ -54,6 +55,10 @@ def _dig(obj: Any, *path: str) -> Any:
     return obj
 
 
+def _replicas(spec: Obj) -> int:
+    return 1 if spec.get("replicas") is None else int(spec["replicas"])  # the apiserver defaults it to 1
+
+
 def _ref(obj: Obj, owner: bool = True) -> Obj:
     """An ownerReference (owner=True) or an Event's involvedObject."""
     m = obj["metadata"]
@@ -61,12 +66,8 @@ def _ref(obj: Obj, owner: bool = True) -> Obj:
     return {**ref, "controller": True, "blockOwnerDeletion": True} if owner else {**ref, "namespace": m["namespace"]}
 
 
-def _replicas(spec: Obj) -> int:
-    return 1 if spec.get("replicas") is None else int(spec["replicas"])  # the apiserver defaults it to 1
-
-
-def _owned_by(obj: Obj, kind: str, name: str) -> bool:
-    return any(r.get("kind") == kind and r.get("name") == name for r in obj["metadata"].get("ownerReferences") or [])
+def _owned(obj: Obj, match: Callable[[Obj], bool]) -> bool:
+    return any(match(r) for r in obj["metadata"].get("ownerReferences") or [])
 
 
 def _pull_error(image: str, rule: str) -> str:
@@ -104,14 +105,8 @@ class _Pod:
 
 
 class SimulatedCluster:
-    def __init__(
-        self,
-        api: FakeKubeAPI,
-        *,
-        ready_after: float = 0.3,
-        tick: float = 0.05,
-        image_failures: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, api: FakeKubeAPI, *, ready_after: float = 0.3, tick: float = 0.05,
+                 image_failures: dict[str, str] | None = None) -> None:
         self.api, self.ready_after, self.tick = api, ready_after, tick
         self._lock = threading.Lock()  # guards the rules; everything else belongs to the loop thread
         self._rules: list[tuple[re.Pattern[str], str]] = []
@@ -186,10 +181,10 @@ class SimulatedCluster:
                 live.add(obj["metadata"]["uid"])
                 try:
                     settled &= reconcile(obj, now)
-                except KeyError as exc:  # api.patch on an object deleted mid-pass: the next pass catches up
+                except KeyError as exc:  # api.patch of an object deleted mid-pass: the next pass catches up
                     log.debug("object vanished mid-pass: %s", exc)
                     settled = False
-        # Owners gone -> their pods and ReplicaSets go too, as the garbage collector cascades.
+        # Owner gone -> its pods and ReplicaSets go too, as the garbage collector cascades a delete.
         for pod in [p for p in self._pods.values() if p.root not in live]:
             self._drop(pod)
         for (ns, name), root in list(self._rs.items()):
@@ -197,6 +192,10 @@ class SimulatedCluster:
                 self.api.delete("apps/v1", "ReplicaSet", name, ns)
                 del self._rs[(ns, name)]
         return settled
+
+    def _rule(self, image: str) -> str | None:
+        with self._lock:
+            return next((reason for rx, reason in self._rules if rx.search(image)), None)
 
     def _drop(self, pod: _Pod) -> None:
         self.api.delete("v1", "Pod", pod.ref["name"], pod.ref["namespace"])  # a no-op when already gone
@@ -207,7 +206,7 @@ class SimulatedCluster:
     def _adopt(self, ns: str, root: str, ours: Callable[[Obj], bool], rev: str) -> list[_Pod]:
         """The owner's live pods of revision `rev`, oldest first. Its pods of other revisions, and matching pods
         we did not create (e.g. a previous SimulatedCluster's), are deleted; tracked pods someone else deleted
-        are forgotten, so the caller recreates them like a ReplicaSet would."""
+        are forgotten, so the caller recreates them as a ReplicaSet would."""
         present = set()
         for p in self.api.list("v1", "Pod", ns):
             mine = self._pods.get((ns, p["metadata"]["name"]))
@@ -225,36 +224,30 @@ class SimulatedCluster:
         meta, spec = d["metadata"], d.get("spec") or {}
         want, h, sel = _replicas(spec), _hash(spec.get("template")), _dig(spec, "selector", "matchLabels") or {}
         rs = self._replicaset(d, f"{meta['name']}-{h}", h, want)
+        name = rs["metadata"]["name"]
 
-        def ours(p: Obj) -> bool:
+        def ours(p: Obj) -> bool:  # the selector's pods whose ReplicaSet is one of this Deployment's
             labels = p["metadata"].get("labels") or {}
             rs_name = f"{meta['name']}-{labels.get('pod-template-hash')}"
-            return all(labels.get(k) == v for k, v in sel.items()) and _owned_by(p, "ReplicaSet", rs_name)
+            return all(labels.get(k) == v for k, v in sel.items()) and _owned(p, lambda r: r.get("name") == rs_name)
 
+        # Old-revision pods go at once (no surge): simple, and rollout watchers still see the whole sequence.
         pods = self._adopt(meta["namespace"], meta["uid"], ours, h)
-        for extra in pods[want:]:  # scaled down: newest go first in real k8s, oldest here; nobody can tell
+        for extra in pods[want:]:
             self._drop(extra)
-        name = rs["metadata"]["name"]
-        pods = pods[:want] + [
-            self._spawn(d, rs, f"{name}-{''.join(random.choices(_ALPHABET, k=5))}", {"pod-template-hash": h}, h)
-            for _ in range(want - len(pods))
-        ]
+        suffixes = ("".join(random.choices(_ALPHABET, k=5)) for _ in range(want - len(pods)))
+        pods = pods[:want] + [self._spawn(d, rs, f"{name}-{s}", {"pod-template-hash": h}, h) for s in suffixes]
         ready = sum(self._sync_pod(p, now) for p in pods)
         counts = {"replicas": len(pods), "readyReplicas": ready, "availableReplicas": ready}
-        observed = {"observedGeneration": int(rs["metadata"].get("generation") or 1)}
-        self._write_status(rs, {**counts, "fullyLabeledReplicas": len(pods), **observed})
+        rs_gen = int(rs["metadata"].get("generation") or 1)
+        self._write_status(rs, {**counts, "fullyLabeledReplicas": len(pods), "observedGeneration": rs_gen})
         mu = _dig(spec, "strategy", "rollingUpdate", "maxUnavailable") or "25%"
         ok = ready >= want - (want * int(mu[:-1]) // 100 if str(mu).endswith("%") else int(mu))
+        progress = (("NewReplicaSetAvailable", f'ReplicaSet "{name}" has successfully progressed.') if ready == want
+                    else ("ReplicaSetUpdated", f'ReplicaSet "{name}" is progressing.'))
         old = _dig(d, "status", "conditions") or []
-        progress = (
-            ("NewReplicaSetAvailable", f'ReplicaSet "{name}" has successfully progressed.')
-            if ready == want
-            else ("ReplicaSetUpdated", f'ReplicaSet "{name}" is progressing.')
-        )
-        conditions = [
-            _condition(old, "Available", ok, *_AVAILABLE[ok]),
-            _condition(old, "Progressing", True, *progress),
-        ]
+        conditions = [_condition(old, "Available", ok, *_AVAILABLE[ok]),
+                      _condition(old, "Progressing", True, *progress)]
         status = {"observedGeneration": int(meta.get("generation") or 1), **counts, "updatedReplicas": len(pods)}
         self._write_status(d, {**status, "unavailableReplicas": want - ready, "conditions": conditions})
         return all(p.stable for p in pods)
@@ -263,161 +256,104 @@ class SimulatedCluster:
         """Make `rs_name` the Deployment's one scaled ReplicaSet, with the highest revision (as after a rollout
         or a rollback to its template); scale the others to 0 but keep them as rollout history."""
         meta, tpl, ns = d["metadata"], _dig(d, "spec", "template") or {}, d["metadata"]["namespace"]
-        mine = [
-            r
-            for r in self.api.list("apps/v1", "ReplicaSet", ns)
-            if any(o.get("uid") == meta["uid"] for o in r["metadata"].get("ownerReferences") or [])
-        ]
+        rss = self.api.list("apps/v1", "ReplicaSet", ns)
+        mine = [r for r in rss if _owned(r, lambda o: o.get("uid") == meta["uid"])]
 
         def revision(r: Obj) -> int:
-            return int(_dig(r, "metadata", "annotations", "deployment.kubernetes.io/revision") or 0)
+            return int(_dig(r, "metadata", "annotations", REVISION) or 0)
+
+        def scaled(rs: str, was: int, to: int) -> None:
+            verb = "up" if to > was else "down"
+            msg = f"Scaled {verb} replica set {rs} to {to} from {was}"
+            self._event(_ref(d, False), "Normal", "ScalingReplicaSet", msg, None, "deployment-controller")
 
         cur = next((r for r in mine if r["metadata"]["name"] == rs_name), None)
         top = max(map(revision, mine), default=0)
         for r in mine:
             if r is not cur and (was := _dig(r, "spec", "replicas")):
                 self.api.patch("apps/v1", "ReplicaSet", r["metadata"]["name"], {"spec": {"replicas": 0}}, ns)
-                self._event(
-                    _ref(d, False),
-                    "Normal",
-                    "ScalingReplicaSet",
-                    f"Scaled down replica set {r['metadata']['name']} to 0 from {was}",
-                    None,
-                )
+                scaled(r["metadata"]["name"], was, 0)
         self._rs[(ns, rs_name)] = meta["uid"]
-        rev = {"deployment.kubernetes.io/revision": str(top if cur is not None and revision(cur) == top else top + 1)}
+        rev = {REVISION: str(top if cur is not None and revision(cur) == top else top + 1)}
         was = _dig(cur, "spec", "replicas") or 0
         if cur is None:
             labels = {**(_dig(tpl, "metadata", "labels") or {}), "pod-template-hash": h}
             selector = {"matchLabels": {**(_dig(d, "spec", "selector", "matchLabels") or {}), "pod-template-hash": h}}
-            cur = self.api.put(
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "status": {"replicas": 0},
-                    "metadata": {
-                        "name": rs_name,
-                        "namespace": ns,
-                        "labels": labels,
-                        "annotations": rev,
-                        "ownerReferences": [_ref(d)],
-                    },
-                    "spec": {
-                        "replicas": want,
-                        "selector": selector,
-                        "template": {**tpl, "metadata": {**(tpl.get("metadata") or {}), "labels": labels}},
-                    },
-                }
-            )
-        elif was != want or revision(cur) != int(rev["deployment.kubernetes.io/revision"]):
+            cur = self.api.put({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "status": {"replicas": 0},
+                "metadata": {"name": rs_name, "namespace": ns, "labels": labels, "annotations": rev,
+                             "ownerReferences": [_ref(d)]},
+                "spec": {"replicas": want, "selector": selector,
+                         "template": {**tpl, "metadata": {**(tpl.get("metadata") or {}), "labels": labels}}},
+            })
+        elif was != want or revision(cur) != int(rev[REVISION]):
             patch = {"spec": {"replicas": want}, "metadata": {"annotations": rev}}
             cur = self.api.patch("apps/v1", "ReplicaSet", rs_name, patch, ns)
-        else:
-            return cur
         if was != want:
-            self._event(
-                _ref(d, False),
-                "Normal",
-                "ScalingReplicaSet",
-                f"Scaled {'up' if want > was else 'down'} replica set {rs_name} to {want} from {was}",
-                None,
-            )
+            scaled(rs_name, was, want)
         return cur
 
     def _statefulset(self, s: Obj, now: float) -> bool:
         meta, spec = s["metadata"], s.get("spec") or {}
-        name, want = meta["name"], _replicas(spec)
-        rev = f"{name}-{_hash(spec.get('template'))}"
+        name, want, rev = meta["name"], _replicas(spec), f"{meta['name']}-{_hash(spec.get('template'))}"
         names = [f"{name}-{i}" for i in range(want)]
-        pods = self._adopt(meta["namespace"], meta["uid"], lambda p: _owned_by(p, "StatefulSet", name), rev)
+
+        def ours(p: Obj) -> bool:
+            return _owned(p, lambda r: (r.get("kind"), r.get("name")) == ("StatefulSet", name))
+
+        pods = self._adopt(meta["namespace"], meta["uid"], ours, rev)
         for extra in [p for p in pods if p.ref["name"] not in names]:
             self._drop(extra)
-        have = {p.ref["name"]: p for p in pods}
-        extra = {"controller-revision-hash": rev}
-        pods = [
-            have.get(n) or self._spawn(s, s, n, {**extra, "statefulset.kubernetes.io/pod-name": n}, rev) for n in names
-        ]
+        have, labels = {p.ref["name"]: p for p in pods}, {"controller-revision-hash": rev}
+        pods = [have.get(n) or self._spawn(s, s, n, {**labels, "statefulset.kubernetes.io/pod-name": n}, rev)
+                for n in names]
         ready = sum(self._sync_pod(p, now) for p in pods)
         current = rev if ready == want else _dig(s, "status", "currentRevision") or rev
-        status = {
-            "observedGeneration": int(meta.get("generation") or 1),
-            "replicas": len(pods),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "updatedReplicas": len(pods),
-            "currentRevision": current,
-            "currentReplicas": sum(p.rev == current for p in pods),
-            "updateRevision": rev,
-        }
-        self._write_status(s, status)
+        self._write_status(s, {
+            "observedGeneration": int(meta.get("generation") or 1), "replicas": len(pods), "readyReplicas": ready,
+            "availableReplicas": ready, "updatedReplicas": len(pods), "currentRevision": current,
+            "currentReplicas": sum(p.rev == current for p in pods), "updateRevision": rev,
+        })
         return all(p.stable for p in pods)
 
     # ------------------------------------------------------------------ kubelet
 
     def _spawn(self, root: Obj, owner: Obj, name: str, labels: dict[str, str], rev: str) -> _Pod:
         tmeta, tspec = _dig(root, "spec", "template", "metadata") or {}, _dig(root, "spec", "template", "spec") or {}
-        obj = self.api.put(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "spec": {**tspec, "nodeName": NODE},
-                "status": {"phase": "Pending"},
-                "metadata": {
-                    "name": name,
-                    "namespace": root["metadata"]["namespace"],
-                    "ownerReferences": [_ref(owner)],
-                    "labels": {**(tmeta.get("labels") or {}), **labels},
-                    "annotations": dict(tmeta.get("annotations") or {}),
-                },
-            }
-        )
+        obj = self.api.put({
+            "apiVersion": "v1", "kind": "Pod", "spec": {**tspec, "nodeName": NODE}, "status": {"phase": "Pending"},
+            "metadata": {"name": name, "namespace": root["metadata"]["namespace"], "ownerReferences": [_ref(owner)],
+                         "labels": {**(tmeta.get("labels") or {}), **labels},
+                         "annotations": dict(tmeta.get("annotations") or {})},
+        })
         containers = [(c["name"], c.get("image", "")) for c in tspec.get("containers") or []]
-        pod = self._pods[(obj["metadata"]["namespace"], name)] = _Pod(
-            _ref(obj, False), root["metadata"]["uid"], rev, containers
-        )
-        self._event(
-            pod.ref,
-            "Normal",
-            "Scheduled",
-            f"Successfully assigned {pod.key[0]}/{name} to {NODE}",
-            component="default-scheduler",
-        )
+        pod = _Pod(_ref(obj, False), root["metadata"]["uid"], rev, containers)
+        self._pods[pod.key] = pod
+        msg = f"Successfully assigned {pod.key[0]}/{name} to {NODE}"
+        self._event(pod.ref, "Normal", "Scheduled", msg, component="default-scheduler")
         for cname, image in containers:
-            self._event(
-                {**pod.ref, "fieldPath": f"spec.containers{{{cname}}}"}, "Normal", "Pulling", f'Pulling image "{image}"'
-            )
+            self._event({**pod.ref, "fieldPath": f"spec.containers{{{cname}}}"}, "Normal", "Pulling",
+                        f'Pulling image "{image}"')
         return pod
 
     def _sync_pod(self, pod: _Pod, now: float) -> bool:
         """Advance one pod along its timeline and write its status if that changed; return whether it is Ready."""
-        age = now - pod.born
-        results = [self._container(pod, cname, image, age) for cname, image in pod.containers]
+        results = [self._container(pod, cname, image, now - pod.born) for cname, image in pod.containers]
         statuses = [st for st, _, _ in results]
         ready, born = all(st["ready"] for st in statuses), _iso(pod.wall)
         unready = " ".join(st["name"] for st in statuses if not st["ready"])
         when = _iso(max(pod.up.values(), default=pod.wall)) if ready else born
-        cond = (
-            {"status": "True"}
-            if ready
-            else {
-                "status": "False",
-                "reason": "ContainersNotReady",
-                "message": f"containers with unready status: [{unready}]",
-            }
-        )
+        cond = {"status": "True"} if ready else {"status": "False", "reason": "ContainersNotReady",
+                                                  "message": f"containers with unready status: [{unready}]"}
+        uid = pod.ref["uid"]
         status = {
             "phase": "Pending" if any(pending for _, pending, _ in results) else "Running",
-            "hostIP": "10.0.0.10",
-            "podIP": f"10.244.{int(pod.ref['uid'][:2], 16)}.{int(pod.ref['uid'][2:4], 16)}",
-            "startTime": born,
-            "qosClass": "Burstable",
-            "containerStatuses": statuses,
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": born},
-                {"type": "Initialized", "status": "True", "lastTransitionTime": born},
-                {"type": "ContainersReady", "lastTransitionTime": when, **cond},
-                {"type": "Ready", "lastTransitionTime": when, **cond},
-            ],
+            "hostIP": "10.0.0.10", "podIP": f"10.244.{int(uid[:2], 16)}.{int(uid[2:4], 16)}", "startTime": born,
+            "qosClass": "Burstable", "containerStatuses": statuses,
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": born},
+                           {"type": "Initialized", "status": "True", "lastTransitionTime": born},
+                           {"type": "ContainersReady", "lastTransitionTime": when, **cond},
+                           {"type": "Ready", "lastTransitionTime": when, **cond}],
         }
         if status != pod.status:
             self.api.patch_status("v1", "Pod", pod.ref["name"], status, pod.ref["namespace"])
@@ -428,19 +364,12 @@ class SimulatedCluster:
     def _container(self, pod: _Pod, cname: str, image: str, age: float) -> tuple[Obj, bool, bool]:
         """(containerStatus, keeps the pod Pending, settled) at `age`, recording the kubelet's events. Failure
         rules apply until a container first runs: a running container never re-pulls its image."""
-        st: Obj = {
-            "name": cname,
-            "image": image,
-            "imageID": "",
-            "ready": False,
-            "started": False,
-            "restartCount": pod.restarts.get(cname, 0),
-            "lastState": {},
-        }
+        st: Obj = {"name": cname, "image": image, "imageID": "", "ready": False, "started": False,
+                   "restartCount": pod.restarts.get(cname, 0), "lastState": {}}
         if age < self.ready_after:
             return {**st, "state": {"waiting": {"reason": "ContainerCreating"}}}, True, False
-        ref = {**pod.ref, "fieldPath": f"spec.containers{{{cname}}}"}
-        cycles = 1 + int((age - self.ready_after) / max(self.ready_after, self.tick))  # pull retries or restarts
+        ref, period = {**pod.ref, "fieldPath": f"spec.containers{{{cname}}}"}, max(self.ready_after, self.tick)
+        cycles = 1 + int((age - self.ready_after) / period)  # pull attempts or container runs so far
         rule = None if cname in pod.up else self._rule(image)
         if rule in PULL_FAILURES:
             err, backoff = _pull_error(image, rule), cycles > 1 and rule != "ErrImagePull"
@@ -452,68 +381,37 @@ class SimulatedCluster:
                 ("Warning", "Failed", "Error: ImagePullBackOff", cycles - 1),
             ):
                 self._event(ref, etype, reason, message, count)
-            waiting = (
-                {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
-                if backoff
-                else {"reason": "ErrImagePull", "message": err.split(": ", 1)[1]}
-            )
+            waiting = ({"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'} if backoff
+                       else {"reason": "ErrImagePull", "message": err.split(": ", 1)[1]})
             return {**st, "state": {"waiting": waiting}}, True, backoff or rule == "ErrImagePull"
-        self._event(ref, "Normal", "Pulled", f'Successfully pulled image "{image}" in {int(self.ready_after * 1000)}ms')
+        ms = int(self.ready_after * 1000)
+        pulled = f'Successfully pulled image "{image}" in {ms}ms ({ms}ms including waiting)'
+        self._event(ref, "Normal", "Pulled", pulled)
         runs = cycles if rule else st["restartCount"] + 1
         self._event(ref, "Normal", "Created", f"Created container {cname}", runs)
         self._event(ref, "Normal", "Started", f"Started container {cname}", runs)
         if rule is None:
             digest = hashlib.sha256(image.encode()).hexdigest()
-            return (
-                {
-                    **st,
-                    "ready": True,
-                    "started": True,
-                    "containerID": f"containerd://{digest[::-1]}",
-                    "state": {"running": {"startedAt": _iso(pod.up.setdefault(cname, time.time()))}},
-                    "imageID": f"{re.sub(r'(:[^/:@]+)?(@.*)?$', '', image)}@sha256:{digest}",
-                },
-                False,
-                True,
-            )
-        # CrashLoopBackOff / OOMKilled: the container starts, dies after a moment, and is restarted with back-off.
+            repo = re.sub(r"(:[^/:@]+)?(@.*)?$", "", image)
+            started = _iso(pod.up.setdefault(cname, time.time()))
+            return {**st, "ready": True, "started": True, "state": {"running": {"startedAt": started}},
+                    "imageID": f"{repo}@sha256:{digest}", "containerID": f"containerd://{digest[::-1]}"}, False, True
+        # CrashLoopBackOff / OOMKilled: each period the container starts, dies at once and is backed off.
         pod.restarts[cname] = cycles
-        oom, died = rule == "OOMKilled", pod.wall + self.ready_after + (cycles - 0.5) * max(self.ready_after, self.tick)
-        self._event(
-            ref,
-            "Warning",
-            "BackOff",
-            f"Back-off restarting failed container {cname} in pod {pod.ref['name']}_{pod.key[0]}({pod.ref['uid']})",
-            cycles,
-        )
-        return (
-            {
-                **st,
-                "restartCount": cycles,
-                "state": {
-                    "waiting": {
-                        "reason": "CrashLoopBackOff",
-                        "message": f"back-off 10s restarting failed container={cname} pod={pod.ref['name']}_{pod.key[0]}({pod.ref['uid']})",
-                    }
-                },
-                "lastState": {
-                    "terminated": {
-                        "exitCode": 137 if oom else 1,
-                        "reason": "OOMKilled" if oom else "Error",
-                        "startedAt": _iso(died - 0.1),
-                        "finishedAt": _iso(died),
-                    }
-                },
-            },
-            False,
-            True,
-        )
+        oom, died = rule == "OOMKilled", pod.wall + self.ready_after + (cycles - 0.5) * period
+        where = f"{pod.ref['name']}_{pod.key[0]}({pod.ref['uid']})"
+        self._event(ref, "Warning", "BackOff", f"Back-off restarting failed container {cname} in pod {where}", cycles)
+        waiting = {"reason": "CrashLoopBackOff",
+                   "message": f"back-off 10s restarting failed container={cname} pod={where}"}
+        dead = {"exitCode": 137 if oom else 1, "reason": "OOMKilled" if oom else "Error",
+                "startedAt": _iso(died - 0.1), "finishedAt": _iso(died)}
+        st.update(restartCount=cycles, state={"waiting": waiting}, lastState={"terminated": dead})
+        return st, False, True
 
     # ------------------------------------------------------------------ writes
 
-    def _event(
-        self, ref: Obj, etype: str, reason: str, message: str, count: int | None = 1, component: str = "kubelet"
-    ) -> None:
+    def _event(self, ref: Obj, etype: str, reason: str, message: str, count: int | None = 1,
+               component: str = "kubelet") -> None:
         """Record an Event as the kubelet's correlator does: a repeat bumps `count` and `lastTimestamp` of the
         same Event instead of creating a new one. `count=None` means one more than last time."""
         key = (ref["namespace"], ref["uid"], ref.get("fieldPath", ""), reason, message)
@@ -523,36 +421,24 @@ class SimulatedCluster:
             return
         stamp = _iso(time.time())
         source = {"component": component, **({"host": NODE} if component == "kubelet" else {})}
-        self.api.put(
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": name, "namespace": ref["namespace"]},
-                "involvedObject": ref,
-                "type": etype,
-                "reason": reason,
-                "message": message,
-                "count": count,
-                "firstTimestamp": first or stamp,
-                "lastTimestamp": stamp,
-                "source": source,
-                "reportingComponent": component,
-                "reportingInstance": source.get("host", ""),
-            }
-        )
+        self.api.put({
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": ref["namespace"]},
+            "involvedObject": ref, "type": etype, "reason": reason, "message": message, "count": count,
+            "firstTimestamp": first or stamp, "lastTimestamp": stamp, "source": source,
+            "reportingComponent": component, "reportingInstance": source.get("host", ""),
+        })
         self._events[key] = (name, count, first or stamp)
 
     def _write_status(self, obj: Obj, status: Obj) -> None:
         """Replace .status when it changed. Zero counts are left out (omitempty upstream, so clients see None),
         except `replicas` of ReplicaSets/StatefulSets, which the API always sends."""
         status = {k: v for k, v in status.items() if v or (k == "replicas" and obj["kind"] != "Deployment")}
-        old = obj.get("status") or {}
+        old, m = obj.get("status") or {}, obj["metadata"]
         if old != status:
-            m, patch = obj["metadata"], {**dict.fromkeys(old), **status}  # None removes a key in a merge patch
+            patch = {**dict.fromkeys(old), **status}  # None removes a key in a merge patch
             with contextlib.suppress(KeyError):  # deleted meanwhile
-                obj["status"] = self.api.patch_status(obj["apiVersion"], obj["kind"], m["name"], patch, m["namespace"])[
-                    "status"
-                ]
+                stored = self.api.patch_status(obj["apiVersion"], obj["kind"], m["name"], patch, m["namespace"])
+                obj["status"] = stored["status"]
 
 
 def _condition(old: list[Obj], ctype: str, ok: bool, reason: str, message: str) -> Obj:
@@ -560,11 +446,6 @@ def _condition(old: list[Obj], ctype: str, ok: bool, reason: str, message: str) 
     prev = next((c for c in old if c.get("type") == ctype), {})
     status, stamp = "True" if ok else "False", _iso(time.time())
     same = prev.get("status") == status
-    return {
-        "type": ctype,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastUpdateTime": prev.get("lastUpdateTime", stamp) if same and prev.get("reason") == reason else stamp,
-        "lastTransitionTime": prev.get("lastTransitionTime", stamp) if same else stamp,
-    }
+    return {"type": ctype, "status": status, "reason": reason, "message": message,
+            "lastUpdateTime": prev.get("lastUpdateTime", stamp) if same and prev.get("reason") == reason else stamp,
+            "lastTransitionTime": prev.get("lastTransitionTime", stamp) if same else stamp}

@@ -136,7 +136,8 @@ def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
 def helm_failure(ctx: JobContext, exc: HelmError, action: str) -> StepFailed:
     """Plain words for a failed upgrade/rollback, helm's stderr tail, the atomic rollback if any, pods."""
     env = ctx.env
-    details = [f":x: *{action} failed*: {exc.message}"]
+    cause = summary.helm_cause(exc.stderr) if exc.stderr else exc.message
+    details = [f":x: *{action} failed*: {cause}"]
     if exc.stderr:
         details.append(f"helm said:\n```{exc.stderr}```")
     try:
@@ -150,7 +151,7 @@ def helm_failure(ctx: JobContext, exc: HelmError, action: str) -> StepFailed:
             f"({live.get('chart')}, {live.get('status')}) is live now."
         )
     details += evidence.unready_pods_report(ctx, since=ctx.started)
-    return StepFailed(exc.message, details)
+    return StepFailed(f"{action} failed: {cause}", details)
 
 
 # --- planning ----------------------------------------------------------------------------------------

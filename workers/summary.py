@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 Obj = dict[str, Any]
-MESSAGE_LIMIT = 180
+MESSAGE_LIMIT = 240
 
 
 def parse_time(value: str | None) -> float | None:
@@ -30,8 +30,14 @@ def age(value: str | None, now: float) -> str:
 
 
 def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Shorten from the middle: the start names the operation, the end usually says why it failed."""
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    if limit < 20:
+        return text[: limit - 1] + "…"
+    head = limit * 2 // 5
+    return text[:head] + " … " + text[-(limit - head - 3) :]
 
 
 def name_of(obj: Obj) -> str:
@@ -167,3 +173,29 @@ def event_excerpt(events: list[Obj], now: float, limit: int = 8, warnings_only: 
     if len(chosen) > limit:
         lines.append(f"… {len(chosen) - limit} older events not shown")
     return lines
+
+
+_HELM_CAUSES = (
+    ("another operation", "another helm operation is still in progress on this release"),
+    ("has no deployed releases", "the release has no deployed revision to upgrade from"),
+    ("unable to build kubernetes objects", "the chart renders objects the cluster does not accept"),
+    ("forbidden", "the cluster refused: plate-bot's service account lacks a permission"),
+    ("connection refused", "helm could not reach the Kubernetes API"),
+    ("no such host", "helm could not reach the Kubernetes API"),
+    ("context deadline exceeded", "the new version did not become ready within helm's timeout"),
+    ("context canceled", "the job was stopped while helm was running"),
+)
+
+
+def helm_cause(stderr: str) -> str:
+    """helm's error in plain words (the raw stderr goes into the thread beside it)."""
+    low = stderr.lower()
+    causes = [plain for needle, plain in _HELM_CAUSES if needle in low]
+    if "has been rolled back" in low:
+        causes.append("`--atomic` rolled the release back to the previous revision")
+    elif "has been uninstalled" in low:
+        causes.append("`--atomic` uninstalled the failed first install")
+    if causes:
+        return "; ".join(dict.fromkeys(causes))
+    first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "helm gave no reason")
+    return clip(first.removeprefix("Error: "), 200)

@@ -173,7 +173,7 @@ def test_is_ready(p: dict, expected: bool) -> None:
         ),
         (
             pod("a", statuses=[cs(state={"waiting": {"reason": "ErrImagePull", "message": "m " * 100}})]),
-            ["web waiting: ErrImagePull: " + ("m " * 100)[:119] + "…"],
+            ["web waiting: ErrImagePull: " + ("m " * 100)[:48] + " … " + ("m " * 100).strip()[-69:]],
         ),
     ],
     ids=[
@@ -397,4 +397,36 @@ def test_clip(text: str, limit: int, out: str) -> None:
 
 
 def test_clip_default_limit() -> None:
-    assert len(clip("y" * 500)) == 180
+    assert len(clip("y" * 500)) == 240
+
+
+def test_clip_keeps_the_end_where_the_reason_is() -> None:
+    message = (
+        'Failed to pull image "harbor.example.com/plate/web:9.9.9": rpc error: ' + "x" * 300 + ": 401 Unauthorized"
+    )
+    out = clip(message, 120)
+    assert len(out) <= 120 and out.startswith("Failed to pull image") and out.endswith("401 Unauthorized")
+    assert " … " in out
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        (
+            "Error: UPGRADE FAILED: release plate-web failed, and has been rolled back due to atomic being set: "
+            "context deadline exceeded",
+            "the new version did not become ready within helm's timeout; "
+            "`--atomic` rolled the release back to the previous revision",
+        ),
+        (
+            "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress",
+            "another helm operation is still in progress on this release",
+        ),
+        ("Error: INSTALLATION FAILED: something odd happened\nmore", "INSTALLATION FAILED: something odd happened"),
+        ("", "helm gave no reason"),
+    ],
+)
+def test_helm_cause_in_plain_words(stderr: str, expected: str) -> None:
+    from workers.summary import helm_cause
+
+    assert helm_cause(stderr) == expected
