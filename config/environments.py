@@ -70,6 +70,8 @@ class Environment(BaseModel):
     channels: list[SlackChannel] = []
     approval_ttl: Duration = 900
     helm_timeout: Duration = 600
+    # After helm --wait, how long the API check may take to see every workload rolled out and Ready.
+    rollout_timeout: Duration = 300
     incident_channel: SlackChannel | None = None
     argocd_app: KubeName | None = None
     argocd_namespace: KubeName = "argocd"
@@ -84,7 +86,7 @@ class Environment(BaseModel):
     @property
     def job_timeout(self) -> int:
         """RQ's hard limit: helm's own timeout must run out first, with room for the steps around it."""
-        return self.helm_timeout + 300
+        return self.helm_timeout + self.rollout_timeout + 300
 
     @model_validator(mode="after")
     def _approvers_exist(self) -> Self:

@@ -23,7 +23,6 @@ from workers.procedures import JobContext, procedure
 from workers.safety import check_cluster
 
 ROLLOUT_POLL = 1.0
-ROLLOUT_CONFIRM_TIMEOUT = 300  # helm --wait already waited; this only confirms through the API
 
 PLAN_STEPS = [
     ("chart", "Chart.yaml and helm lint"),
@@ -76,10 +75,12 @@ def backup_release(ctx: JobContext) -> str:
     return f"revision {revision} saved ({len(manifest.splitlines())} manifest lines)"
 
 
-def verify_rollout(ctx: JobContext, workloads: tuple[str, ...], timeout: float = ROLLOUT_CONFIRM_TIMEOUT) -> str:
+def verify_rollout(ctx: JobContext, workloads: tuple[str, ...]) -> str:
     """Every Deployment/StatefulSet of the release at its new generation with updated == ready ==
-    desired, then every pod of the release Ready."""
+    desired, then every pod of the release Ready. helm --wait already waited: this confirms it through
+    the API, within the environment's `rollout_timeout`."""
     env = ctx.env
+    timeout = env.rollout_timeout
     deadline = time.monotonic() + timeout
     while True:
         pending = _rollout_pending(ctx, workloads)
