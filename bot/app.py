@@ -78,10 +78,11 @@ class Plate:
         env = config.environments[str(cmd.env)]
         try:
             policy.check_request(env, cmd.verb, user, channel, self._members(env.requesters))
+            frozen = None if cmd.dry_run else policy.freeze_note(env, cmd.verb, self.s.clock())
         except NotAllowed as exc:
             ack(text=f":no_entry: {exc.message}")
             return cmd.verb.value, "refused"
-        request = self._new_request(cmd, env, user, channel, request_id)
+        request = self._new_request(cmd, env, user, channel, request_id, frozen)
         locks = cmd.verb.mutating and not cmd.dry_run
         try:
             holder = self.s.store.create(request, lock_env=env.name if locks else None)
@@ -99,8 +100,10 @@ class Plate:
         self._post_card(request, env, respond)
         return cmd.verb.value, "accepted"
 
-    def _new_request(self, cmd: Command, env: Environment, user: str, channel: str, request_id: str) -> Request:
-        needed = policy.approvals_needed(env, cmd.verb, dry_run=cmd.dry_run)
+    def _new_request(
+        self, cmd: Command, env: Environment, user: str, channel: str, request_id: str, frozen: str | None = None
+    ) -> Request:
+        needed = policy.approvals_needed(env, cmd.verb, dry_run=cmd.dry_run, extra=1 if frozen else 0)
         return new_request(
             request_id,
             verb=cmd.verb.value,
@@ -113,6 +116,7 @@ class Plate:
             args=cmd.args(),
             # A deploy that needs approval is planned first: the buttons appear with the plan.
             planned=not (cmd.verb is Verb.DEPLOY and needed > 0),
+            notes=(frozen,) if frozen else (),
         )
 
     def _post_card(self, request: Request, env: Environment, respond: Respond) -> None:

@@ -37,8 +37,22 @@ def is_approver(env: Environment, user: str, members: Members) -> bool:
     return _matches(user, env.approvers, members)
 
 
+def freeze_note(env: Environment, verb: Verb, now: float) -> str | None:
+    """During a freeze a deploy needs one more approval; rollbacks stay allowed (they are the remedy)."""
+    if verb is not Verb.DEPLOY or env.freeze is None:
+        return None
+    active = env.freeze.active(now)
+    if active is None:
+        return None
+    if not env.approvers:
+        raise NotAllowed(
+            f"`{env.name}` is in a change freeze ({active[0]}) and has no approvers: deploys wait until it ends."
+        )
+    return f"Change freeze in effect ({active[0]}): this deploy needs one more approval than usual."
+
+
 def approvals_needed(env: Environment, verb: Verb, *, dry_run: bool, extra: int = 0) -> int:
     """How many people besides the requester must approve. Dry runs and reads need nobody."""
     if not verb.mutating or dry_run:
         return 0
-    return env.approvals_required + extra if env.approvals_required or extra else 0
+    return env.approvals_required + extra

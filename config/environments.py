@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config.durations import Duration
+from config.freeze import Freeze
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SLACK_ID = r"^[UWSCGD][A-Z0-9]{2,30}$"
@@ -76,6 +77,7 @@ class Environment(BaseModel):
     argocd_app: KubeName | None = None
     argocd_namespace: KubeName = "argocd"
     harbor: HarborChecks = HarborChecks()
+    freeze: Freeze | None = None
 
     @property
     def is_production(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from config.freeze import describe
 from workers import summary
 from workers.procedures import JobContext, procedure
 
@@ -29,6 +30,8 @@ def status(ctx: JobContext) -> str:
         note.text = f"{sum(summary.is_ready(p) for p in pods)}/{len(pods)} pods ready"
     with ctx.step("summary"):
         lines = summary.status_report(release, pods, services, ingresses, hpas)
+        if (freeze := describe(env.freeze, ctx.clock())) is not None:
+            lines.insert(1, f":snowflake: {freeze}")
         unready = summary.unready_pods(pods)
         if unready:
             events = kube.events(env.namespace)

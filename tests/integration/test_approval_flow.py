@@ -200,3 +200,39 @@ def test_store_transition_is_atomic_with_enqueue(redis_conn) -> None:
     assert store.get("r1").status is Status.PENDING
     assert store.lock_holder("prod") is None
     assert queue.count == 0
+
+
+ALWAYS_FROZEN = {
+    "timezone": "Asia/Seoul",
+    "weekly": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "reason": "year-end freeze"}],
+}
+
+
+def test_freeze_puts_a_note_on_the_card_and_needs_one_more_approval(service: Service, plate_env) -> None:
+    from config.environments import load_config
+    from tests.conftest import write_config
+
+    write_config(plate_env, prod={"freeze": ALWAYS_FROZEN})
+    service.runtime.app.plate.s.config = load_config(plate_env["config_path"])
+    service.command("deploy prod 1.5.0")
+    request = _card_posted(service)
+    assert request.approvals_required == 2
+    card = json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
+    assert "Change freeze in effect (year-end freeze)" in card and "Needs 2 approvals" in card
+    service.click("plate_approve", request.id, user="U0ALICE")
+    service.wait(lambda: len(service.runtime.store.get(request.id).approvals) == 1)
+    assert service.runtime.store.get(request.id).status is Status.PENDING and service.runtime.queue.count == 0
+    service.click("plate_approve", request.id, user="U0CAROL")
+    service.wait(lambda: service.runtime.store.get(request.id).status is Status.APPROVED)
+    assert service.runtime.queue.job_ids == [request.job_id]
+
+
+def test_rollbacks_stay_allowed_during_a_freeze(service: Service, plate_env) -> None:
+    from config.environments import load_config
+    from tests.conftest import write_config
+
+    write_config(plate_env, prod={"freeze": ALWAYS_FROZEN})
+    service.runtime.app.plate.s.config = load_config(plate_env["config_path"])
+    service.command("rollback prod 1")
+    request = service.wait(lambda: (r := _request(service)).message_ts and r)
+    assert request.approvals_required == 1 and not request.notes

@@ -54,7 +54,7 @@ def test_valid_config() -> None:
     cfg = parse_config(BASE)
     prod = cfg.environments["prod"]
     assert cfg.names() == ["stg", "prod"]
-    assert (prod.name, prod.approval_ttl, prod.helm_timeout, prod.job_timeout) == ("prod", 900, 5400, 5700)
+    assert (prod.name, prod.approval_ttl, prod.helm_timeout, prod.job_timeout) == ("prod", 900, 5400, 5400 + 300 + 300)
     assert prod.is_production and not cfg.environments["stg"].is_production
     assert prod.requesters == ["*"] and prod.harbor.pod_timeout == 120
     assert prod.chart == Path("charts/web")  # no base_dir: left as written
