@@ -96,7 +96,7 @@ class Plate:
             ack(text=messages.lock_held(env.name, holder))
             return cmd.verb.value, "locked"
         ack()
-        log.info("request created", extra={"verb": cmd.verb.value, "env": env.name, "args": cmd.args()})
+        log.info("request created", extra={"verb": cmd.verb.value, "env": env.name, "command_args": cmd.args()})
         self._post_card(request, env, respond)
         return cmd.verb.value, "accepted"
 

@@ -8,6 +8,7 @@ the session. Either way the code under test receives a REDIS_URL of its own.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,8 @@ SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-0000000000-abcdefghijkl"
 _OUTER_REDIS_URL = os.environ.get("REDIS_URL")
 _db_numbers = itertools.cycle(range(1, 16))
+# Build every record plate-bot logs (a bad `extra` key only fails when a record is actually made).
+logging.getLogger("plate").setLevel(logging.DEBUG)
 
 
 @pytest.fixture(scope="session")
