@@ -80,6 +80,9 @@ class Demo:
     def stop(self) -> None:
         if self.runtime is not None:
             self.runtime.shutdown()
+            from bot.redisconn import stop_embedded  # noqa: PLC0415
+
+            stop_embedded()
         self.cluster.stop()
         self.kube.stop()
         self.slack.stop()
@@ -102,12 +105,14 @@ class Demo:
 
     def click(self, user: str, action: str, request_id: str) -> None:
         before = len(self.slack.hooks)
+        updates = len(self.slack.calls_to("chat.update"))
         body = action_body(
             action, request_id, user=user, channel=CHANNEL, response_url=self.slack.response_url(user, user=user)
         )
         post(self.url, body, sign(SECRET, body))
         self.say(f"\n$ {user} clicks {action.removeprefix('plate_').capitalize()}")
-        self.wait(lambda: len(self.slack.hooks) > before or self._settled())
+        # The click is answered either ephemerally (refused) or by an edit of the card (accepted).
+        self.wait(lambda: len(self.slack.hooks) > before or len(self.slack.calls_to("chat.update")) > updates)
         for _name, hook in self.slack.hooks[before:]:
             self.say(textwrap.indent(str(hook.get("text", "")), "  (only you can see this) "))
 
@@ -134,9 +139,6 @@ class Demo:
         deadline = time.monotonic() + timeout
         while not predicate() and time.monotonic() < deadline:
             time.sleep(0.02)
-
-    def _settled(self) -> bool:
-        return False
 
     def say(self, text: str) -> None:
         if not self.quiet:

