@@ -80,7 +80,7 @@ class Demo:
     def stop(self) -> None:
         if self.runtime is not None:
             self.runtime.shutdown()
-            from bot.redisconn import stop_embedded  # noqa: PLC0415
+            from bot.redisconn import stop_embedded
 
             stop_embedded()
         self.cluster.stop()

@@ -7,7 +7,6 @@ the session. Either way the code under test receives a REDIS_URL of its own.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
