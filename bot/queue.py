@@ -26,33 +26,39 @@ def queue_for(connection: redis.Redis) -> Queue:
     return Queue(QUEUE_NAME, connection=connection)
 
 
-def enqueue(queue: Queue, pipe: Pipeline, request: Request, job_timeout: int) -> None:
-    """Add the job for `request` to the caller's transaction."""
+def _enqueue(
+    queue: Queue,
+    request: Request,
+    *,
+    entry: str,
+    kind: str,
+    job_id: str,
+    timeout: int,
+    pipe: Pipeline | None = None,
+    unique: bool = False,
+) -> None:
     queue.enqueue_call(
-        JOB_ENTRY,
+        entry,
         kwargs={"request": request.for_storage()},
-        timeout=job_timeout,
+        timeout=timeout,
         result_ttl=RESULT_TTL,
         failure_ttl=RESULT_TTL,
-        job_id=request.job_id,
-        description=f"{request.verb} {request.env} ({request.id})",
-        meta={"request": request.id, "env": request.env, "verb": request.verb},
+        job_id=job_id,
+        description=f"{kind} {request.env} ({request.id})",
+        meta={"request": request.id, "env": request.env, "verb": kind},
         on_failure=Callback(ON_FAILURE),
         pipeline=pipe,
+        unique=unique,
     )
+
+
+def enqueue(queue: Queue, pipe: Pipeline, request: Request, job_timeout: int) -> None:
+    """Add the job for `request` to the caller's transaction (RQ ignores `unique` inside a pipeline,
+    so at-most-once comes from the transaction that approved the request)."""
+    _enqueue(queue, request, entry=JOB_ENTRY, kind=request.verb, job_id=request.job_id, timeout=job_timeout, pipe=pipe)
 
 
 def enqueue_plan(queue: Queue, request: Request) -> None:
-    """The read-only plan job of a deploy awaiting approval (no lock: it changes nothing)."""
-    queue.enqueue_call(
-        PLAN_ENTRY,
-        kwargs={"request": request.for_storage()},
-        timeout=PLAN_TIMEOUT,
-        result_ttl=RESULT_TTL,
-        failure_ttl=RESULT_TTL,
-        job_id=f"{request.job_id}-plan",
-        description=f"plan {request.env} ({request.id})",
-        meta={"request": request.id, "env": request.env, "verb": "plan"},
-        on_failure=Callback(ON_FAILURE),
-        unique=True,
-    )
+    """The read-only pre-approval job of a request (no lock: it changes nothing)."""
+    job_id = f"{request.job_id}-plan"
+    _enqueue(queue, request, entry=PLAN_ENTRY, kind="plan", job_id=job_id, timeout=PLAN_TIMEOUT, unique=True)
