@@ -5,11 +5,13 @@ Acks never wait on Slack or Kubernetes: parse, check, one Redis round trip, ack.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +19,12 @@ from rq import Queue
 from slack_bolt import Ack, App, BoltResponse, Respond
 
 from bot import messages, policy
-from bot.approvals import Request, Status, new_request
+from bot.approvals import PAUSE_AUTOSYNC, Request, Status, new_request
+from bot.audit import Event, args_text
+from bot.auditor import Auditor
 from bot.errors import Conflict, NotAllowed, Unavailable, UsageError, UserError
 from bot.grammar import Command, Verb, help_text, parse
+from bot.hometab import HomeTab
 from bot.logs import bind
 from bot.metrics import METRICS
 from bot.queue import enqueue, enqueue_plan
@@ -38,6 +43,10 @@ class Services:
     queue: Queue
     signing_secret: str
     clock: Callable[[], float] = field(default=time.time)
+    # Listeners run here after their ack; `Runtime.shutdown` drains it before the process exits.
+    listener_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=16, thread_name_prefix="plate-listener")
+    )
 
 
 def request_id_for(team: str | None, trigger_id: str | None) -> str:
@@ -52,6 +61,8 @@ class Plate:
 
     def __init__(self, services: Services) -> None:
         self.s = services
+        self.audit = Auditor(services.store, services.slack, services.config.audit_channel, lambda: self.s.clock())
+        self.home = HomeTab(lambda: self.s.config, services.store, services.slack, lambda: self.s.clock())
 
     # --- /plate -----------------------------------------------------------------------------------------
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
@@ -68,7 +79,11 @@ class Plate:
     ) -> tuple[str, str]:
         config = self.s.config
         try:
-            cmd = parse(text, lambda name: env.name if (env := config.resolve(name)) else None)
+            cmd = parse(
+                text,
+                lambda name: env.name if (env := config.resolve(name)) else None,
+                lambda app: next((e.name for e in config.environments.values() if e.argocd_app == app), None),
+            )
         except UsageError as exc:
             ack(text=messages.usage_reply(exc.message, help_text(config.names())))
             return "invalid", "usage"
@@ -81,6 +96,7 @@ class Plate:
             frozen = None if cmd.dry_run else policy.freeze_note(env, cmd.verb, self.s.clock())
         except NotAllowed as exc:
             ack(text=f":no_entry: {exc.message}")
+            self.audit.record(Event.REQUEST_REFUSED, env=env.name, verb=cmd.verb.value, user=user, detail=exc.message)
             return cmd.verb.value, "refused"
         request = self._new_request(cmd, env, user, channel, request_id, frozen)
         locks = cmd.verb.mutating and not cmd.dry_run
@@ -94,8 +110,11 @@ class Plate:
             return cmd.verb.value, "unavailable"
         if holder is not None:
             ack(text=messages.lock_held(env.name, holder))
+            detail = f"{env.name} locked by request {holder.get('request')}"
+            self.audit.record(Event.REQUEST_REFUSED, env=env.name, verb=cmd.verb.value, user=user, detail=detail)
             return cmd.verb.value, "locked"
         ack()
+        self.audit.record(Event.REQUEST_CREATED, request=request, user=user, detail=args_text(request.args))
         log.info("request created", extra={"verb": cmd.verb.value, "env": env.name, "command_args": cmd.args()})
         self._post_card(request, env, respond)
         return cmd.verb.value, "accepted"
@@ -114,8 +133,9 @@ class Plate:
             ttl=env.approval_ttl,
             approvals_required=needed,
             args=cmd.args(),
-            # A deploy that needs approval is planned first: the buttons appear with the plan.
-            planned=not (cmd.verb is Verb.DEPLOY and needed > 0),
+            # A deploy that needs approval is planned first, a rollback's target checked against helm
+            # history: the buttons appear with the plan.
+            planned=not (cmd.verb in (Verb.DEPLOY, Verb.ROLLBACK) and needed > 0),
             notes=(frozen,) if frozen else (),
         )
 
@@ -124,21 +144,31 @@ class Plate:
         try:
             ts = self.s.slack.post(request.channel, text, blocks)
         except SlackError as exc:
-            self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
+            self.audit.transition(
+                *self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
+            )
             hint = " Invite me to this channel first (`/invite @plate`)." if exc.code == "not_in_channel" else ""
             respond(text=f":warning: I could not post the request here ({exc.code}); nothing was run.{hint}")
             return
-        _, request = self.s.store.transition(request.id, lambda r: r.with_message(ts))
-        if not request.planned:
-            enqueue_plan(self.s.queue, request)
-        elif not request.needs_approval():
-            self._queue_now(request, env, respond)
+        try:
+            _, request = self.s.store.transition(request.id, lambda r: r.with_message(ts))
+            if not request.planned:
+                enqueue_plan(self.s.queue, request)
+            elif not request.needs_approval():
+                self._queue_now(request, env, respond)
+        except Unavailable:
+            # Redis went away between the ack and here: say so on the card instead of leaving it waiting
+            # for a plan or a job that will never come (the request itself expires in Redis later).
+            with contextlib.suppress(SlackError):
+                self.s.slack.update(request.channel, ts, messages.unavailable(), [])
+            return
+        self.home.refresh()
 
     def _queue_now(self, request: Request, env: Environment, respond: Respond) -> None:
         """Environments and verbs that need no approval go straight to the queue."""
         locks = Verb(request.verb).mutating and not request.args.get("dry_run")
         try:
-            _, request = self.s.store.transition(
+            old, request = self.s.store.transition(
                 request.id,
                 lambda r: r.queued_now(self.s.clock()),
                 lock_env=env.name if locks else None,
@@ -146,10 +176,13 @@ class Plate:
                 on_commit=self._enqueue(env),
             )
         except LockHeld as exc:
-            self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
+            self.audit.transition(
+                *self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
+            )
             self._update_card(request.id, env)
             respond(text=messages.lock_held(env.name, exc.holder))
             return
+        self.audit.transition(old, request)
         METRICS.approval("auto", 0.0)
         self._update_card(request.id, env)
 
@@ -179,16 +212,43 @@ class Plate:
         return self.s.slack.members(groups) if groups else {}
 
     # --- buttons ------------------------------------------------------------------------------------------
+    def on_request_rollback(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        """The incident thread's Request rollback button: exactly `/plate rollback <env>` typed by the clicker
+        in that channel (same policy, approvals and card). One request per click; a redelivery is a no-op."""
+        ack()
+        action = (body.get("actions") or [{}])[0]
+        user = str((body.get("user") or {}).get("id", ""))
+        channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", ""))
+        click = f"{body.get('trigger_id')}:{action.get('action_ts')}"
+        request_id = request_id_for((body.get("team") or {}).get("id"), click)
+
+        def answer(text: str | None = None, **_: Any) -> None:  # stands in for a slash command's ack
+            if text:
+                respond(text=text, response_type="ephemeral", replace_original=False)
+
+        started = time.perf_counter()
+        with bind(request_id=request_id, user=user):
+            env = (str(action.get("value", "")).split() or [""])[0][:64]  # one word: the grammar checks it
+            outcome = self._command(answer, respond, f"rollback {env}", user, channel, request_id)  # type: ignore[arg-type]
+        METRICS.command(outcome[0], outcome[1], time.perf_counter() - started)
+
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
         action = (body.get("actions") or [{}])[0]
         request_id = str(action.get("value", ""))[:64]
         user = str((body.get("user") or {}).get("id", ""))
+        # A click on the App Home tab has no channel, message or response_url: answers go onto Home.
+        from_home = (body.get("container") or {}).get("type") == "view" or not body.get("response_url")
         with bind(request_id=request_id, user=user):
+            if from_home:
+                self.home.touch(user)  # so the refresh after the transition includes the clicker
             try:
                 self._click(str(action.get("action_id")), request_id, user)
             except UserError as exc:
-                respond(text=exc.message, response_type="ephemeral", replace_original=False)
+                if from_home:
+                    self.home.show_notice(user, exc.message)
+                else:
+                    respond(text=exc.message, response_type="ephemeral", replace_original=False)
 
     def _click(self, action: str, request_id: str, user: str) -> None:
         request = self.s.store.get(request_id)
@@ -205,13 +265,14 @@ class Plate:
             change: Callable[[Request], Request] = lambda r: r.with_cancel(user, now)  # noqa: E731
         else:
             approver = policy.is_approver(env, user, self._members(env.approvers))
-            if action == messages.APPROVE:
-                change = lambda r: r.with_approval(user, now, is_approver=approver)  # noqa: E731
+            if action in (messages.APPROVE, messages.APPROVE_PAUSE):
+                option = PAUSE_AUTOSYNC if action == messages.APPROVE_PAUSE else None
+                change = lambda r: r.with_approval(user, now, is_approver=approver, option=option)  # noqa: E731
             else:
                 change = lambda r: r.with_rejection(user, now, is_approver=approver)  # noqa: E731
         locks = Verb(request.verb).mutating and not request.args.get("dry_run")
         try:
-            _old, new = self.s.store.transition(
+            old, new = self.s.store.transition(
                 request.id,
                 change,
                 lock_env=env.name if locks else None,
@@ -221,9 +282,11 @@ class Plate:
         except LockHeld as exc:
             raise Conflict(messages.lock_held(env.name, exc.holder)) from None
         log.info("request %s", new.status.value, extra={"by": user, "env": env.name})
+        self.audit.transition(old, new)
         if new.status.final:
             METRICS.approval(new.status.value, now - new.created_at)
         self._update_card(new.id, env)
+        self.home.refresh()
 
     def expire(self, request_id: str) -> bool:
         """Mark an overdue request expired and edit its card; False if it was decided meanwhile."""
@@ -232,7 +295,7 @@ class Plate:
             return False
         env = self.s.config.environments.get(request.env)
         try:
-            self.s.store.transition(request_id, lambda r: r.with_expiry(self.s.clock()))
+            self.audit.transition(*self.s.store.transition(request_id, lambda r: r.with_expiry(self.s.clock())))
         except Conflict:
             return False
         METRICS.approval("expired", self.s.clock() - request.created_at)
@@ -241,7 +304,15 @@ class Plate:
         return True
 
     def expire_due(self) -> int:
-        return sum(self.expire(rid) for rid in self.s.store.due_for_expiry(self.s.clock()))
+        expired = sum(self.expire(rid) for rid in self.s.store.due_for_expiry(self.s.clock()))
+        if expired:
+            self.home.refresh()
+        return expired
+
+    # --- App Home -----------------------------------------------------------------------------------------
+    def on_home_opened(self, event: dict[str, Any]) -> None:
+        with bind(user=str(event.get("user", ""))):
+            self.home.opened(str(event.get("user", "")), str(event.get("tab", "home")))
 
 
 class _QuietTokenWarning(logging.Filter):
@@ -262,11 +333,14 @@ def build_app(services: Services) -> App:
         process_before_response=False,
         name="plate-bot",
         logger=_bolt_log,
+        listener_executor=services.listener_executor,
     )
     plate = Plate(services)
     app.command("/plate")(plate.on_command)
-    for action in (messages.APPROVE, messages.REJECT, messages.CANCEL):
+    app.event("app_home_opened")(plate.on_home_opened)
+    for action in (messages.APPROVE, messages.APPROVE_PAUSE, messages.REJECT, messages.CANCEL):
         app.action(action)(plate.on_click)
+    app.action(messages.REQUEST_ROLLBACK)(plate.on_request_rollback)
 
     @app.error
     def on_error(error: Exception, body: dict[str, Any], respond: Respond) -> BoltResponse | None:

@@ -14,6 +14,9 @@ from typing import Any, Self
 
 from bot.errors import Conflict, NotAllowed
 
+# Choices a card may offer besides plain Approve; the approver's pick is kept in `Request.chosen`.
+PAUSE_AUTOSYNC = "pause-autosync"  # a rollback: pause the Argo CD Application's automated sync first
+
 
 class Status(StrEnum):
     PENDING = "pending"
@@ -57,6 +60,9 @@ class Request:
     planned: bool = True
     plan_digest: str | None = None
     plan_summary: tuple[str, ...] = ()
+    # What the plan offers approvers to choose (e.g. PAUSE_AUTOSYNC), and what they chose.
+    offers: tuple[str, ...] = ()
+    chosen: tuple[str, ...] = ()
 
     @property
     def job_id(self) -> str:
@@ -75,8 +81,9 @@ class Request:
         if self.is_expired(now):
             raise Conflict(f"This request expired {_hhmm(self.expires_at)} UTC; nothing was run. Request it again.")
 
-    def with_approval(self, user: str, now: float, *, is_approver: bool) -> Request:
-        """Count `user`'s approval. The requester never counts, whatever groups they are in."""
+    def with_approval(self, user: str, now: float, *, is_approver: bool, option: str | None = None) -> Request:
+        """Count `user`'s approval, with one of the plan's `offers` if they picked it. The requester never
+        counts, whatever groups they are in."""
         self._check_open(now)
         if user == self.requester:
             raise NotAllowed("You cannot approve your own request; a second person has to.")
@@ -86,10 +93,13 @@ class Request:
             raise NotAllowed(f"You are not an approver for `{self.env}`.")
         if any(v.user == user for v in self.approvals):
             raise Conflict(f"You already approved this; it needs {self.approvals_required - len(self.approvals)} more.")
+        if option is not None and option not in self.offers:
+            raise Conflict("That choice is not offered for this request any more; nothing was changed.")
+        chosen = (*self.chosen, option) if option is not None and option not in self.chosen else self.chosen
         votes = (*self.approvals, Vote(user, now))
         if len(votes) < self.approvals_required:
-            return replace(self, approvals=votes)
-        return replace(self, approvals=votes, status=Status.APPROVED, decided_by=user, decided_at=now)
+            return replace(self, approvals=votes, chosen=chosen)
+        return replace(self, approvals=votes, chosen=chosen, status=Status.APPROVED, decided_by=user, decided_at=now)
 
     def with_rejection(self, user: str, now: float, *, is_approver: bool, reason: str | None = None) -> Request:
         self._check_open(now)
@@ -108,10 +118,10 @@ class Request:
             raise Conflict("This request has not expired.")
         return replace(self, status=Status.EXPIRED, decided_at=self.expires_at)
 
-    def with_plan(self, digest: str, summary: list[str]) -> Request:
+    def with_plan(self, digest: str, summary: list[str], offers: tuple[str, ...] = ()) -> Request:
         if self.status.final:
             raise Conflict(already_decided(self))
-        return replace(self, planned=True, plan_digest=digest, plan_summary=tuple(summary))
+        return replace(self, planned=True, plan_digest=digest, plan_summary=tuple(summary), offers=tuple(offers))
 
     def with_nothing_to_do(self, now: float, reason: str) -> Request:
         """The plan found no change: close the request without asking anyone."""
@@ -137,6 +147,8 @@ class Request:
         data["approvals"] = tuple(Vote(**v) for v in data.get("approvals", ()))
         data["notes"] = tuple(data.get("notes", ()))
         data["plan_summary"] = tuple(data.get("plan_summary", ()))
+        data["offers"] = tuple(data.get("offers", ()))
+        data["chosen"] = tuple(data.get("chosen", ()))
         return cls(**data)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 from config.environments import ConfigError, PlateConfig, load_config
 from config.settings import Settings
@@ -32,60 +34,106 @@ def _require(settings: Settings, *names: str) -> None:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    from rq import Worker
-
     from bot import logs
     from bot.runtime import build_runtime
 
     logs.configure(settings.log_level)
+    # Acks wait for the GIL behind post-ack work (cards, Redis, Slack calls) in other threads; a 1 ms
+    # switch interval instead of 5 ms cuts the ack's tail latency under load (bench/ack_latency.py).
+    sys.setswitchinterval(0.001)
     _require(settings, "slack_signing_secret", "slack_bot_token")
-    config = _load(settings)
-    runtime = build_runtime(settings, config)
-    server = runtime.http_server(args.host, args.port)
-    embedded_worker = settings.redis_url is None
     if args.socket_mode:
         _require(settings, "slack_app_token")
+    config = _load(settings)
+    runtime = build_runtime(settings, config)
+    server = runtime.http_server(args.host, args.port)  # also in Socket Mode: probes and metrics
+    embedded_worker = settings.redis_url is None
+    if args.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         assert settings.slack_app_token is not None
-        handler = SocketModeHandler(runtime.app, settings.slack_app_token.get_secret_value())
-        handler.connect()
+        runtime.socket_mode = SocketModeHandler(runtime.app, settings.slack_app_token.get_secret_value())
+        try:
+            runtime.socket_mode.connect()
+        except Exception as exc:
+            print(f"plate-bot: cannot open the Socket Mode connection: {exc}", file=sys.stderr)
+            return 1
         log.info("socket mode connected")
     runtime.housekeeper.start()
     log.info("serving", extra={"host": args.host, "port": server.effective_port, "embedded_redis": embedded_worker})
+    done = threading.Event()
+    drained: list[bool] = []
+
+    def stop() -> None:
+        drained.append(runtime.shutdown(server))
+        done.set()
+
     if not embedded_worker:
-        _on_sigterm(lambda: runtime.shutdown(server))
-        server.run()
-        return 0
-    # Embedded: the worker owns the main thread (RQ needs it for signals); HTTP runs beside it.
-    http = threading.Thread(target=server.run, name="plate-http", daemon=True)
+        # SIGTERM: 503 to new Slack requests and /readyz, drain the running ones, then close HTTP.
+        _on_signals(stop)
+        runtime.run_http(server)
+        done.wait(10)
+        return _exit_after_drain(drained)
+    # Embedded: the worker owns the main thread (RQ needs it for signals); HTTP runs beside it. SIGTERM
+    # stops new Slack requests at once, RQ finishes the running job (warm shutdown), then HTTP drains.
+    # Imported only here: it loads the job code and the kubernetes client, which the bot alone never uses.
+    from workers.runner import PlateWorker
+
+    http = threading.Thread(target=runtime.run_http, args=(server,), name="plate-http", daemon=True)
     http.start()
-    worker = Worker([runtime.queue], connection=runtime.worker_connection())
+    worker = _signal_aware(PlateWorker, on_stop=runtime.web.draining.set)(
+        [runtime.queue], runtime.worker_connection(), heartbeat=settings.plate_worker_heartbeat
+    )
     try:
         worker.work(with_scheduler=True, logging_level=settings.log_level)
     finally:
-        runtime.shutdown(server)
-    return 0
+        stop()
+    return _exit_after_drain(drained)
 
 
 def work(args: argparse.Namespace, settings: Settings) -> int:
-    from rq import Worker
-
     from bot import logs
+    from bot.metrics import METRICS
+    from bot.probes import ProbeServer
     from bot.queue import queue_for
     from bot.redisconn import connect
+    from bot.store import Store
+    from workers import jobs  # noqa: F401 - imported once here, every forked job inherits it (~1 s each)
+    from workers.runner import PlateWorker
 
     logs.configure(settings.log_level)
     _load(settings)
     connection = connect(settings, for_worker=True)
-    worker = Worker([queue_for(connection)], connection=connection)
-    ok = worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
-    return 0 if ok or args.burst else 1
+    # /metrics reads the job stats and queue length through its own connection (bot-side timeouts).
+    scrape = queue_for(connect(settings))
+    METRICS.share(Store(scrape.connection).stats, lambda: scrape.count)
+    port = args.metrics_port if args.metrics_port is not None else (0 if args.burst else 9102)
+    try:
+        probes = ProbeServer(args.metrics_host, port).start() if port else None
+    except OSError as exc:
+        where = f"{args.metrics_host}:{port}"
+        print(f"plate-bot: cannot serve /metrics on {where} ({exc.strerror}); use --metrics-port N, or 0 for none",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    # SIGTERM: RQ's warm shutdown (the running job finishes, no new one starts); a second SIGTERM or the
+    # SIGKILL after the grace period kills the job, which the bot's housekeeper then reports as lost.
+    worker = _signal_aware(PlateWorker)([queue_for(connection)], connection, heartbeat=settings.plate_worker_heartbeat)
+    try:
+        ok = worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
+    finally:
+        if probes is not None:
+            probes.stop()
+    return 0 if ok or args.burst or worker.signalled else 1
 
 
-def watch(_args: argparse.Namespace, _settings: Settings) -> int:
-    print("plate-bot watch: the incident watcher is not available yet.", file=sys.stderr)
-    return 2
+def watch(args: argparse.Namespace, settings: Settings) -> int:
+    from bot import logs
+    from workers.watcher.main import main as watch_main
+
+    logs.configure(settings.log_level)
+    _require(settings, "slack_bot_token")
+    config = _load(settings)
+    return watch_main(settings, config, metrics_port=args.metrics_port, lease_ttl=args.lease_ttl, quiet=args.quiet)
 
 
 def demo(args: argparse.Namespace, _settings: Settings) -> int:
@@ -94,11 +142,44 @@ def demo(args: argparse.Namespace, _settings: Settings) -> int:
     return demo_main(quiet=args.quiet)
 
 
-def _on_sigterm(stop: object) -> None:
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        threading.Thread(target=stop, daemon=True).start()  # type: ignore[arg-type]
+def _on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT start `stop` once, off the signal handler (it waits for requests to drain)."""
+    started = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if started.is_set():
+            log.info("already shutting down", extra={"signal": signum})
+            return
+        started.set()
+        threading.Thread(target=stop, name="plate-shutdown", daemon=True).start()
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _exit_after_drain(drained: list[bool]) -> int:
+    if drained and drained[0]:
+        return 0
+    # Listener threads still running would hold the interpreter at exit: leave now, the drain is over.
+    log.warning("exiting with requests still running")
+    logging.shutdown()
+    os._exit(1)
+
+
+def _signal_aware(worker_class: type[Any], on_stop: Callable[[], None] | None = None) -> type[Any]:
+    """`worker_class` that remembers it was asked to stop (a clean exit, not a failure) and calls
+    `on_stop` on the first SIGTERM/SIGINT, before RQ's warm shutdown waits for the running job."""
+
+    class SignalAware(worker_class):  # type: ignore[misc, valid-type]
+        signalled = False
+
+        def request_stop(self, signum: int, frame: FrameType | None) -> None:
+            self.signalled = True
+            if on_stop is not None:
+                on_stop()
+            super().request_stop(signum, frame)
+
+    return SignalAware
 
 
 def parser() -> argparse.ArgumentParser:
@@ -111,8 +192,16 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=serve)
     w = sub.add_parser("worker", help="RQ worker that runs the jobs")
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    w.add_argument(
+        "--metrics-port", type=int, default=None, help="/metrics and /healthz port (9102; none with --burst; 0: none)"
+    )
+    w.add_argument("--metrics-host", default="0.0.0.0")
     w.set_defaults(func=work)
-    sub.add_parser("watch", help="incident watcher").set_defaults(func=watch)
+    wt = sub.add_parser("watch", help="incident watcher: diagnosis threads in the incident channel")
+    wt.add_argument("--metrics-port", type=int, default=9103, help="/metrics and /healthz (the liveness probe)")
+    wt.add_argument("--lease-ttl", type=float, default=15.0, help="leader lease: a dead leader is replaced within it")
+    wt.add_argument("--quiet", type=float, default=120.0, help="seconds healthy before an incident counts as resolved")
+    wt.set_defaults(func=watch)
     d = sub.add_parser("demo", help="run a scripted session against loopback fakes and print the threads")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=demo)

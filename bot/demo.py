@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sandbox import harbor
 from sandbox.cluster import SimulatedCluster
 from sandbox.helm import install_wrapper, set_behaviour
 from sandbox.kubeapi import FakeKubeAPI
@@ -26,6 +27,13 @@ from sandbox.slack import FakeSlack
 SECRET = "demo-signing-secret"  # noqa: S105 - the demo signs its own loopback requests
 CHANNEL = "C0DEPLOYS"
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "plate.example.yaml"
+# The seed's Argo CD Application for prod (automated sync): a rollback must offer to pause it.
+ARGOCD_APP = {
+    "apiVersion": "argoproj.io/v1alpha1",
+    "kind": "Application",
+    "metadata": {"name": "plate-web-prod", "namespace": "argocd"},
+    "spec": {"syncPolicy": {"automated": {"prune": True, "selfHeal": True}, "retry": {"limit": 2}}},
+}
 
 
 class Demo:
@@ -110,7 +118,7 @@ class Demo:
             action, request_id, user=user, channel=CHANNEL, response_url=self.slack.response_url(user, user=user)
         )
         post(self.url, body, sign(SECRET, body))
-        self.say(f"\n$ {user} clicks {action.removeprefix('plate_').capitalize()}")
+        self.say(f"\n$ {user} clicks {action.removeprefix('plate_').replace('_', ' ').capitalize()}")
         # The click is answered either ephemerally (refused) or by an edit of the card (accepted).
         self.wait(lambda: len(self.slack.hooks) > before or len(self.slack.calls_to("chat.update")) > updates)
         for _name, hook in self.slack.hooks[before:]:
@@ -180,6 +188,28 @@ class Demo:
         self.cluster.settle(timeout=2)
         self.work()
         self.show_thread("production deploy that fails: pod events and the atomic rollback")
+
+        self.cluster.clear_failures()
+        set_behaviour(self.helm_state, upgrade=None, timeout_seconds=None)
+        self.kube.put(ARGOCD_APP)
+        self.command("U0BOB", "rollback prod")
+        self.work()  # the target check: helm history, both revisions, plate-bot's records and backups, Argo CD
+        request = self.last_request()
+        self.click("U0CAROL", "plate_approve_pause", request.id)
+        self.work()
+        self.cluster.settle()
+        self.show_thread("rollback: checked against helm history, approved with Argo CD auto-sync paused")
+
+        self.command("U0BOB", "history prod")
+        self.work()
+        self.show_thread("history prod: helm history joined with plate-bot's own record")
+        # Harbor: OpenBao revoked the SecretStore's token; ESO stopped syncing; new pods cannot pull.
+        for obj in harbor.store_outage("plate-stg", "harbor.example.com"):
+            self.kube.put(obj)
+        self.cluster.fail_images(r"plate-web:1\.4\.0$", "Unauthorized")
+        self.command("U0BOB", "harbor-verify stg")
+        self.work()
+        self.show_thread("harbor-verify: a failing image pull, walked back to the SecretStore")
         self.say("\nDone. Every message above went through the fake Slack Web API over HTTP.")
 
 

@@ -25,15 +25,17 @@ class Verb(StrEnum):
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
     HARBOR_VERIFY = "harbor-verify"
+    HARBOR_BOOTSTRAP = "harbor-bootstrap"
     STATUS = "status"
     HISTORY = "history"
     DIAGNOSE = "diagnose"
+    ARGOCD = "argocd"  # takes an Argo CD application name; the environment is the one it deploys
     HELP = "help"
 
     @property
     def mutating(self) -> bool:
         """Verbs that change the cluster: approval rules and the environment lock apply."""
-        return self in (Verb.DEPLOY, Verb.ROLLBACK)
+        return self in (Verb.DEPLOY, Verb.ROLLBACK, Verb.HARBOR_BOOTSTRAP)
 
 
 VERB_ALIASES = {"verify-harbor": Verb.HARBOR_VERIFY}
@@ -43,9 +45,11 @@ USAGE = {
     Verb.DEPLOY: "/plate deploy <env> [image-tag] [--dry-run]",
     Verb.ROLLBACK: "/plate rollback <env> [revision] [--dry-run]",
     Verb.HARBOR_VERIFY: "/plate harbor-verify <env>",
+    Verb.HARBOR_BOOTSTRAP: "/plate harbor-bootstrap <env>",
     Verb.STATUS: "/plate status <env>",
     Verb.HISTORY: "/plate history <env> [count]",
     Verb.DIAGNOSE: "/plate diagnose <env> [pod-or-workload]",
+    Verb.ARGOCD: "/plate argocd <app>",
     Verb.HELP: "/plate help",
 }
 
@@ -58,12 +62,13 @@ class Command:
     revision: int | None = None
     target: str | None = None
     count: int | None = None
+    app: str | None = None
     dry_run: bool = False
 
     def args(self) -> dict[str, object]:
         """The verb's arguments, without the defaults: what the job needs beyond the environment."""
         out: dict[str, object] = {}
-        for key in ("image_tag", "revision", "target", "count"):
+        for key in ("image_tag", "revision", "target", "count", "app"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -78,8 +83,11 @@ def _shown(value: str, limit: int = 40) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
 
 
-def parse(text: str, resolve_env: Callable[[str], str | None]) -> Command:
-    """Parse the text after `/plate`. `resolve_env` maps a name or alias to the canonical name."""
+def parse(
+    text: str, resolve_env: Callable[[str], str | None], resolve_app: Callable[[str], str | None] | None = None
+) -> Command:
+    """Parse the text after `/plate`. `resolve_env` maps a name or alias to the canonical name;
+    `resolve_app` maps an Argo CD application name to the environment it deploys."""
     if len(text) > MAX_TEXT:
         raise UsageError(f"That command is {len(text)} characters long; the limit is {MAX_TEXT}.")
     words = text.split()
@@ -108,6 +116,8 @@ def parse(text: str, resolve_env: Callable[[str], str | None]) -> Command:
     if flags.count("--dry-run") > 1:
         raise UsageError("`--dry-run` is given twice.")
 
+    if verb is Verb.ARGOCD:
+        return _argocd(words[1:], resolve_app)
     if len(words) < 2:
         raise UsageError(f"Which environment? Usage: `{USAGE[verb]}`")
     env = resolve_env(words[1])
@@ -118,6 +128,22 @@ def parse(text: str, resolve_env: Callable[[str], str | None]) -> Command:
         raise UsageError(f"Too many arguments. Usage: `{USAGE[verb]}`")
     arg = rest[0] if rest else None
     return _with_argument(verb, env, arg, dry_run)
+
+
+def _argocd(words: list[str], resolve_app: Callable[[str], str | None] | None) -> Command:
+    """`argocd <app>`: the application names its environment (the one whose `argocd_app` it is)."""
+    usage = USAGE[Verb.ARGOCD]
+    if not words:
+        raise UsageError(f"Which Argo CD application? Usage: `{usage}`")
+    if len(words) > 1:
+        raise UsageError(f"Too many arguments. Usage: `{usage}`")
+    app = words[0]
+    if not ARGOCD_APP.match(app):
+        raise UsageError(f"`{_shown(app)}` is not an Argo CD application name (lowercase letters, digits, `-`).")
+    env = resolve_app(app) if resolve_app is not None else None
+    if env is None:
+        raise UsageError(f"No environment here is deployed by the Argo CD application `{_shown(app)}`.")
+    return Command(Verb.ARGOCD, env, app=app)
 
 
 def _with_argument(verb: Verb, env: str, arg: str | None, dry_run: bool) -> Command:

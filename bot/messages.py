@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.approvals import Request, Status
+from bot.approvals import PAUSE_AUTOSYNC, Request, Status
 from config.durations import format_duration
 from config.environments import Environment
 from workers.progress import Outcome, Progress, StepState
@@ -17,6 +17,10 @@ from workers.progress import Outcome, Progress, StepState
 Blocks = list[dict[str, Any]]
 
 APPROVE, REJECT, CANCEL = "plate_approve", "plate_reject", "plate_cancel"
+# The incident thread's button; its value is the environment. It opens `/plate rollback <env>`.
+REQUEST_ROLLBACK = "plate_request_rollback"
+APPROVE_PAUSE = "plate_approve_pause"  # a rollback's "Approve and pause auto-sync"
+_CHECKING = {"rollback": ":hourglass_flowing_sand: Checking the target revision against helm history…"}
 
 _STEP_ICON = {
     StepState.PENDING: ":white_circle:",
@@ -120,17 +124,20 @@ def request_card(request: Request, env: Environment) -> tuple[str, Blocks]:
     blocks: Blocks = [_section(_headline(request)), _section(_what(request, env))]
     blocks += [_section(f":warning: {note}") for note in request.notes]
     if not request.planned:
-        blocks.append(_section(":hourglass_flowing_sand: Computing the plan (lint, render, diff)…"))
+        checking = _CHECKING.get(request.verb, ":hourglass_flowing_sand: Computing the plan (lint, render, diff)…")
+        blocks.append(_section(checking))
     elif request.plan_summary:
         blocks.append(_section("\n".join(request.plan_summary)))
     blocks.append(_context(status))
     buttons = [_button("Cancel", CANCEL, request.id)]
     if request.planned:
-        buttons = [
-            _button("Approve", APPROVE, request.id, "primary"),
-            _button("Reject", REJECT, request.id, "danger"),
-            *buttons,
-        ]
+        approve = [_button("Approve", APPROVE, request.id, "primary")]
+        if PAUSE_AUTOSYNC in request.offers:
+            approve = [
+                _button("Approve and pause auto-sync", APPROVE_PAUSE, request.id, "primary"),
+                _button("Approve (auto-sync stays on)", APPROVE, request.id),
+            ]
+        buttons = [*approve, _button("Reject", REJECT, request.id, "danger"), *buttons]
     blocks.append({"type": "actions", "block_id": f"plate:{request.id}", "elements": buttons})
     text = f"{request.verb} {request.env} requested by <@{request.requester}>: needs approval"
     return text, blocks
@@ -142,6 +149,8 @@ def decided_card(request: Request, env: Environment) -> tuple[str, Blocks]:
     if request.status is Status.APPROVED and request.needs_approval():
         by = ", ".join(f"<@{v.user}>" for v in request.approvals)
         line = f":white_check_mark: Approved by {by} at {at}; queued as `{request.job_id}`. Progress in the thread."
+        if PAUSE_AUTOSYNC in request.chosen:
+            line += " Argo CD auto-sync will be paused first."
     elif request.status is Status.APPROVED:
         line = f":arrow_forward: Queued at {at} as `{request.job_id}` (no approval needed). Progress in the thread."
     elif request.status is Status.REJECTED:

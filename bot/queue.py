@@ -13,6 +13,7 @@ from rq import Queue
 from rq.callbacks import Callback
 
 from bot.approvals import Request
+from bot.errors import Unavailable
 
 QUEUE_NAME = "plate"
 JOB_ENTRY = "workers.jobs.run"
@@ -61,4 +62,7 @@ def enqueue(queue: Queue, pipe: Pipeline, request: Request, job_timeout: int) ->
 def enqueue_plan(queue: Queue, request: Request) -> None:
     """The read-only pre-approval job of a request (no lock: it changes nothing)."""
     job_id = f"{request.job_id}-plan"
-    _enqueue(queue, request, entry=PLAN_ENTRY, kind="plan", job_id=job_id, timeout=PLAN_TIMEOUT, unique=True)
+    try:
+        _enqueue(queue, request, entry=PLAN_ENTRY, kind="plan", job_id=job_id, timeout=PLAN_TIMEOUT, unique=True)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unavailable("plate-bot cannot reach Redis right now; the plan was not started.") from exc

@@ -8,6 +8,7 @@ registers exact values read from Secrets during a job, so even secrets with no t
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 from typing import Any
@@ -57,11 +58,23 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# Slack's own message links (`https://<team>.slack.com/archives/<channel>/p<ts>`, as chat.getPermalink
+# returns them) look like a long base64 run; they carry no secret, so they are set aside while redacting.
+_SLACK_PERMALINK = re.compile(
+    r"https://[a-z0-9-]+\.slack\.com/archives/[A-Z0-9]+/p[0-9]+(?:\?thread_ts=[0-9.]+&cid=[A-Z0-9]+)?"
+)
+
+
 def redact_text(text: str, known: frozenset[str] = frozenset()) -> str:
+    links = _SLACK_PERMALINK.findall(text)
+    for i, link in enumerate(links):
+        text = text.replace(link, f"\x00{i}\x00", 1)
     for value in sorted(known, key=len, reverse=True):
         text = text.replace(value, MASK)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
+    for i, link in enumerate(links):
+        text = text.replace(f"\x00{i}\x00", link, 1)
     return text
 
 
@@ -103,6 +116,49 @@ class Redactor:
 
     def __call__(self, value: Any) -> Any:
         return redact(value, self._known)
+
+
+_CREDENTIAL_FIELDS = ("password", "auth", "identitytoken", "registrytoken", "token")
+
+
+def secret_values(secret: Any) -> list[str]:
+    """Every value of a Kubernetes Secret (`data` decoded, `stringData`), plus the credentials nested in a
+    docker config JSON (`password`, `auth` and its decoded `user:password`, tokens): what `Redactor.add`
+    must learn the moment a job reads the Secret."""
+    if not isinstance(secret, dict):
+        return []
+    values: list[str] = []
+    for raw in (secret.get("data") or {}).values():
+        try:
+            values.append(base64.b64decode(str(raw), validate=True).decode())
+        except (ValueError, UnicodeDecodeError):
+            values.append(str(raw))
+    values += [str(v) for v in (secret.get("stringData") or {}).values()]
+    nested: list[str] = []
+    for value in values:
+        nested += _docker_credentials(value)
+    return [v for v in values + nested if v]
+
+
+def _docker_credentials(text: str) -> list[str]:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return []
+    auths = doc.get("auths") if isinstance(doc, dict) else None
+    found: list[str] = []
+    for entry in (auths or {}).values() if isinstance(auths, dict) else []:
+        if not isinstance(entry, dict):
+            continue
+        for field in _CREDENTIAL_FIELDS:
+            if isinstance(entry.get(field), str):
+                found.append(entry[field])
+        try:
+            user_pass = base64.b64decode(str(entry.get("auth") or ""), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            user_pass = ""
+        found += [user_pass, user_pass.partition(":")[2]] if ":" in user_pass else []
+    return found
 
 
 REDACTOR = Redactor()

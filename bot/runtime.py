@@ -7,6 +7,7 @@ they exercise the same objects production runs.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ from slack_bolt import App
 from waitress.server import create_server
 
 from bot.app import Services, build_app
+from bot.lifecycle import HttpLoop, drain_executor, remaining
+from bot.metrics import METRICS
 from bot.queue import queue_for
 from bot.redisconn import connect
 from bot.server import Housekeeper, WebApp
@@ -25,6 +28,7 @@ from config.environments import PlateConfig
 from config.settings import Settings
 
 log = logging.getLogger("plate.runtime")
+DRAIN_TIMEOUT = 20.0  # below the chart's 30 s grace period for serve
 
 
 @dataclass
@@ -38,7 +42,10 @@ class Runtime:
     app: App
     web: WebApp
     housekeeper: Housekeeper
+    executor: Any = None  # Bolt's listener executor (Services.listener_executor)
+    socket_mode: Any = None  # the SocketModeHandler, when serving over Socket Mode
     _servers: list[Any] = field(default_factory=list)
+    _loops: dict[int, HttpLoop] = field(default_factory=dict)
 
     def http_server(self, host: str, port: int, threads: int = 8) -> Any:
         server = create_server(self.web, host=host, port=port, threads=threads, ident="plate-bot")
@@ -48,19 +55,46 @@ class Runtime:
     def worker_connection(self) -> redis.Redis:
         return connect(self.settings, for_worker=True)
 
-    def shutdown(self, server: Any | None = None) -> None:
-        """Stop taking requests, let in-flight ones finish, stop housekeeping."""
+    def run_http(self, server: Any) -> None:
+        """Serve `server` in the calling thread until `shutdown()` (which `server.run()` cannot promise)."""
+        loop = self._loops.setdefault(id(server), HttpLoop(server))
+        loop.run()
+
+    def shutdown(self, server: Any | None = None, *, timeout: float = DRAIN_TIMEOUT) -> bool:
+        """Drain, then stop: refuse new Slack requests (503; /readyz 503) while the HTTP server keeps
+        answering, wait for requests inside Bolt and then for their listeners (which post cards and enqueue
+        jobs after the ack), stop housekeeping, then close the HTTP server. True if everything drained
+        within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
         self.web.draining.set()
-        self.housekeeper.stop()
-        for srv in [server] if server is not None else list(self._servers):
+        log.info("draining")
+        if self.socket_mode is not None:
             try:
+                self.socket_mode.close()  # no new envelopes; acks of running listeners are lost, Slack retries
+            except Exception:
+                log.warning("closing the Socket Mode connection failed", exc_info=True)
+        drained = self.web.wait_idle(remaining(deadline))
+        if self.executor is not None:
+            drained = drain_executor(self.executor, remaining(deadline)) and drained
+        self.housekeeper.stop()
+        if self.housekeeper.is_alive():
+            self.housekeeper.join(remaining(deadline))
+        for srv in [server] if server is not None else list(self._servers):
+            loop = self._loops.get(id(srv))
+            if loop is not None:
+                loop.stop(max(remaining(deadline), 5.0))
+                continue
+            try:  # a server started with server.run() (tests): waitress' own close
                 srv.task_dispatcher.shutdown(timeout=10)
             finally:
                 srv.close()
+        if not drained:
+            log.warning("stopped before every request had finished")
         log.info("stopped")
+        return drained
 
 
-def build_runtime(settings: Settings, config: PlateConfig, *, housekeeping_interval: float = 5.0) -> Runtime:
+def build_runtime(settings: Settings, config: PlateConfig, *, housekeeping_interval: float | None = None) -> Runtime:
     connection = connect(settings)
     store = Store(connection)
     slack = SlackGateway.from_settings(settings)
@@ -74,5 +108,9 @@ def build_runtime(settings: Settings, config: PlateConfig, *, housekeeping_inter
     )
     app = build_app(services)
     web = WebApp(app, store, slack)
-    keeper = Housekeeper(app.plate, queue, interval=housekeeping_interval)  # type: ignore[attr-defined]
-    return Runtime(settings, config, connection, store, slack, queue, app, web, keeper)
+    interval = housekeeping_interval or settings.plate_housekeeping_interval
+    keeper = Housekeeper(app.plate, queue, interval=interval)  # type: ignore[attr-defined]
+    METRICS.share(store.stats, lambda: queue.count)
+    return Runtime(
+        settings, config, connection, store, slack, queue, app, web, keeper, executor=services.listener_executor
+    )

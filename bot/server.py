@@ -7,17 +7,21 @@ within seconds instead of at RQ's next 10-minute maintenance.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rq import Queue
+from rq import Queue, Worker
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot.ingress import malformed
 from bot.metrics import METRICS
 from bot.slack import SlackGateway
 from bot.store import Store
@@ -43,6 +47,8 @@ class WebApp:
         self.slack = slack
         self.draining = threading.Event()
         self._slack_ok = False
+        self._inflight = 0  # requests inside Bolt right now: shutdown waits for them
+        self._idle = threading.Condition()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -64,10 +70,26 @@ class WebApp:
                 length = -1
             if length < 0 or length > MAX_BODY:
                 return _json(start_response, "413 Payload Too Large", {"error": "request too large"})
-            if self.draining.is_set():
-                return _json(start_response, "503 Service Unavailable", {"error": "shutting down"})
-            return self.bolt(environ, start_response)
+            raw = environ["wsgi.input"].read(length) if length else b""
+            if (reason := malformed(raw, environ.get("CONTENT_TYPE"))) is not None:
+                return _json(start_response, "400 Bad Request", {"error": reason})
+            environ["wsgi.input"] = io.BytesIO(raw)  # read once here; Bolt reads it again
+            with self._idle:
+                self._inflight += 1  # counted before the check, so shutdown cannot miss a request let in
+            try:
+                if self.draining.is_set():
+                    return _json(start_response, "503 Service Unavailable", {"error": "shutting down"})
+                return self.bolt(environ, start_response)
+            finally:
+                with self._idle:
+                    self._inflight -= 1
+                    self._idle.notify_all()
         return _json(start_response, "404 Not Found", {"error": "not found"})
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no Slack request is inside Bolt; False if some still are after `timeout` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout)
 
     def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
         redis_ok = self.store.ping()
@@ -94,8 +116,9 @@ class Housekeeper(threading.Thread):
     def run_once(self) -> None:
         self.plate.expire_due()
         # cleanup() moves abandoned jobs to the failed registry and runs their on_failure callback here.
-        StartedJobRegistry(queue=self.queue).cleanup()
-        METRICS.queue_depth.set(self.queue.count)
+        # RQ's default SIGALRM time limit on that callback only works in a main thread: use a timer.
+        abandon_orphans(self.queue)
+        StartedJobRegistry(queue=self.queue, death_penalty_class=TimerDeathPenalty).cleanup()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
@@ -106,3 +129,30 @@ class Housekeeper(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+def abandon_orphans(queue: Queue) -> list[str]:
+    """Started jobs whose worker is gone are abandoned now rather than when their heartbeat lapses.
+
+    A worker cold-shut-down past its grace period (second SIGTERM) kills its work-horse and deregisters,
+    but the job stays STARTED with a registry score 60-90 s ahead. Pulling that score into the past lets
+    the `cleanup()` that follows handle it the usual way: on_failure tells the thread, frees the lock.
+    A SIGKILLed worker stays registered until its key expires, so that case keeps RQ's own timing.
+    """
+    registry = StartedJobRegistry(queue=queue)
+    entries = registry.connection.zrange(registry.key, 0, -1)
+    if not entries:
+        return []
+    live = {w.name for w in Worker.all(queue=queue)}
+    orphans = []
+    for raw in entries:
+        entry = raw.decode() if isinstance(raw, bytes) else str(raw)
+        job = Job.fetch_many([entry.split(":", 1)[0]], connection=queue.connection)[0]
+        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+            continue
+        if job.worker_name and job.worker_name not in live:
+            registry.connection.zadd(registry.key, {entry: 0}, xx=True)
+            orphans.append(job.id)
+    if orphans:
+        log.warning("jobs of workers that shut down", extra={"jobs": orphans})
+    return orphans

@@ -1,7 +1,8 @@
 """The one module that owns the Slack Web API client.
 
 Every text and block goes through the redaction layer here, so no caller can post a secret by mistake.
-429s (with Retry-After), 5xx and connection errors are retried by slack_sdk's own retry handlers.
+429s (with Retry-After), 5xx, connection errors and timeouts are retried by slack_sdk's retry handlers;
+whatever still fails becomes a `SlackError`, never a raw network exception.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
+from bot.metrics import METRICS
 from bot.redact import REDACTOR, Redactor
 from config.settings import Settings
 
@@ -34,11 +40,44 @@ class SlackError(Exception):
         self.code = code
 
 
+class _CountingRateLimitHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (sleeps Retry-After), counting each retried 429 by method."""
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        METRICS.slack_retry(request.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0])
+        super().prepare_for_next_attempt(state=state, request=request, response=response, error=error)
+
+
+class _TimeoutRetryHandler(RetryHandler):
+    """A call whose answer did not come within the timeout is sent once more (slack_sdk retries only
+    connection errors, and a read timeout is not one). Updates and reads are idempotent; for a post it
+    is at-least-once: Slack may have posted the first one, and without the channels:history scope
+    there is no way to look. A rare duplicate beats a lost deploy report (docs/reliability.md)."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is None and isinstance(error, TimeoutError)
+
+
 def make_client(token: str, base_url: str, timeout: int = 10) -> WebClient:
     client = WebClient(token=token, base_url=base_url, timeout=timeout)
     client.retry_handlers = [
         ConnectionErrorRetryHandler(max_retry_count=2),
-        RateLimitErrorRetryHandler(max_retry_count=5),
+        _TimeoutRetryHandler(max_retry_count=1),
+        _CountingRateLimitHandler(max_retry_count=5),
         ServerErrorRetryHandler(max_retry_count=2),
     ]
     return client
@@ -65,6 +104,12 @@ class SlackGateway:
         except SlackApiError as exc:
             code = str(exc.response.get("error", "unknown_error")) if exc.response is not None else "unknown"
             log.warning("slack call failed", extra={"method": method, "error": code})
+            METRICS.slack_error(code)
+            raise SlackError(code) from None
+        except OSError as exc:  # timeouts and refused/reset connections that outlived the retries
+            code = "timeout" if isinstance(exc, TimeoutError) else "connection_error"
+            log.warning("slack call failed", extra={"method": method, "error": code})
+            METRICS.slack_error(code)
             raise SlackError(code) from None
         return dict(response.data) if isinstance(response.data, dict) else {}
 
@@ -91,6 +136,9 @@ class SlackGateway:
             return str(self._call("chat.getPermalink", channel=channel, message_ts=ts)["permalink"])
         except (SlackError, KeyError):
             return None
+
+    def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        self._call("views.publish", user_id=user, view=view)
 
     def auth_ok(self) -> bool:
         try:

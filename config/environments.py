@@ -23,6 +23,12 @@ ENV_NAME = r"^[a-z][a-z0-9-]{0,31}$"
 KubeName = Annotated[str, Field(pattern=DNS_LABEL)]
 SlackUserOrGroup = Annotated[str, Field(pattern=r"^[UWS][A-Z0-9]{2,30}$")]
 SlackChannel = Annotated[str, Field(pattern=r"^[CGD][A-Z0-9]{2,30}$")]
+REGISTRY_HOST = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?$"
+# host[:port]/repository:tag or @sha256:digest; it ends up in a pod spec and registry URLs.
+IMAGE_REF = (
+    r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}(:[0-9]{1,5})?/[a-z0-9]+(?:[._/-][a-z0-9]+)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$"
+)
 
 
 class ConfigError(Exception):
@@ -30,7 +36,7 @@ class ConfigError(Exception):
 
 
 class HarborChecks(BaseModel):
-    """Names used by harbor-verify; defaults are the seed's."""
+    """Names used by harbor-verify and harbor-bootstrap; defaults are the seed's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -40,9 +46,20 @@ class HarborChecks(BaseModel):
     secret_store: KubeName = "openbao-harbor"
     external_secret: KubeName = "harbor-registry-secret"
     docker_secret: KubeName = "harbor-docker-secret"
-    registry: str = "harbor.example.com"
-    test_image: str = "harbor.example.com/plate/plate-web:1.4.0"
+    registry: str = Field(default="harbor.example.com", pattern=REGISTRY_HOST)
+    test_image: str = Field(default="harbor.example.com/plate/plate-web:1.4.0", pattern=IMAGE_REF)
     pod_timeout: Duration = 120
+    # Where the chain's objects live and the test pod runs (the pull secret must be in the pod's
+    # namespace); defaults to the environment's namespace.
+    namespace: KubeName | None = None
+    # More namespaces that must exist (the seed checks plate-stg and plate-prod); bootstrap creates them.
+    namespaces: list[KubeName] = []
+    # The registry's base URL for the v2 API check; default https://<host of test_image>.
+    registry_url: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+    # harbor-bootstrap: the four manifests and the Argo CD Application, relative to this file.
+    manifests_dir: Path | None = None
+    argocd_app: KubeName = "harbor-auth-eso"
+    sync_timeout: Duration = 300
 
 
 class Environment(BaseModel):
@@ -151,6 +168,8 @@ def parse_config(data: object, source: str = "<config>", base_dir: Path | None =
         for env in config.environments.values():
             env.chart = (base_dir / env.chart).resolve()
             env.values = [(base_dir / v).resolve() for v in env.values]
+            if env.harbor.manifests_dir is not None:
+                env.harbor.manifests_dir = (base_dir / env.harbor.manifests_dir).resolve()
     return config
 
 

@@ -27,3 +27,7 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # Where embedded Redis keeps its socket and data.
     plate_data_dir: Path = Path(".plate-data")
+    # Seconds between a worker's job heartbeats; a job is reported lost after 3 missed beats.
+    plate_worker_heartbeat: int = Field(default=5, ge=1, le=30)
+    # Seconds between the bot's housekeeping rounds (request expiry, lost-job sweep).
+    plate_housekeeping_interval: float = Field(default=5.0, gt=0, le=60)

@@ -184,6 +184,11 @@ class SimulatedCluster:
                 except KeyError as exc:  # api.patch of an object deleted mid-pass: the next pass catches up
                     log.debug("object vanished mid-pass: %s", exc)
                     settled = False
+        try:
+            settled &= self._bare_pods(now, live)
+        except KeyError as exc:  # a bare pod deleted mid-pass (its owner deleting it): the next pass catches up
+            log.debug("pod vanished mid-pass: %s", exc)
+            settled = False
         # Owner gone -> its pods and ReplicaSets go too, as the garbage collector cascades a delete.
         for pod in [p for p in self._pods.values() if p.root not in live]:
             self._drop(pod)
@@ -191,6 +196,29 @@ class SimulatedCluster:
             if root not in live:
                 self.api.delete("apps/v1", "ReplicaSet", name, ns)
                 del self._rs[(ns, name)]
+        return settled
+
+    def _bare_pods(self, now: float, live: set[str]) -> bool:
+        """Pods created without an owner (a one-off test pod): the scheduler binds those with no node yet,
+        then the kubelet runs them like any other. Seeded pods (with a node or a status) are left alone."""
+        settled = True
+        for p in self.api.list("v1", "Pod"):
+            meta = p["metadata"]
+            if meta.get("ownerReferences"):
+                continue
+            pod = self._pods.get((meta["namespace"], meta["name"]))
+            if pod is None or pod.ref["uid"] != meta["uid"]:
+                if (p.get("spec") or {}).get("nodeName") or (p.get("status") or {}).get("phase"):
+                    continue
+                self.api.patch("v1", "Pod", meta["name"], {"spec": {"nodeName": NODE}}, meta["namespace"])
+                containers = [(c["name"], c.get("image", "")) for c in (p.get("spec") or {}).get("containers") or []]
+                pod = _Pod(_ref(p, False), meta["uid"], "", containers)
+                self._pods[pod.key] = pod
+                msg = f"Successfully assigned {pod.key[0]}/{meta['name']} to {NODE}"
+                self._event(pod.ref, "Normal", "Scheduled", msg, component="default-scheduler")
+            live.add(pod.root)
+            self._sync_pod(pod, now)
+            settled &= pod.stable
         return settled
 
     def _rule(self, image: str) -> str | None:

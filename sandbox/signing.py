@@ -14,7 +14,7 @@ import urllib.request
 
 from slack_sdk.signature import SignatureVerifier
 
-__all__ = ["action_body", "home_opened_body", "post", "sign", "slash_body"]
+__all__ = ["action_body", "home_action_body", "home_opened_body", "post", "sign", "slash_body"]
 
 _APP_ID = "A0PLATE"
 # Slack still sends the deprecated verification token in payloads; bolt ignores it.
@@ -106,6 +106,34 @@ def action_body(
                 "value": value,
                 "type": "button",
                 "action_ts": now,
+                "text": {"type": "plain_text", "text": action_id.replace("_", " ").title(), "emoji": True},
+            }
+        ],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+
+def home_action_body(action_id: str, value: str, *, user: str, team: str = "T0FAKE", view_id: str = "V0HOME") -> str:
+    """Form body of a button click on the App Home tab: the container is a view, and there is no
+    channel, message or response_url (answers must go somewhere else)."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": team, "domain": "fake"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+        "api_app_id": _APP_ID,
+        "token": _VERIFICATION_TOKEN,
+        "container": {"type": "view", "view_id": view_id},
+        "trigger_id": _TRIGGER_ID,
+        "view": {"id": view_id, "type": "home", "team_id": team, "blocks": [], "state": {"values": {}}},
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": f"home:{value}",
+                "value": value,
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
                 "text": {"type": "plain_text", "text": action_id.replace("_", " ").title(), "emoji": True},
             }
         ],

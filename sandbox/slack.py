@@ -233,6 +233,8 @@ class FakeSlack:
         self.rate_limits = dict(rate_limits or {})
         self.rate_window = rate_window  # seconds; shorten it in benchmarks that want fast recovery
         self.bot_user_id = bot_user_id
+        # What apps.connections.open hands out: point it at a sandbox.socketmode.FakeSocketMode.
+        self.socket_mode_url = "ws://127.0.0.1:1/link"
         self._lock = threading.RLock()
         # The ts counter survives reset() so timestamps stay strictly increasing for the fake's lifetime.
         self._ts_counter = itertools.count(1_700_000_000_000_100, 100)
@@ -697,6 +699,5 @@ class FakeSlack:
             found.sort(key=lambda m: _ts_key(m.ts))
             return {"ok": True, "messages": [self._message_json(m) for m in found], "has_more": False}
         if method == "apps.connections.open":
-            # Placeholder: Socket Mode tests that need a live socket serve their own websocket.
-            return {"ok": True, "url": "ws://127.0.0.1:1/link"}
+            return {"ok": True, "url": self.socket_mode_url}
         return {"ok": True}

@@ -7,6 +7,7 @@ no longer the one approved.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import yaml
 
 from bot import messages
 from bot.errors import Conflict
-from workers import evidence, summary
+from workers import evidence, observe, summary
 from workers.errors import HelmError, KubeError, StepFailed
 from workers.kube import context_cluster
 from workers.plan import Plan, compute_plan, effective_values
@@ -122,6 +123,7 @@ def _rollout_pending(ctx: JobContext, workloads: tuple[str, ...]) -> list[str]:
 def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
     env = ctx.env
     release = ctx.helm.status(env.release)
+    observe.record_release(ctx.store, env.name, release)
     sel = ctx.release_selector
     kube = ctx.kube
     lines = summary.status_report(
@@ -145,6 +147,8 @@ def helm_failure(ctx: JobContext, exc: HelmError, action: str) -> StepFailed:
         history = ctx.helm.history(env.release, 3)
     except HelmError:
         history = []
+    with contextlib.suppress(HelmError):  # if unreadable, Home keeps the last state it knew
+        observe.record_release(ctx.store, env.name, ctx.helm.status(env.release))  # what is live now
     if history and "rolled back" in exc.stderr:
         live = history[-1]
         details.append(
@@ -221,7 +225,7 @@ def plan(ctx: JobContext) -> str:
         return "nothing would change; no approval needed"
     ctx.report.reply("*Diff* (rendered vs live)\n" + result.diff_text())
     try:
-        ctx.store.transition(req.id, lambda r: r.with_plan(result.digest, result.summary()))
+        ctx.audit.transition(*ctx.store.transition(req.id, lambda r: r.with_plan(result.digest, result.summary())))
     except Conflict:
         return "the request was closed while planning"
     _refresh_card(ctx)
@@ -229,8 +233,9 @@ def plan(ctx: JobContext) -> str:
 
 
 def _close_request(ctx: JobContext, reason: str) -> None:
+    """Close a pending request without asking anyone (shared with the rollback check)."""
     try:
-        ctx.store.transition(ctx.request.id, lambda r: r.with_nothing_to_do(ctx.clock(), reason))
+        ctx.audit.transition(*ctx.store.transition(ctx.request.id, lambda r: r.with_nothing_to_do(ctx.clock(), reason)))
     except Conflict:
         return
     _refresh_card(ctx)

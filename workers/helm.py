@@ -3,7 +3,8 @@
 argv lists only (never a shell); every value is checked against a strict pattern before it joins argv,
 and every call carries the environment's `--kube-context` and `-n`, so helm and the API checks can
 never look at different clusters. The child runs in its own process group: on a timeout, or when the
-job itself is stopped, the whole group is killed, leaving no zombie helm or plugin processes.
+job itself is stopped, the whole group is killed, leaving no zombie helm or plugin processes. If the
+worker is SIGKILLed (no code of ours runs), the kernel sends helm SIGTERM (workers.lifetime).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from bot.redact import REDACTOR
 from workers.errors import HelmError
+from workers.lifetime import preexec_die_with_parent
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
 _CONTEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$")
@@ -69,7 +71,15 @@ class Helm:
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                start_new_session=True,
+                # Its own session keeps it out of our signals; this makes it die (SIGTERM: helm marks the
+                # release failed) if this process is SIGKILLed instead of leaving an orphan helm behind.
+                preexec_fn=preexec_die_with_parent(signal.SIGTERM),
             )
         except OSError as exc:
             raise HelmError(f"cannot run helm ({self.binary}): {exc.strerror}") from None

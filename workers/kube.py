@@ -8,16 +8,21 @@ prints), so the pure summarisers and classifiers work on data, not on client cla
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import urllib3
 from kubernetes import client, config
+from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from bot.redact import REDACTOR, secret_values
 from workers.errors import KubeError
 
 Obj = dict[str, Any]
@@ -64,6 +69,7 @@ class KubeGateway:
         self.networking = client.NetworkingV1Api(api_client)
         self.autoscaling = client.AutoscalingV2Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self._versions: dict[str, str] = {}  # custom kind -> the API version this cluster serves
 
     @classmethod
     def connect(cls, kube_context: str | None, kubeconfig: str | None = None) -> KubeGateway:
@@ -157,3 +163,262 @@ class KubeGateway:
                 pod, namespace, _preload_content=False, _request_timeout=TIMEOUT, **kwargs
             )
             return response.data.decode(errors="replace")
+
+    # --- harbor-verify / harbor-bootstrap -----------------------------------------------------------------
+    def _optional(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
+        """A read where 404 means "absent" (None), not a failure."""
+        try:
+            return self._raw(what, call, *args, **kwargs)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def secret(self, namespace: str, name: str) -> Obj | None:
+        """A Secret with its values; every value is registered with the redaction layer before it is returned."""
+        obj = self._optional(f"read Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+        if obj is not None:
+            REDACTOR.add(*secret_values(obj))
+        return obj
+
+    def service_account(self, namespace: str, name: str) -> Obj | None:
+        return self._optional(
+            f"read ServiceAccount {namespace}/{name}", self.core.read_namespaced_service_account, name, namespace
+        )
+
+    def pod(self, namespace: str, name: str) -> Obj | None:
+        return self._optional(f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
+
+    def create_pod(self, namespace: str, body: Obj) -> Obj:
+        return self._raw(f"create a pod in {namespace}", self.core.create_namespaced_pod, namespace, body)
+
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int = 0) -> bool:
+        """Delete a pod; False when it was already gone."""
+        gone = self._optional(
+            f"delete pod {namespace}/{name}",
+            self.core.delete_namespaced_pod,
+            name,
+            namespace,
+            grace_period_seconds=grace_seconds,
+        )
+        return gone is not None
+
+    def create_namespace(self, name: str) -> bool:
+        """Create a namespace; False when it already existed."""
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        try:
+            self._raw(f"create namespace {name}", self.core.create_namespace, body)
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def create_custom_object(self, group: str, version: str, namespace: str, plural: str, body: Obj) -> Obj:
+        return self._raw(
+            f"create {plural}.{group} in {namespace}",
+            self.custom.create_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            body,
+        )
+
+    def patch_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str, patch: Obj) -> Obj:
+        """JSON merge patch (RFC 7386) of a namespaced custom object."""
+        return self._raw(
+            f"patch {plural}.{group} {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+
+    # --- rollback: the Argo CD Application that may redeploy over it ---------------------------------
+    def argocd_application(self, namespace: str, name: str) -> Obj | None:
+        """An Argo CD Application (argoproj.io/v1alpha1); None when it does not exist."""
+        return self._optional(
+            f"read Argo CD Application {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            "argoproj.io",
+            "v1alpha1",
+            namespace,
+            "applications",
+            name,
+        )
+
+    def pause_auto_sync(self, namespace: str, name: str, automated: Obj) -> Obj:
+        """Remove `spec.syncPolicy.automated`, only if it still equals `automated` (what the caller read and
+        recorded): the JSON patch's `test` turns a concurrent edit into a 422 instead of overwriting it."""
+        path = "/spec/syncPolicy/automated"
+        return self._raw(
+            f"pause auto-sync of Argo CD Application {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            "argoproj.io",
+            "v1alpha1",
+            namespace,
+            "applications",
+            name,
+            [{"op": "test", "path": path, "value": automated}, {"op": "remove", "path": path}],
+            _content_type="application/json-patch+json",
+        )
+
+    # --- what the incident watcher follows (list-then-watch) and reads for its diagnosis ---------------
+    def list_kind(self, kind: str, namespace: str) -> tuple[list[Obj], str]:
+        """Every `kind` (a WATCHABLE name) in `namespace`, and the list's resourceVersion to watch from."""
+        data = self._with_version(kind, lambda call, *a: self._raw(f"list {kind} in {namespace}", call, *a), namespace)
+        return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_kind(self, kind: str, namespace: str, resource_version: str, timeout: int) -> WatchStream:
+        """Changes to `kind` after `resource_version`, for at most `timeout` seconds (the server ends it)."""
+        call, args = self._watch_call(kind, namespace)
+        return WatchStream(call, args, resource_version, timeout, f"watch {kind} in {namespace}")
+
+    def custom_object(self, kind: str, namespace: str, name: str) -> Obj | None:
+        """One ExternalSecret, SecretStore or Application; None when it does not exist."""
+        what = f"read {kind} {namespace}/{name}"
+        return self._with_version(kind, lambda call, *a: self._optional(what, call, *a), namespace, name)
+
+    def replicaset(self, namespace: str, name: str) -> Obj | None:
+        what = f"read replicaset {namespace}/{name}"
+        return self._optional(what, self.apps.read_namespaced_replica_set, name, namespace)
+
+    def repository_secrets(self, namespace: str) -> list[Obj]:
+        """Argo CD repository credentials (`repository` and `repo-creds` Secrets): name, kind and URL only."""
+        out = []
+        for kind in ("repository", "repo-creds"):
+            items = self._items(
+                f"list Argo CD {kind} secrets in {namespace}",
+                self.core.list_namespaced_secret,
+                namespace,
+                label_selector=f"argocd.argoproj.io/secret-type={kind}",
+            )
+            for secret in items:
+                encoded = (secret.get("data") or {}).get("url", "")
+                try:
+                    url = base64.b64decode(encoded).decode() if encoded else ""
+                except ValueError:
+                    url = ""
+                url = url or str((secret.get("stringData") or {}).get("url", ""))
+                out.append({"name": (secret.get("metadata") or {}).get("name", "?"), "kind": kind, "url": url})
+        return out
+
+    def _watch_call(self, kind: str, namespace: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        if kind == "pods":
+            return self.core.list_namespaced_pod, (namespace,)
+        if kind == "events":
+            return self.core.list_namespaced_event, (namespace,)
+        group, plural, versions = _CUSTOM[kind]
+        version = self._versions.get(kind, versions[0])
+        return self.custom.list_namespaced_custom_object, (group, version, namespace, plural)
+
+    def _with_version(self, kind: str, fetch: Callable[..., Any], namespace: str, *name: str) -> Any:
+        """Core kinds directly; custom kinds in the first served version (ESO v1, else v1beta1), remembered."""
+        if kind in ("pods", "events"):
+            call = self.core.list_namespaced_pod if kind == "pods" else self.core.list_namespaced_event
+            return fetch(call, namespace)
+        group, plural, versions = _CUSTOM[kind]
+        tried = [self._versions[kind]] if kind in self._versions else list(versions)
+        for i, version in enumerate(tried):
+            call = self.custom.get_namespaced_custom_object if name else self.custom.list_namespaced_custom_object
+            try:
+                data = fetch(call, group, version, namespace, plural, *name)
+            except KubeError as exc:
+                # 404 on the collection: this version is not served; a missing object is also 404,
+                # so only a list decides the version.
+                if exc.status == 404 and not name and i + 1 < len(tried):
+                    continue
+                raise
+            if not name:
+                self._versions[kind] = version
+            return data
+        raise KubeError(f"no served version of {kind}", 404)  # pragma: no cover - loop always returns/raises
+
+
+# Custom kinds the watcher follows: name -> (group, plural, versions to try in order).
+_CUSTOM: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "externalsecrets": ("external-secrets.io", "externalsecrets", ("v1", "v1beta1")),
+    "secretstores": ("external-secrets.io", "secretstores", ("v1", "v1beta1")),
+    "applications": ("argoproj.io", "applications", ("v1alpha1",)),
+}
+WATCHABLE = ("pods", "events", *_CUSTOM)
+
+
+class WatchExpired(KubeError):
+    """410 Gone: the resourceVersion was compacted away. List again, then watch from the list's version."""
+
+
+class WatchBroken(KubeError):
+    """The stream ended abnormally (connection dropped, read timeout): resume from the last version."""
+
+
+class WatchStream:
+    """One watch request as an iterator of (type, object) with objects as plain dicts. `close()` from any
+    thread ends it at once (the socket is shut down). Errors come out as WatchExpired / WatchBroken /
+    KubeError, never as the client's own exceptions.
+
+    The lines are read here rather than through `kubernetes.watch.Watch`: its raw (non-deserializing)
+    mode fails on ERROR events, and deserializing every object into client models is wasted work."""
+
+    def __init__(
+        self, call: Callable[..., Any], args: tuple[Any, ...], resource_version: str, timeout: int, what: str
+    ) -> None:
+        self._call, self._args, self._what = call, args, what
+        self._kwargs: dict[str, Any] = {
+            "watch": True,
+            "resource_version": resource_version,
+            "timeout_seconds": int(timeout),
+            "allow_watch_bookmarks": True,
+            "_preload_content": False,
+            "_request_timeout": (TIMEOUT[0], int(timeout) + 15),
+        }
+        self._response: Any = None
+        self.closed = False
+
+    def __iter__(self) -> Iterator[tuple[str, Obj]]:
+        try:
+            self._response = response = self._call(*self._args, **self._kwargs)
+            if self.closed:
+                return
+            for line in k8s_watch.watch.iter_resp_lines(response):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object")
+                if event.get("type") == "ERROR":
+                    code = int((obj or {}).get("code") or 0)
+                    message = str((obj or {}).get("message", ""))[:300]
+                    if code == 410:
+                        raise WatchExpired(f"{self._what}: resourceVersion expired (410 Gone)", 410)
+                    raise KubeError(f"Kubernetes could not {self._what} ({code}): {message}", code)
+                if isinstance(obj, dict):
+                    yield str(event.get("type", "")), obj
+        except ApiException as exc:
+            if exc.status == 410:
+                raise WatchExpired(f"{self._what}: resourceVersion expired (410 Gone)", 410) from None
+            raise KubeError(f"Kubernetes could not {self._what} ({exc.status}): {_reason(exc)}", exc.status) from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if self.closed:
+                return
+            raise WatchBroken(f"{self._what}: the stream broke ({type(exc).__name__})") from None
+        finally:
+            if self._response is not None:
+                self._response.release_conn()
+
+    @property
+    def open(self) -> bool:
+        """The server answered the watch request: changes from now on reach this stream."""
+        return self._response is not None and not self.closed
+
+    def close(self) -> None:
+        """Stop the stream from another thread: shut the socket so a blocked read returns now."""
+        self.closed = True
+        sock = getattr(getattr(self._response, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from bot.approvals import Request
+from bot.auditor import Auditor
 from bot.slack import SlackGateway
 from bot.store import Store
 from config.environments import Environment, PlateConfig
@@ -74,6 +75,10 @@ class JobContext:
     @cached_property
     def kube(self) -> KubeGateway:
         return KubeGateway.connect(self.env.kube_context, self.settings.kubeconfig)
+
+    @cached_property
+    def audit(self) -> Auditor:
+        return Auditor(self.store, self.slack, self.config.audit_channel, self.clock)
 
     @property
     def release_selector(self) -> str:

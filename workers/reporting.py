@@ -1,7 +1,8 @@
 """One status message per job, edited in place, plus a few short replies in the request's thread.
 
-Edits are coalesced: at most one `chat.update` per `min_interval` per message; a timer flushes the last
-state so a long step still shows as running. Replies are capped so a chatty job cannot flood a thread.
+Edits are coalesced: at most one `chat.update` per `min_interval` per message, sent from a timer thread
+so a slow or rate-limited Slack never holds up the job; the final state is sent before the job ends.
+Replies are capped so a chatty job cannot flood a thread.
 The status message's ts is kept in Redis: a retried or replayed job edits the same message.
 """
 
@@ -48,6 +49,7 @@ class ThreadReporter:
         self._last_flush = 0.0
         self._dirty = False
         self._timer: threading.Timer | None = None
+        self._send_lock = threading.Lock()
 
     def open(self) -> None:
         """Post (or find again) the status message in the thread."""
@@ -104,26 +106,38 @@ class ThreadReporter:
             log.warning("could not post a thread reply")
 
     def _flush(self, *, force: bool = False) -> None:
+        """A forced flush (open, finish) is sent now, from the caller. Any other edit goes out from a timer
+        thread, at most one per `min_interval`: the job never waits on Slack between its steps (under a
+        burst, a 429's Retry-After can be most of a minute: bench/slack_calls.py)."""
         with self._lock:
             if not self._dirty or self.status_ts is None:
                 return
-            wait = self.min_interval - (time.monotonic() - self._last_flush)
-            if wait > 0 and not force:
+            if not force:
                 if self._timer is None:
+                    wait = max(0.0, self.min_interval - (time.monotonic() - self._last_flush))
                     self._timer = threading.Timer(wait, self._timed_flush)
                     self._timer.daemon = True
                     self._timer.start()
                 return
-            text, blocks = messages.progress_message(self.progress, self.clock())
-            self._dirty = False
-            self._last_flush = time.monotonic()
-            # Sent under the lock: a timer flush can never land after a newer state.
-            try:
-                self.slack.update(self.channel, self.status_ts, text, blocks)
-            except SlackError:
-                log.warning("could not update the status message")
+        self._send()
 
     def _timed_flush(self) -> None:
         with self._lock:
             self._timer = None
-        self._flush()
+        self._send()
+
+    def _send(self) -> None:
+        # One edit at a time, each carrying the newest state, taken right before it goes: an older state
+        # never lands after a newer one, and progress changes never wait behind a slow edit.
+        with self._send_lock:
+            with self._lock:
+                if not self._dirty or self.status_ts is None:
+                    return
+                text, blocks = messages.progress_message(self.progress, self.clock())
+                self._dirty = False
+                self._last_flush = time.monotonic()
+                channel, ts = self.channel, self.status_ts
+            try:
+                self.slack.update(channel, ts, text, blocks)
+            except SlackError:
+                log.warning("could not update the status message")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.freeze import describe
-from workers import summary
+from workers import observe, summary
 from workers.procedures import JobContext, procedure
 
 
@@ -16,6 +16,7 @@ def status(ctx: JobContext) -> str:
     env = ctx.env
     with ctx.step("helm") as note:
         release = ctx.helm.status(env.release)
+        observe.record_release(ctx.store, env.name, release)
         note.text = (
             f"revision {release.get('version')}, {release.get('info', {}).get('status')}"
             if release

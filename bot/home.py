@@ -1,0 +1,230 @@
+"""PURE. The App Home tab: per environment the live release (as the last job saw it), the lock holder,
+pending requests with Approve/Reject for those who may approve, and the last operations with links to
+their threads. Also the record jobs keep of a release, built from `helm status -o json`.
+
+Home never runs helm: the data comes from Redis (`Store.home_snapshot`), written by jobs as they end.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from bot import messages
+from bot.approvals import PAUSE_AUTOSYNC, Request
+from config.environments import Environment
+from workers.summary import clip, parse_time
+
+Blocks = list[dict[str, Any]]
+MAX_BLOCKS = 100  # Slack's limit for a Home view
+PENDING_PER_ENV = 5
+OPS_SHOWN = 5
+_BY = re.compile(r"plate-bot (?P<request>\w+) by (?P<user>[UW][A-Z0-9]+)")
+_STATUS_ICON = {"deployed": ":large_green_circle:", "failed": ":red_circle:", "superseded": ":white_circle:"}
+_OUTCOME_ICON = {
+    "succeeded": ":white_check_mark:",
+    "failed": ":x:",
+    "crashed": ":boom:",
+    "timeout": ":hourglass:",
+    "lost": ":skull:",
+}
+
+
+# --- what jobs record ---------------------------------------------------------------------------------
+
+
+def image_tag(status: Mapping[str, Any]) -> str | None:
+    """The image tag a release runs: `--set-string image.tag`, else the chart's default, else appVersion."""
+    chart = status.get("chart") or {}
+    for values in (status.get("config") or {}, chart.get("values") or {}):
+        tag = (values.get("image") or {}).get("tag") if isinstance(values.get("image"), dict) else None
+        if tag:
+            return str(tag)
+    app_version = (chart.get("metadata") or {}).get("appVersion")
+    return str(app_version) if app_version else None
+
+
+def release_record(
+    status: Mapping[str, Any] | None, *, previous: Mapping[str, Any] | None, now: float
+) -> dict[str, Any]:
+    """What Home shows of a release, from `helm status -o json` (None: not installed). Only the fields
+    named here are kept: the status JSON also carries user-supplied values, which may hold secrets."""
+    if status is None:
+        return {"installed": False, "seen_at": now}
+    info = status.get("info") or {}
+    meta = (status.get("chart") or {}).get("metadata") or {}
+    revision = int(status.get("version") or 0)
+    description = str(info.get("description") or "")
+    by = _BY.search(description)
+    deployed_by, request = (by["user"], by["request"]) if by else (None, None)
+    if by is None and previous and previous.get("revision") == revision:
+        deployed_by, request = previous.get("deployed_by"), previous.get("request")
+    return {
+        "installed": True,
+        "revision": revision,
+        "status": str(info.get("status") or "unknown"),
+        "chart": f"{meta.get('name')}-{meta.get('version')}",
+        "app_version": meta.get("appVersion"),
+        "image_tag": image_tag(status),
+        "deployed_at": parse_time(info.get("last_deployed")),
+        "deployed_by": deployed_by,
+        "request": request,
+        "seen_at": now,
+    }
+
+
+def operation_entry(
+    request: Request, *, outcome: str, summary: str, ended_at: float, link: str | None
+) -> dict[str, Any]:
+    """One line of an environment's "last operations"."""
+    return {
+        "request": request.id,
+        "verb": request.verb,
+        "user": request.requester,
+        "approvers": [v.user for v in request.approvals],
+        "dry_run": bool(request.args.get("dry_run")),
+        "outcome": outcome,
+        "summary": clip(summary, 160),
+        "ended_at": ended_at,
+        "channel": request.channel,
+        "thread_ts": request.message_ts,
+        "link": link,
+    }
+
+
+# --- the view -----------------------------------------------------------------------------------------
+
+
+def _date(ts: float | None) -> str:
+    """Slack renders this in the reader's time zone; the fallback is UTC."""
+    if not ts:
+        return "?"
+    fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _button(label: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": label}}
+    button.update(action_id=action_id, value=value)
+    if style:
+        button["style"] = style
+    return button
+
+
+def release_lines(record: Mapping[str, Any] | None, env: Environment) -> str:
+    if record is None:
+        return f"_No release seen yet: `/plate status {env.name}` records it._"
+    if not record.get("installed"):
+        return f":white_circle: `{env.release}` is not installed (seen {_date(record.get('seen_at'))})"
+    status = str(record.get("status"))
+    icon = _STATUS_ICON.get(status, ":hourglass_flowing_sand:" if status.startswith("pending") else ":red_circle:")
+    tag = f" · image `{record['image_tag']}`" if record.get("image_tag") else ""
+    head = f"{icon} *revision {record.get('revision')}* · `{record.get('chart')}`{tag} · {status}"
+    by = f" by <@{record['deployed_by']}>" if record.get("deployed_by") else ""
+    return f"{head}\nDeployed {_date(record.get('deployed_at'))}{by} · as of {_date(record.get('seen_at'))}"
+
+
+def lock_line(holder: Mapping[str, Any] | None) -> str:
+    if not holder:
+        return ":unlock: Not locked"
+    return (
+        f":lock: Locked by `{holder.get('request')}`: {holder.get('verb', 'a change')} requested by "
+        f"<@{holder.get('user')}>, {holder.get('state', 'running')} since {_date(float(holder.get('since') or 0))}"
+    )
+
+
+def _pending_blocks(request: Request, viewer: str, may_approve: bool) -> Blocks:
+    what = " ".join(f"`{v}`" for k, v in request.args.items() if k in ("image_tag", "revision"))
+    dry = " (dry run)" if request.args.get("dry_run") else ""
+    need = request.approvals_required - len(request.approvals)
+    text = (
+        f":raised_hand: *{request.verb}*{dry} {what} requested by <@{request.requester}> · "
+        f"needs {need} more approval{'s' if need != 1 else ''} · expires {_date(request.expires_at)}"
+    )
+    if request.plan_summary:
+        text += "\n" + clip(request.plan_summary[0], 200)
+    blocks: Blocks = [_section(text)]
+    voted = {v.user for v in request.approvals}
+    if not request.planned:
+        blocks.append(_context(":hourglass_flowing_sand: Computing the plan…"))
+    elif may_approve and viewer != request.requester and viewer not in voted:
+        approve = [_button("Approve", messages.APPROVE, request.id, "primary")]
+        if PAUSE_AUTOSYNC in request.offers:
+            approve = [
+                _button("Approve and pause auto-sync", messages.APPROVE_PAUSE, request.id, "primary"),
+                _button("Approve (auto-sync stays on)", messages.APPROVE, request.id),
+            ]
+        reject = _button("Reject", messages.REJECT, request.id, "danger")
+        blocks.append({"type": "actions", "block_id": f"home:{request.id}", "elements": [*approve, reject]})
+    elif viewer == request.requester:
+        blocks.append(_context("Your request: waiting for an approver."))
+    return blocks
+
+
+def _operation_line(op: Mapping[str, Any]) -> str:
+    icon = _OUTCOME_ICON.get(str(op.get("outcome")), ":grey_question:")
+    dry = " (dry run)" if op.get("dry_run") else ""
+    link = f" · <{op['link']}|thread>" if op.get("link") else ""
+    return (
+        f"{icon} *{op.get('verb')}*{dry} by <@{op.get('user')}> · {_date(op.get('ended_at'))} · "
+        f"{op.get('summary') or op.get('outcome')}{link}"
+    )
+
+
+def _env_blocks(
+    env: Environment, snapshot: Mapping[str, Any], viewer: str, may_approve: bool, pending: list[Request]
+) -> Blocks:
+    blocks: Blocks = [
+        {"type": "divider"},
+        _section(f"*{env.name}* · release `{env.release}` in `{env.namespace}`"),
+        _section(release_lines(snapshot["releases"].get(env.name), env)),
+        _context(lock_line(snapshot["locks"].get(env.name))),
+    ]
+    for request in pending[:PENDING_PER_ENV]:
+        blocks += _pending_blocks(request, viewer, may_approve)
+    if len(pending) > PENDING_PER_ENV:
+        blocks.append(_context(f"…and {len(pending) - PENDING_PER_ENV} more pending in their channels."))
+    ops = snapshot["operations"].get(env.name) or []
+    if ops:
+        lines = "\n".join(_operation_line(op) for op in ops[:OPS_SHOWN])
+        blocks.append(_section(f"*Last operations*\n{lines}"))  # <= 5 clipped lines: far below 3000 chars
+    return blocks
+
+
+def home_view(
+    environments: list[Environment],
+    snapshot: Mapping[str, Any],
+    *,
+    viewer: str,
+    approver_of: Collection[str],
+    now: float,
+    notice: str | None = None,
+) -> dict[str, Any]:
+    """The Home tab of `viewer`; `approver_of` names the environments whose requests they may approve."""
+    blocks: Blocks = [{"type": "header", "text": {"type": "plain_text", "text": "plate-bot"}}]
+    if notice:
+        blocks.append(_section(f":warning: {notice}"))
+    blocks.append(
+        _context(f"Live releases as plate-bot's jobs last saw them; `/plate help` for commands. Updated {_date(now)}.")
+    )
+    by_env: dict[str, list[Request]] = {}
+    for request in snapshot.get("pending") or []:
+        by_env.setdefault(request.env, []).append(request)
+    for n, env in enumerate(environments):
+        more = _env_blocks(env, snapshot, viewer, env.name in approver_of, by_env.get(env.name, []))
+        if len(blocks) + len(more) > MAX_BLOCKS - 1:
+            rest = ", ".join(f"`{e.name}`" for e in environments[n:])
+            blocks.append(_context(f"No room for {rest}: use `/plate status <env>`."))
+            break
+        blocks += more
+    return {"type": "home", "callback_id": "plate_home", "blocks": blocks}

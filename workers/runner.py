@@ -1,0 +1,73 @@
+"""plate-bot's RQ worker: RQ's forking `Worker`, tuned so a lost job is reported in seconds.
+
+RQ marks a running job abandoned only when its heartbeat lapses, and sizes that lapse as
+`min(job timeout, job_monitoring_interval) + 60` seconds (30 s interval by default: 90 s), after which
+someone must still run `StartedJobRegistry.cleanup()` (RQ's own maintenance: every 10 minutes). Here the
+main process heartbeats every `heartbeat` seconds and a job is abandoned after three missed beats; the
+bot's Housekeeper runs the cleanup every few seconds, so "worker lost" reaches the thread within
+about `3 × heartbeat + housekeeping interval`.
+
+Two gaps RQ leaves are closed as well:
+- a work-horse that dies while its worker lives (OOM killer) fails the job without calling
+  `on_failure`: `work_horse_killed_handler` reports it and frees the lock;
+- a worker SIGKILLed as a whole leaves its horse (own process group) running: the horse asks the
+  kernel to die with its parent (workers.lifetime), and helm dies with the horse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from rq import Queue, Worker
+from rq.job import Job
+
+# Imported here, in the worker's main process, so every forked horse starts with the job code, the
+# kubernetes client and the procedures loaded: importing them in each horse cost ~1 s per job
+# (bench/click_to_thread.py).
+from workers import jobs
+from workers.lifetime import die_with_parent
+
+log = logging.getLogger("plate.worker")
+MISSED_BEATS = 3  # heartbeats a job may miss before it counts as abandoned
+
+
+class WorkHorseKilled(Exception):
+    """The process running the job died (signal or crash) while its worker lived."""
+
+
+class PlateWorker(Worker):
+    def __init__(self, queues: Sequence[Queue], connection: redis.Redis, *, heartbeat: int = 5, **kw: Any) -> None:
+        super().__init__(
+            queues,
+            connection=connection,
+            job_monitoring_interval=max(1, int(heartbeat)),
+            work_horse_killed_handler=self._horse_killed,
+            **kw,
+        )
+        self._main_pid = os.getpid()
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """How long the started-job registry trusts the last heartbeat (RQ: up to interval + 60 s)."""
+        interval = int(self.job_monitoring_interval)
+        beat = interval
+        if job.timeout and job.timeout > 0:
+            # Near the job's own timeout RQ shortens the beat so a hung horse is noticed right after it.
+            beat = max(1, min(interval, int(job.timeout - working_time)))
+        return beat + (MISSED_BEATS - 1) * interval
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        # In the forked horse: never outlive the worker that monitors (and heartbeats for) this job.
+        die_with_parent(signal.SIGKILL, self._main_pid)
+        super().main_work_horse(job, queue)
+
+    def _horse_killed(self, job: Job, retpid: int, ret_val: int, _rusage: Any) -> None:
+        reason = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"status {ret_val}"
+        try:
+            jobs.on_failure(job, self.connection, WorkHorseKilled, WorkHorseKilled(reason), None)
+        except Exception:
+            log.exception("could not report the lost job %s", job.id)

@@ -1,0 +1,11 @@
+"""The incident watcher: Kubernetes watches -> classified incidents -> one Slack thread per incident.
+
+- `classify` (pure): objects -> observations (what is wrong, on which workload); health per workload
+- `incidents` (pure): the incident record, its transitions, the Slack messages it still owes, the budget
+- `checks` (pure): Argo CD's Procedure 4 and "what changed recently"
+- `render` (pure): Slack text and blocks of roots, replies and diagnoses
+- `gather`: reads the cluster and helm for a diagnosis (the watcher and `/plate diagnose|argocd`)
+- `streams`: list-then-watch threads with resume, relist on 410 Gone, and backoff
+- `watcher`: the loop: leader lease, streams, incidents in Redis, rate-limited Slack effects
+- `main`: `plate-bot watch` (signals, /healthz and /metrics)
+"""

@@ -1,0 +1,389 @@
+"""PURE. What is wrong in an environment, from the objects the watcher sees.
+
+Objects are API-shaped dicts. `EnvView` keeps the latest Pods, ExternalSecrets, SecretStores and Argo CD
+Applications of one environment, as an informer cache would, and turns each change into observations:
+environment + owning workload + reason class + a one-line detail. Time is passed in; ReplicaSet reads
+(to find a pod's Deployment) come through an injected lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from workers.summary import clip, event_time, is_ready, parse_time, restarts
+
+Obj = dict[str, Any]
+# (namespace, ReplicaSet name) -> the ReplicaSet, or None when it cannot be read.
+ReplicaSetLookup = Callable[[str, str], Obj | None]
+
+PULL_WAITING = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
+)
+RESTART_THRESHOLD = 3  # restarts that count as "repeated"...
+RESTART_WINDOW = 900.0  # ...when the last one ended within this many seconds
+EVENT_FRESH = 600.0  # older warning events are history, not news
+ARGO_ERROR_CONDITIONS = frozenset({"ComparisonError", "SyncError", "InvalidSpecError"})
+CUSTOM_KINDS = {"externalsecrets": "ExternalSecret", "secretstores": "SecretStore", "applications": "Application"}
+_PLURAL = {kind: plural for plural, kind in CUSTOM_KINDS.items()}
+
+
+class Reason(StrEnum):
+    IMAGE_PULL = "image_pull"
+    CRASH_LOOP = "crash_loop"
+    OOM_KILLED = "oom_killed"
+    UNSCHEDULABLE = "unschedulable"
+    MOUNT_FAILED = "mount_failed"
+    PROBE_FAILED = "probe_failed"
+    SECRET_SYNC = "secret_sync"  # noqa: S105 - a name, not a secret
+    SECRET_STORE = "secret_store"  # noqa: S105 - a name, not a secret
+    ARGOCD_SYNC = "argocd_sync"
+    ARGOCD_DEGRADED = "argocd_degraded"
+
+    @property
+    def title(self) -> str:
+        return _TITLES[self]
+
+    @property
+    def pod_level(self) -> bool:
+        """Seen on pods; over when every pod of the workload is Ready."""
+        return self in _POD_REASONS
+
+
+_TITLES = {
+    Reason.IMAGE_PULL: "Image pull failing",
+    Reason.CRASH_LOOP: "Crash loop",
+    Reason.OOM_KILLED: "Out of memory (OOMKilled)",
+    Reason.UNSCHEDULABLE: "Pods cannot be scheduled",
+    Reason.MOUNT_FAILED: "Volume mount failing",
+    Reason.PROBE_FAILED: "Readiness/liveness probes failing",
+    Reason.SECRET_SYNC: "ExternalSecret not syncing",
+    Reason.SECRET_STORE: "SecretStore not ready",
+    Reason.ARGOCD_SYNC: "Argo CD sync failed",
+    Reason.ARGOCD_DEGRADED: "Argo CD application degraded",
+}
+_POD_REASONS = frozenset(
+    {
+        Reason.IMAGE_PULL,
+        Reason.CRASH_LOOP,
+        Reason.OOM_KILLED,
+        Reason.UNSCHEDULABLE,
+        Reason.MOUNT_FAILED,
+        Reason.PROBE_FAILED,
+    }
+)
+
+
+def severity(reason: Reason, production: bool) -> str:
+    """Probes failing alone degrade; everything else stops the service or its next deploy."""
+    if reason is Reason.PROBE_FAILED:
+        return "warning" if production else "info"
+    return "critical" if production else "warning"
+
+
+@dataclass(frozen=True, order=True)
+class Workload:
+    kind: str
+    name: str
+    namespace: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Observation:
+    env: str
+    workload: Workload
+    reason: Reason
+    detail: str  # one line: what was seen
+    source: str  # the object that showed it, e.g. `pod/web-7d9f-x2`
+    since: float | None = None  # when it started, if the object says
+
+    @property
+    def key(self) -> str:
+        return incident_key(self.env, self.workload, self.reason)
+
+
+def incident_key(env: str, workload: Workload, reason: Reason) -> str:
+    return f"{env}:{workload.kind}/{workload.name}:{reason.value}"
+
+
+def _meta(obj: Obj) -> Obj:
+    return obj.get("metadata") or {}
+
+
+def _controller(obj: Obj) -> Obj | None:
+    refs = _meta(obj).get("ownerReferences") or []
+    return next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+
+
+def owning_workload(pod: Obj, replicaset: ReplicaSetLookup) -> Workload:
+    """Pod -> ReplicaSet -> Deployment through ownerReferences; StatefulSet/Job/DaemonSet directly; a bare
+    pod is its own workload. An unreadable ReplicaSet falls back on the pod-template-hash naming rule."""
+    meta = _meta(pod)
+    ns, name = str(meta.get("namespace", "")), str(meta.get("name", "?"))
+    ref = _controller(pod)
+    if ref is None:
+        return Workload("Pod", name, ns)
+    kind, owner = str(ref.get("kind", "")), str(ref.get("name", ""))
+    if kind != "ReplicaSet":
+        return Workload(kind, owner, ns)
+    rs = replicaset(ns, owner)
+    if rs is not None:
+        top = _controller(rs)
+        if top is not None:
+            return Workload(str(top.get("kind", "")), str(top.get("name", "")), ns)
+        return Workload("ReplicaSet", owner, ns)
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if template_hash and owner.endswith(f"-{template_hash}"):
+        return Workload("Deployment", owner[: -len(template_hash) - 1], ns)
+    return Workload("ReplicaSet", owner, ns)
+
+
+def _container_statuses(pod: Obj) -> list[Obj]:
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
+def pod_problems(pod: Obj, now: float) -> list[tuple[Reason, str, float | None]]:
+    """(reason, detail, since) for what the pod's status shows now; at most one entry per reason."""
+    found: dict[Reason, tuple[str, float | None]] = {}
+    for cs in _container_statuses(pod):
+        name = cs.get("name", "?")
+        state = cs.get("state") or {}
+        waiting = state.get("waiting") or {}
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        restarts = int(cs.get("restartCount") or 0)
+        exit_line = f"last exit {last.get('exitCode')} ({last.get('reason', 'Error')})" if last else ""
+        if waiting.get("reason") in PULL_WAITING:
+            message = f": {clip(waiting['message'], 160)}" if waiting.get("message") else ""
+            found.setdefault(Reason.IMAGE_PULL, (f"{name} {waiting['reason']}{message}", None))
+        elif waiting.get("reason") == "CrashLoopBackOff":
+            reason = Reason.OOM_KILLED if last.get("reason") == "OOMKilled" else Reason.CRASH_LOOP
+            detail = f"{name} CrashLoopBackOff, {restarts} restarts" + (f", {exit_line}" if exit_line else "")
+            found.setdefault(reason, (detail, None))
+        elif (state.get("terminated") or {}).get("reason") == "OOMKilled":
+            ended = parse_time(state["terminated"].get("finishedAt"))
+            found.setdefault(Reason.OOM_KILLED, (f"{name} OOMKilled", ended))
+        elif restarts >= RESTART_THRESHOLD and last.get("exitCode") not in (None, 0):
+            ended = parse_time(last.get("finishedAt"))
+            if ended is not None and now - ended <= RESTART_WINDOW:
+                reason = Reason.OOM_KILLED if last.get("reason") == "OOMKilled" else Reason.CRASH_LOOP
+                found.setdefault(reason, (f"{name} restarted {restarts} times, {exit_line}", None))
+    status = pod.get("status") or {}
+    if status.get("phase") == "Pending":
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                detail = f"Unschedulable: {clip(cond.get('message', ''), 160)}"
+                found.setdefault(Reason.UNSCHEDULABLE, (detail, parse_time(cond.get("lastTransitionTime"))))
+    return [(reason, detail, since) for reason, (detail, since) in found.items()]
+
+
+def event_problem(event: Obj) -> tuple[Reason, str] | None:
+    """A Warning event about a pod, classified; None for events that open no incident."""
+    if event.get("type") != "Warning" or (event.get("involvedObject") or {}).get("kind") != "Pod":
+        return None
+    reason, message = str(event.get("reason", "")), str(event.get("message", ""))
+    low = message.lower()
+    line = f"{reason}: {clip(message, 200)}"
+    if reason == "FailedScheduling":
+        return Reason.UNSCHEDULABLE, line
+    if reason in ("FailedMount", "FailedAttachVolume"):
+        return Reason.MOUNT_FAILED, line
+    if reason == "Unhealthy" and "probe" in low:
+        return Reason.PROBE_FAILED, line
+    if reason in ("Failed", "BackOff", "ErrImagePull") and ("pull" in low or "imagepullbackoff" in low):
+        return Reason.IMAGE_PULL, line
+    if reason == "BackOff" and "restarting failed container" in low:
+        return Reason.CRASH_LOOP, line
+    return None
+
+
+def ready_condition(obj: Obj) -> Obj | None:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"),
+        None,
+    )
+
+
+def secret_problem(plural: str, obj: Obj) -> tuple[Reason, str] | None:
+    """ExternalSecret / SecretStore whose Ready condition is False (not yet reconciled: no incident)."""
+    cond = ready_condition(obj)
+    if cond is None or cond.get("status") != "False":
+        return None
+    reason = Reason.SECRET_SYNC if plural == "externalsecrets" else Reason.SECRET_STORE
+    return reason, f"Ready=False {cond.get('reason', '')}: {clip(cond.get('message', ''), 200)}".replace(" :", ":")
+
+
+def app_problems(app: Obj) -> list[tuple[Reason, str]]:
+    """An Argo CD Application whose last sync failed (or cannot even compare) or whose health is Degraded."""
+    status = app.get("status") or {}
+    op = status.get("operationState") or {}
+    out: list[tuple[Reason, str]] = []
+    errors = [c for c in status.get("conditions") or [] if c.get("type") in ARGO_ERROR_CONDITIONS]
+    if op.get("phase") in ("Failed", "Error"):
+        out.append((Reason.ARGOCD_SYNC, f"sync {op['phase']}: {clip(op.get('message', ''), 200)}"))
+    elif errors:
+        first = errors[0]
+        out.append((Reason.ARGOCD_SYNC, f"{first['type']}: {clip(first.get('message', ''), 200)}"))
+    health = status.get("health") or {}
+    if health.get("status") == "Degraded":
+        message = f": {clip(health['message'], 200)}" if health.get("message") else ""
+        out.append((Reason.ARGOCD_DEGRADED, f"health Degraded{message}"))
+    return out
+
+
+def app_settled(app: Obj) -> bool:
+    """Synced, Healthy and no failed operation: what an Argo CD incident waits for to be over."""
+    status = app.get("status") or {}
+    return (
+        (status.get("sync") or {}).get("status") == "Synced"
+        and (status.get("health") or {}).get("status") == "Healthy"
+        and not app_problems(app)
+    )
+
+
+class EnvView:
+    """The latest objects of one environment and the observations their changes make. Not thread-safe:
+    the watcher's loop is its only user.
+
+    An observation is an occurrence, not a notification: a pod newly showing a problem or restarting
+    again, an event whose count grew, a custom object whose failure changed (or a new failed sync). The
+    same state seen again (a status heartbeat, a relist) is no occurrence."""
+
+    def __init__(
+        self, env: str, namespace: str, argocd_app: str | None = None, *, event_fresh: float = EVENT_FRESH
+    ) -> None:
+        self.env, self.namespace, self.argocd_app = env, namespace, argocd_app
+        self.event_fresh = event_fresh
+        self.pods: dict[str, Obj] = {}
+        self.objects: dict[tuple[str, str], Obj] = {}  # (plural, name) of the custom kinds
+        self._owners: dict[str, Workload] = {}  # pod uid (or name) -> its workload
+        self._seen: dict[tuple[str, str], str] = {}  # (plural, name) -> resourceVersion last applied
+        self._marks: dict[tuple[str, str], dict[Reason, str]] = {}  # (plural, name) -> what was last counted
+        self.synced: set[str] = set()  # kinds listed at least once: only then does absence mean "gone"
+
+    def wants(self, plural: str, obj: Obj) -> bool:
+        meta = _meta(obj)
+        if plural == "applications":
+            if self.argocd_app is not None:
+                return meta.get("name") == self.argocd_app
+            destination = (obj.get("spec") or {}).get("destination") or {}
+            return destination.get("namespace") == self.namespace
+        return meta.get("namespace") == self.namespace
+
+    def apply(self, plural: str, etype: str, obj: Obj, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
+        """One watch event. A relisted object at a resourceVersion already applied changes nothing."""
+        if not self.wants(plural, obj):
+            return []
+        meta = _meta(obj)
+        name, rv = str(meta.get("name", "")), str(meta.get("resourceVersion") or "")
+        if etype == "DELETED":
+            self._forget(plural, name)
+            return []
+        if etype not in ("ADDED", "MODIFIED") or (rv and self._seen.get((plural, name)) == rv):
+            return []
+        self._seen[(plural, name)] = rv
+        if plural == "pods":
+            self.pods[name] = obj
+            return self._pod(obj, now, replicaset)
+        if plural == "events":
+            return self._event(obj, now, replicaset)
+        if plural in CUSTOM_KINDS:
+            self.objects[(plural, name)] = obj
+            workload = Workload(CUSTOM_KINDS[plural], name, str(meta.get("namespace", "")))
+            found = app_problems(obj) if plural == "applications" else [p for p in [secret_problem(plural, obj)] if p]
+            attempt = str(((obj.get("status") or {}).get("operationState") or {}).get("startedAt") or "")
+            marks = {r: f"{attempt}|{d}" for r, d in found}  # a new sync attempt or a new error is news
+            news, source = self._news(plural, name, marks), f"{CUSTOM_KINDS[plural].lower()}/{name}"
+            return [Observation(self.env, workload, r, d, source) for r, d in found if r in news]
+        return []
+
+    def _news(self, plural: str, name: str, marks: dict[Reason, str]) -> set[Reason]:
+        """Record `marks` (reason -> state) as what the object shows now; the reasons whose state is new."""
+        before = self._marks.get((plural, name), {})
+        self._marks[(plural, name)] = marks
+        return {r for r, mark in marks.items() if before.get(r) != mark}
+
+    def sync(self, plural: str, items: Iterable[Obj], now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
+        """A full list (start, or relist after 410 Gone): forget what is gone, apply what changed."""
+        self.synced.add(plural)
+        items = [i for i in items if self.wants(plural, i)]
+        present = {str(_meta(i).get("name", "")) for i in items}
+        for kind, name in list(self._seen):
+            if kind == plural and name not in present:
+                self._forget(plural, name)
+        out: list[Observation] = []
+        for item in items:
+            out += self.apply(plural, "ADDED", item, now, replicaset)
+        return out
+
+    def _forget(self, plural: str, name: str) -> None:
+        self._seen.pop((plural, name), None)
+        self._marks.pop((plural, name), None)
+        if plural == "pods":
+            pod = self.pods.pop(name, None)
+            if pod is not None:
+                self._owners.pop(self._uid(pod), None)
+        else:
+            self.objects.pop((plural, name), None)
+
+    @staticmethod
+    def _uid(pod: Obj) -> str:
+        meta = _meta(pod)
+        return str(meta.get("uid") or meta.get("name", ""))
+
+    def workload_of(self, pod: Obj, replicaset: ReplicaSetLookup) -> Workload:
+        uid = self._uid(pod)
+        if uid not in self._owners:
+            self._owners[uid] = owning_workload(pod, replicaset)
+        return self._owners[uid]
+
+    def _pod(self, pod: Obj, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
+        name = str(_meta(pod).get("name", "?"))
+        problems = pod_problems(pod, now)
+        count = str(restarts(pod))
+        marks = {r: count if r in (Reason.CRASH_LOOP, Reason.OOM_KILLED) else "" for r, _d, _s in problems}
+        news = self._news("pods", name, marks)
+        fresh = [(r, d, since) for r, d, since in problems if r in news]
+        if not fresh:
+            return []
+        workload = self.workload_of(pod, replicaset)
+        return [Observation(self.env, workload, r, d, f"pod/{name}", since) for r, d, since in fresh]
+
+    def _event(self, event: Obj, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
+        found = event_problem(event)
+        pod = self.pods.get(str((event.get("involvedObject") or {}).get("name", "")))
+        # A pod we do not know is gone already; a Ready pod got over it; an old event is history.
+        if found is None or pod is None or is_ready(pod) or now - event_time(event) > self.event_fresh:
+            return []
+        if found[0] is Reason.CRASH_LOOP and any(r is Reason.OOM_KILLED for r, _d, _s in pod_problems(pod, now)):
+            found = (Reason.OOM_KILLED, found[1])  # the kubelet's back-off event does not say why it died
+        count = int(event.get("count") or (event.get("series") or {}).get("count") or 1)
+        if not self._news("events", str(_meta(event).get("name", "")), {found[0]: str(count)}):
+            return []
+        since = parse_time(event.get("firstTimestamp") or event.get("eventTime"))
+        workload = self.workload_of(pod, replicaset)
+        return [Observation(self.env, workload, found[0], found[1], f"pod/{_meta(pod).get('name')}", since)]
+
+    def pods_of(self, workload: Workload, replicaset: ReplicaSetLookup) -> list[Obj]:
+        return [p for p in self.pods.values() if self.workload_of(p, replicaset) == workload]
+
+    def healthy(self, workload: Workload, reason: Reason, replicaset: ReplicaSetLookup) -> bool:
+        """Whether an incident of `reason` on `workload` is over, as far as the objects show: every pod of
+        the workload Ready (or none left), the condition back to True, the app Synced and Healthy. Nothing
+        is healthy before its kind was listed: right after a restart, an empty view proves nothing."""
+        plural = "pods" if reason.pod_level else _PLURAL.get(workload.kind, "")
+        if plural not in self.synced:
+            return False
+        if reason.pod_level:
+            return all(is_ready(p) for p in self.pods_of(workload, replicaset))
+        obj = self.objects.get((plural, workload.name))
+        if obj is None:
+            return True  # deleted: nothing left to be broken
+        if reason in (Reason.SECRET_SYNC, Reason.SECRET_STORE):
+            return (ready_condition(obj) or {}).get("status") == "True"
+        return app_settled(obj)

@@ -1,0 +1,136 @@
+"""PURE. What incidents and diagnoses look like in Slack: `(text, blocks)` pairs.
+
+Texts are bounded (Slack refuses a section over 3,000 characters); logs and events pass through the
+Slack adapter's redaction when posted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.messages import REQUEST_ROLLBACK
+from workers.watcher.incidents import Incident, Phase
+
+Blocks = list[dict[str, Any]]
+Message = tuple[str, Blocks | None]
+SECTION_LIMIT = 2900
+LOG_LIMIT = 1500
+_ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
+
+
+def hhmm(ts: float) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(ts))
+
+
+def bounded(text: str, limit: int = SECTION_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit + 40
+    return text[: limit - 40] + f"\n… ({cut} characters cut)"
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": bounded(text)}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": bounded(text)}]}
+
+
+def root_message(inc: Incident) -> Message:
+    """The incident's root in the channel: what, where, since when, severity; counter and last seen."""
+    resolved = inc.phase is Phase.RESOLVED
+    icon = ":white_check_mark:" if resolved else _ICON.get(inc.severity, ":red_circle:")
+    state = f"Resolved after {inc.minutes_open()} min" if resolved else inc.reason.title
+    head = f"{icon} *{state}* in `{inc.env}`: `{inc.workload}` (namespace `{inc.namespace}`)"
+    if resolved:
+        head += f" — was: {inc.reason.title}"
+    times = "once" if inc.count == 1 else f"{inc.count} times"
+    facts = [
+        f"Severity *{inc.severity}*",
+        f"since {hhmm(inc.first_seen)}",
+        f"seen {times}",
+        f"last seen {hhmm(inc.last_seen)}",
+    ]
+    if resolved and inc.resolved_at is not None:
+        facts.append(f"resolved {hhmm(inc.resolved_at)}")
+    if inc.reopened:
+        facts.append(f"came back {inc.reopened}×")
+    blocks: Blocks = [_section(head), _section(f"`{inc.source}`: {inc.detail}"), _context(" · ".join(facts))]
+    text = f"{'[resolved] ' if resolved else f'[{inc.severity}] '}{inc.env}: {inc.reason.title} — {inc.workload}"
+    return text, blocks
+
+
+def reopen_reply(inc: Incident) -> str:
+    return f":repeat: It is happening again ({inc.count} times in all): `{inc.source}`: {inc.detail}"
+
+
+def resolution_reply(inc: Incident) -> str:
+    times = "once" if inc.count == 1 else f"{inc.count} times"
+    return (
+        f":white_check_mark: Resolved after {inc.minutes_open()} min: `{inc.workload}` in `{inc.env}` is healthy "
+        f"again (seen {times})."
+    )
+
+
+@dataclass
+class Diagnosis:
+    """Everything a diagnosis found, before it is cut into Slack messages."""
+
+    title: str
+    sections: list[tuple[str, list[str]]] = field(default_factory=list)
+    logs: list[tuple[str, str]] = field(default_factory=list)  # (pod/container, last lines)
+    change: list[str] = field(default_factory=list)
+    rollback_env: str | None = None  # offer the Request rollback button for this environment
+
+    def add(self, heading: str, lines: list[str]) -> None:
+        if lines:
+            self.sections.append((heading, lines))
+
+
+def rollback_block(env: str) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "block_id": f"plate_incident:{env}",
+        "elements": [
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Request rollback"},
+                "action_id": REQUEST_ROLLBACK,
+                "value": env,
+                "style": "danger",
+            }
+        ],
+    }
+
+
+def diagnosis_messages(d: Diagnosis) -> list[Message]:
+    """At most three replies: the findings, the crashed containers' last log lines, and what changed
+    recently with the Request rollback button."""
+    out: list[Message] = []
+    body = [f"*{d.title}*"]
+    for heading, lines in d.sections:
+        body += [f"*{heading}*", *lines]
+    out.append((bounded("\n".join(body)), None))
+    if d.logs:
+        parts = []
+        for where, text in d.logs[:2]:
+            tail = text.strip().replace("```", "'''")  # a fence inside the log must not close ours
+            tail = tail if len(tail) <= LOG_LIMIT else "…" + tail[-LOG_LIMIT:]
+            parts.append(f"*Last log lines* `{where}` (previous run)\n```{tail or '(empty)'}```")
+        out.append((bounded("\n".join(parts)), None))
+    if d.change or d.rollback_env:
+        out.append(change_message(d.change, d.rollback_env))
+    return out
+
+
+def change_message(change: list[str], rollback_env: str | None) -> Message:
+    """What changed recently, and the Request rollback button when a previous revision exists."""
+    text = "\n".join(["*What changed recently*", *change])
+    blocks: Blocks = [_section(text)]
+    if rollback_env:
+        blocks.append(rollback_block(rollback_env))
+        blocks.append(_context(f"Opens `/plate rollback {rollback_env}` under the environment's approval rules."))
+    return bounded(text), blocks
