@@ -54,8 +54,8 @@ def _shape(data: dict[str, Any]) -> str | None:
         return "`user` is not an object"
     if "actions" in data:
         actions = data["actions"]
-        if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
-            return "`actions` is not a list of objects"
+        if not isinstance(actions, list) or not actions or not all(isinstance(a, dict) for a in actions):
+            return "`actions` is not a list of objects"  # Bolt reads actions[0]
     for key in ("type", "callback_id", "trigger_id", "response_url", "token", "api_app_id"):
         if data.get(key) is not None and not isinstance(data[key], str):
             return f"`{key}` is not a string"

@@ -120,6 +120,25 @@ def _rollout_pending(ctx: JobContext, workloads: tuple[str, ...]) -> list[str]:
     return pending
 
 
+def skip_after_dry_run(ctx: JobContext) -> None:
+    ctx.report.skip("rollout", "dry run")
+    ctx.report.skip("summary", "dry run")
+
+
+def verify_and_summarise(ctx: JobContext, workloads: tuple[str, ...]) -> dict[str, Any] | None:
+    """The last two steps of a change (deploy or rollback): rollout verification, then the status
+    summary as a reply. Returns helm's status of the release."""
+    with ctx.step("rollout") as note:
+        try:
+            note.text = verify_rollout(ctx, workloads)
+        except KubeError as exc:
+            raise StepFailed(f"cannot verify the rollout: {exc.message}") from None
+    with ctx.step("summary"):
+        release, lines = status_summary(ctx)
+        ctx.report.reply("\n".join(lines))
+    return release
+
+
 def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
     env = ctx.env
     release = ctx.helm.status(env.release)
@@ -292,17 +311,9 @@ def deploy(ctx: JobContext) -> str:
             raise helm_failure(ctx, exc, "helm upgrade") from None
         note.text = "dry run accepted by the API server" if dry else _revision_line(out.stdout)
     if dry:
-        ctx.report.skip("rollout", "dry run")
-        ctx.report.skip("summary", "dry run")
+        skip_after_dry_run(ctx)
         return f"dry run: {len(result.changes)} resource(s) would change; nothing was changed"
-    with ctx.step("rollout") as note:
-        try:
-            note.text = verify_rollout(ctx, result.workloads)
-        except KubeError as exc:
-            raise StepFailed(f"cannot verify the rollout: {exc.message}") from None
-    with ctx.step("summary"):
-        release, lines = status_summary(ctx)
-        ctx.report.reply("\n".join(lines))
+    release = verify_and_summarise(ctx, result.workloads)
     revision = (release or {}).get("version", "?")
     return f"revision {revision} deployed ({result.image_after or result.chart})"
 

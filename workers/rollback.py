@@ -25,9 +25,9 @@ from workers.deploy import (
     _refresh_card,
     backup_release,
     helm_failure,
-    status_summary,
+    skip_after_dry_run,
+    verify_and_summarise,
     verify_cluster,
-    verify_rollout,
 )
 from workers.errors import HelmError, KubeError, StepFailed
 from workers.procedures import JobContext, procedure
@@ -218,16 +218,8 @@ def rollback(ctx: JobContext) -> str:
             raise helm_failure(ctx, exc, "helm rollback") from None
         note.text = f"dry run of the rollback to {plan.target.number} accepted" if dry else "done"
     if dry:
-        ctx.report.skip("rollout", "dry run")
-        ctx.report.skip("summary", "dry run")
+        skip_after_dry_run(ctx)
         return f"dry run: helm would roll `{env.release}` back to revision {plan.target.number}; nothing was changed"
-    with ctx.step("rollout") as note:
-        try:
-            note.text = verify_rollout(ctx, plan.workloads)
-        except KubeError as exc:
-            raise StepFailed(f"cannot verify the rollout: {exc.message}") from None
-    with ctx.step("summary"):
-        release, lines = status_summary(ctx)
-        ctx.report.reply("\n".join(lines))
+    release = verify_and_summarise(ctx, plan.workloads)
     now = (release or {}).get("version", "?")
     return f"rolled back to revision {plan.target.number} (now revision {now}, image `{image_tag(plan.target_image)}`)"

@@ -71,6 +71,7 @@ def test_oversized_body_is_refused_before_parsing(service: Service) -> None:
     "payload",
     ["{not json", "[1, 2]", '"block_actions"', "null",
      json.dumps({"type": "block_actions", "actions": None, "user": {"id": "U0ALICE"}}),
+     json.dumps({"type": "block_actions", "actions": [], "user": {"id": "U0ALICE"}}),
      json.dumps({"type": "block_actions", "actions": ["plate_approve"], "user": {"id": "U0ALICE"}}),
      json.dumps({"type": "block_actions", "actions": [{"action_id": "plate_approve"}], "user": 7})],
 )  # fmt: skip

@@ -59,6 +59,7 @@ def test_bodies_slack_sends_pass(raw: bytes, content_type: str) -> None:
         (payload('"block_actions"'), FORM, "the payload is not a JSON object"),
         (payload("null"), FORM, "the payload is not a JSON object"),
         (payload({**CLICK, "actions": None}), FORM, "`actions` is not a list of objects"),
+        (payload({**CLICK, "actions": []}), FORM, "`actions` is not a list of objects"),
         (payload({**CLICK, "actions": ["plate_approve"]}), FORM, "`actions` is not a list of objects"),
         (payload({**CLICK, "actions": {"action_id": "x"}}), FORM, "`actions` is not a list of objects"),
         (payload({**CLICK, "user": 7}), FORM, "`user` is not an object"),
