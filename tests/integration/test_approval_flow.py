@@ -113,13 +113,16 @@ def test_fifty_concurrent_approvals_and_retries_make_exactly_one_job(service: Se
         t.join()
     assert statuses == [200] * 50
     service.wait(lambda: service.runtime.store.get(request.id).status is Status.APPROVED)
-    # Let the listener threads settle, then count.
-    service.wait(lambda: len(service.slack.ephemerals()) >= 40, timeout=10)
+
+    def approved_edits() -> list:
+        return [c for c in _updates_after_plan(service) if "Approved by" in json.dumps(c.params)]
+
+    # Every click is answered after the ack: the winner by editing the card, the 49 others ephemerally.
+    service.wait(lambda: len(service.slack.ephemerals()) >= 49 and approved_edits(), timeout=20)
     assert service.runtime.queue.job_ids == [request.job_id]
     approved = service.runtime.store.get(request.id)
     assert len(approved.approvals) == 1
-    approved_edits = [c for c in _updates_after_plan(service) if "Approved by" in json.dumps(c.params)]
-    assert len(approved_edits) == 1
+    assert len(approved_edits()) == 1 and len(service.slack.ephemerals()) == 49
 
 
 def test_reject_and_later_clicks_are_told_it_was_rejected(service: Service) -> None:
