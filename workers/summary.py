@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 Obj = dict[str, Any]
 MESSAGE_LIMIT = 240
 
 
+@lru_cache(maxsize=8192)
 def parse_time(value: str | None) -> float | None:
+    """RFC 3339 -> epoch seconds. Cached: a watch stream repeats the same second-resolution stamps."""
     if not value:
         return None
     try:

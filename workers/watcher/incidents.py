@@ -52,6 +52,14 @@ class Outcome(StrEnum):
     RESOLVED = "resolved"
 
 
+def _evolve(obj: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` without re-running `__init__`: under an event storm every recurrence makes a
+    new Incident, and replace() was the watcher core's largest single cost (bench/watcher_throughput.py)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__, **changes)
+    return new
+
+
 @dataclass(frozen=True)
 class Incident:
     key: str
@@ -99,26 +107,26 @@ class Incident:
         changes["detail"], changes["source"] = obs.detail, obs.source
         if self.phase is Phase.RESOLVED:
             changes.update(phase=Phase.OPEN, resolved_at=None, reopened=self.reopened + 1, resolved_posted=False)
-        return replace(self, **changes)
+        return _evolve(self, **changes)
 
     def resolved(self, now: float) -> Incident:
-        return replace(self, phase=Phase.RESOLVED, resolved_at=now)
+        return _evolve(self, phase=Phase.RESOLVED, resolved_at=now)
 
     def claimed(self, effect: Effect, now: float) -> Incident:
-        return replace(self, pending=effect.value, pending_at=now)
+        return _evolve(self, pending=effect.value, pending_at=now)
 
     def posted(self, effect: Effect, now: float, ts: str | None = None) -> Incident:
         """Record what an effect made Slack show."""
-        base = replace(self, pending=None, pending_at=0.0)
+        base = _evolve(self, pending=None, pending_at=0.0)
         if effect is Effect.ROOT:
-            return replace(base, root_ts=ts, shown_count=self.count, shown_phase=self.phase.value, shown_at=now)
+            return _evolve(base, root_ts=ts, shown_count=self.count, shown_phase=self.phase.value, shown_at=now)
         if effect is Effect.DIAGNOSIS:
-            return replace(base, diagnosed=True)
+            return _evolve(base, diagnosed=True)
         if effect is Effect.REOPEN:
-            return replace(base, reopen_posted=self.reopened)
+            return _evolve(base, reopen_posted=self.reopened)
         if effect is Effect.RESOLUTION:
-            return replace(base, resolved_posted=True)
-        return replace(base, shown_count=self.count, shown_phase=self.phase.value, shown_at=now)
+            return _evolve(base, resolved_posted=True)
+        return _evolve(base, shown_count=self.count, shown_phase=self.phase.value, shown_at=now)
 
     def minutes_open(self) -> int:
         end = self.resolved_at if self.resolved_at is not None else self.last_seen
