@@ -131,9 +131,15 @@ def test_a_worker_killed_mid_rollback_is_recorded_lost_and_its_lock_released(
         service.command("rollback stg")
         request = service.wait(lambda: service.request_ids() and newest_request(service))
         deadline = time.monotonic() + 60
-        while not any(a[0] == "rollback" for a in recorded_argv(helm_state)):
+        # Kill only once helm is inside its wait (its pending revision is stored): earlier, helm has not yet
+        # set up its own SIGTERM handling and the test would be about helm's start-up, not plate-bot.
+        while not (
+            any(a[0] == "rollback" for a in recorded_argv(helm_state))
+            and read_releases(helm_state, "plate-web", "plate-stg")[-1]["info"]["status"].startswith("pending")
+        ):
             assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
             time.sleep(0.05)
+        time.sleep(0.5)  # the fake helm stores the pending revision a moment before it handles SIGTERM
         assert service.runtime.store.lock_holder("stg")["state"] == "running"
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
