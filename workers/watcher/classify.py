@@ -188,18 +188,19 @@ def event_problem(event: Obj) -> tuple[Reason, str] | None:
         return None
     reason, message = str(event.get("reason", "")), str(event.get("message", ""))
     low = message.lower()
-    line = f"{reason}: {clip(message, 200)}"
+    found: Reason | None = None
     if reason == "FailedScheduling":
-        return Reason.UNSCHEDULABLE, line
-    if reason in ("FailedMount", "FailedAttachVolume"):
-        return Reason.MOUNT_FAILED, line
-    if reason == "Unhealthy" and "probe" in low:
-        return Reason.PROBE_FAILED, line
-    if reason in ("Failed", "BackOff", "ErrImagePull") and ("pull" in low or "imagepullbackoff" in low):
-        return Reason.IMAGE_PULL, line
-    if reason == "BackOff" and "restarting failed container" in low:
-        return Reason.CRASH_LOOP, line
-    return None
+        found = Reason.UNSCHEDULABLE
+    elif reason in ("FailedMount", "FailedAttachVolume"):
+        found = Reason.MOUNT_FAILED
+    elif reason == "Unhealthy" and "probe" in low:
+        found = Reason.PROBE_FAILED
+    elif reason in ("Failed", "BackOff", "ErrImagePull") and ("pull" in low or "imagepullbackoff" in low):
+        found = Reason.IMAGE_PULL
+    elif reason == "BackOff" and "restarting failed container" in low:
+        found = Reason.CRASH_LOOP
+    # The detail line is built only for events that classify: most of a storm's events do not.
+    return None if found is None else (found, f"{reason}: {clip(message, 200)}")
 
 
 def ready_condition(obj: Obj) -> Obj | None:
