@@ -182,25 +182,33 @@ def pod_problems(pod: Obj, now: float) -> list[tuple[Reason, str, float | None]]
     return [(reason, detail, since) for reason, (detail, since) in found.items()]
 
 
-def event_problem(event: Obj) -> tuple[Reason, str] | None:
-    """A Warning event about a pod, classified; None for events that open no incident."""
+def event_reason(event: Obj) -> Reason | None:
+    """The reason class of a Warning event about a pod; None for events that open no incident."""
     if event.get("type") != "Warning" or (event.get("involvedObject") or {}).get("kind") != "Pod":
         return None
-    reason, message = str(event.get("reason", "")), str(event.get("message", ""))
-    low = message.lower()
-    found: Reason | None = None
+    reason = str(event.get("reason", ""))
     if reason == "FailedScheduling":
-        found = Reason.UNSCHEDULABLE
-    elif reason in ("FailedMount", "FailedAttachVolume"):
-        found = Reason.MOUNT_FAILED
-    elif reason == "Unhealthy" and "probe" in low:
-        found = Reason.PROBE_FAILED
-    elif reason in ("Failed", "BackOff", "ErrImagePull") and ("pull" in low or "imagepullbackoff" in low):
-        found = Reason.IMAGE_PULL
-    elif reason == "BackOff" and "restarting failed container" in low:
-        found = Reason.CRASH_LOOP
-    # The detail line is built only for events that classify: most of a storm's events do not.
-    return None if found is None else (found, f"{reason}: {clip(message, 200)}")
+        return Reason.UNSCHEDULABLE
+    if reason in ("FailedMount", "FailedAttachVolume"):
+        return Reason.MOUNT_FAILED
+    low = str(event.get("message", "")).lower()
+    if reason == "Unhealthy" and "probe" in low:
+        return Reason.PROBE_FAILED
+    if reason in ("Failed", "BackOff", "ErrImagePull") and ("pull" in low or "imagepullbackoff" in low):
+        return Reason.IMAGE_PULL
+    if reason == "BackOff" and "restarting failed container" in low:
+        return Reason.CRASH_LOOP
+    return None
+
+
+def event_line(event: Obj) -> str:
+    return f"{event.get('reason', '')}: {clip(str(event.get('message', '')), 200)}"
+
+
+def event_problem(event: Obj) -> tuple[Reason, str] | None:
+    """A Warning event about a pod, classified with its detail line; None for events that open no incident."""
+    found = event_reason(event)
+    return None if found is None else (found, event_line(event))
 
 
 def ready_condition(obj: Obj) -> Obj | None:
@@ -261,6 +269,10 @@ class EnvView:
         self.env, self.namespace, self.argocd_app = env, namespace, argocd_app
         self.event_fresh = event_fresh
         self.pods: dict[str, Obj] = {}
+        # Per pod, from its last applied state: Ready, and whether it shows an OOM kill. Events about the
+        # pod are checked against these instead of re-reading the pod each time (the storm hot path).
+        self._pod_ready: dict[str, bool] = {}
+        self._pod_oom: dict[str, bool] = {}
         self.objects: dict[tuple[str, str], Obj] = {}  # (plural, name) of the custom kinds
         self._owners: dict[str, Workload] = {}  # pod uid (or name) -> its workload
         self._seen: dict[tuple[str, str], str] = {}  # (plural, name) -> resourceVersion last applied
@@ -327,6 +339,8 @@ class EnvView:
         self._marks.pop((plural, name), None)
         if plural == "pods":
             pod = self.pods.pop(name, None)
+            self._pod_ready.pop(name, None)
+            self._pod_oom.pop(name, None)
             if pod is not None:
                 self._owners.pop(self._uid(pod), None)
         else:
@@ -346,6 +360,8 @@ class EnvView:
     def _pod(self, pod: Obj, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
         name = str(_meta(pod).get("name", "?"))
         problems = pod_problems(pod, now)
+        self._pod_ready[name] = is_ready(pod)
+        self._pod_oom[name] = any(r is Reason.OOM_KILLED for r, _d, _s in problems)
         count = str(restarts(pod))
         marks = {r: count if r in (Reason.CRASH_LOOP, Reason.OOM_KILLED) else "" for r, _d, _s in problems}
         news = self._news("pods", name, marks)
@@ -356,19 +372,20 @@ class EnvView:
         return [Observation(self.env, workload, r, d, f"pod/{name}", since) for r, d, since in fresh]
 
     def _event(self, event: Obj, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
-        found = event_problem(event)
-        pod = self.pods.get(str((event.get("involvedObject") or {}).get("name", "")))
+        reason = event_reason(event)
+        pod_name = str((event.get("involvedObject") or {}).get("name", ""))
+        pod = self.pods.get(pod_name)
         # A pod we do not know is gone already; a Ready pod got over it; an old event is history.
-        if found is None or pod is None or is_ready(pod) or now - event_time(event) > self.event_fresh:
+        if reason is None or pod is None or self._pod_ready[pod_name] or now - event_time(event) > self.event_fresh:
             return []
-        if found[0] is Reason.CRASH_LOOP and any(r is Reason.OOM_KILLED for r, _d, _s in pod_problems(pod, now)):
-            found = (Reason.OOM_KILLED, found[1])  # the kubelet's back-off event does not say why it died
+        if reason is Reason.CRASH_LOOP and self._pod_oom[pod_name]:
+            reason = Reason.OOM_KILLED  # the kubelet's back-off event does not say why it died
         count = int(event.get("count") or (event.get("series") or {}).get("count") or 1)
-        if not self._news("events", str(_meta(event).get("name", "")), {found[0]: str(count)}):
+        if not self._news("events", str(_meta(event).get("name", "")), {reason: str(count)}):
             return []
         since = parse_time(event.get("firstTimestamp") or event.get("eventTime"))
         workload = self.workload_of(pod, replicaset)
-        return [Observation(self.env, workload, found[0], found[1], f"pod/{_meta(pod).get('name')}", since)]
+        return [Observation(self.env, workload, reason, event_line(event), f"pod/{pod_name}", since)]
 
     def pods_of(self, workload: Workload, replicaset: ReplicaSetLookup) -> list[Obj]:
         return [p for p in self.pods.values() if self.workload_of(p, replicaset) == workload]
