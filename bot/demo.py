@@ -9,6 +9,7 @@ controllers roll pods out. Only Slack, the cluster and helm's cluster side are s
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import textwrap
 import threading
@@ -214,6 +215,11 @@ class Demo:
 
 
 def main(quiet: bool = False) -> int:
+    try:
+        import helm_python  # noqa: F401 - the stand-in helm renders charts with it
+    except ImportError:
+        print("plate-bot demo: install the demo extra first: pip install -e '.[demo]'", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="plate-demo-") as tmp:
         demo = Demo(Path(tmp), quiet)
         try:
