@@ -4,6 +4,8 @@ Redis is away every command and click gets a clear answer within Slack's 3 s and
 from __future__ import annotations
 
 import pytest
+from rq import Worker
+from rq.job import Job, JobStatus
 
 from bot.approvals import Status
 from sandbox.signing import post, sign, slash_body
@@ -33,7 +35,19 @@ def _planned(service: Service):
         request = service.runtime.store.get(ids[0]) if ids else None
         return request if request is not None and request.planned else None
 
-    return wait_for(ready, 30, "the plan job to put buttons on the card")
+    request = wait_for(ready, 30, "the plan job to put buttons on the card")
+
+    # The plan job writes its last records (audit, stats, RQ's result) after the card: stop Redis only
+    # once RQ has finished it and the worker is idle again, or the outage hits the worker's own
+    # bookkeeping (a worker dying there is restarted by its Deployment, which this test has not).
+    def plan_job_done() -> bool:
+        job = Job.fetch(f"{request.job_id}-plan", connection=service.runtime.connection)
+        workers = Worker.all(connection=service.runtime.connection)
+        idle = all(w.get_current_job_id() is None for w in workers)
+        return job.get_status(refresh=True) == JobStatus.FINISHED and idle
+
+    wait_for(plan_job_done, 30, "the plan job to finish in RQ")
+    return request
 
 
 def test_redis_restart_keeps_pending_approvals_and_everyone_reconnects(

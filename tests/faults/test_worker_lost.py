@@ -37,7 +37,8 @@ def _hanging_stg_deploy(service: Service, helm_bin, helm_state) -> tuple[str, ps
     request = service.wait(lambda: (ids := service.request_ids()) and service.runtime.store.get(ids[0]))
 
     def upgrade() -> psutil.Process | None:
-        procs = [p for p in processes_running(str(helm_bin)) if "upgrade" in p.cmdline()]
+        # The cmdline read by process_iter: a short-lived helm call may be gone by now.
+        procs = [p for p in processes_running(str(helm_bin)) if "upgrade" in (p.info.get("cmdline") or [])]
         return procs[0] if procs else None
 
     helm = wait_for(upgrade, 30, "helm upgrade to start")
@@ -78,7 +79,9 @@ def test_sigkilled_worker_is_reported_lost_and_frees_the_lock(keeper, workers, h
     request = service.runtime.store.get(request_id)
     wait_for(lambda: "was lost" in _thread(service), 20, "the lost-worker report")
     job = Job.fetch(request.job_id, connection=service.runtime.connection)
-    assert job.get_status(refresh=True) == JobStatus.FAILED
+    # RQ's cleanup runs the failure callback (the report) and moves the job to FAILED in one sweep, in
+    # that order: the report can be seen a moment before the status.
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FAILED, 10, "RQ to mark the job failed")
     assert service.runtime.store.lock_holder("stg") is None
     text = _thread(service)
     assert "check it with `/plate status`" in text
