@@ -1,16 +1,16 @@
 """Incident watcher throughput: a replayed stream of Kubernetes watch lines through the watcher's real
-pure core, as its loop drives it (workers/watcher/watcher.py: run_once → process → observe → flush).
+pure core, as its loop drives it (workers/watcher/watcher.py: run_once → process → settle → flush).
 
 The stream: ten minutes of two namespaces with 200 broken workloads (crash loops, image pulls failing,
 unschedulable pods, failing probes; one incident each), as 50,000 watch lines: the pods first, then
 Warning events whose counts grow and pods whose restart counts grow, interleaved. Each line is parsed
-(json.loads), applied to the environment's view (classification: EnvView.apply), deduplicated into
-incidents (on_observation); after every batch of 2,000 lines (the watcher's round under a flood) the
-Slack plan is made within the budget (SlackBudget: ~1 post/s per channel, 40 edits/min) and "sent" (the
-root message is rendered, the incident records what Slack would show). The rounds after the flood, every
-0.2 s until each incident has its root and diagnosis, count towards the Slack calls but not the rate.
-Redis, the Slack HTTP calls and the diagnosis reads are not included: this measures the core's rate
-against the cost of merely parsing the stream.
+(json.loads) and applied to the environment's view (classification: EnvView.apply); after every batch
+of 2,000 lines (the watcher's round under a flood) the round's observations are folded into incidents
+(Round + on_seen, as Watcher.settle does) and the Slack plan is made within the budget (SlackBudget:
+~1 post/s per channel, 40 edits/min) and "sent" (the root message is rendered, the incident records what
+Slack would show). The rounds after the flood, every 0.2 s until each incident has its root and
+diagnosis, count towards the Slack calls but not the rate. Redis, the Slack HTTP calls and the diagnosis
+reads are not included: this measures the core's rate against the cost of merely parsing the stream.
 
 Floor: json.loads of the same 50,000 lines. Target: at least 1/3 of the floor's rate; Slack calls =
 one root + one diagnosis per incident + edits bounded by the budget.
@@ -158,6 +158,7 @@ def run_core(lines: list[tuple[float, str]]) -> tuple[float, Counter[str], int]:
             effects[effect.value] += 1
 
     started = time.perf_counter()
+    rnd = core.Round()
     for first in range(0, len(lines), BATCH):
         batch = lines[first : first + BATCH]
         for now, line in batch:
@@ -165,9 +166,11 @@ def run_core(lines: list[tuple[float, str]]) -> tuple[float, Counter[str], int]:
             obj = item["object"]
             view = by_ns[obj["metadata"]["namespace"]]
             for obs in view.apply(PLURALS[obj["kind"]], item["type"], obj, now, no_replicaset):
-                incidents[obs.key], _outcome = core.on_observation(
-                    incidents.get(obs.key), obs, now, channel="C0INCIDENTS", production=obs.env == "prod"
-                )
+                rnd.add(obs, now)
+        for key, seen in rnd.drain():  # Watcher.settle
+            incidents[key], _outcome = core.on_seen(
+                incidents.get(key), seen, channel="C0INCIDENTS", production=seen.first.env == "prod"
+            )
         flush(batch[-1][0])
     seconds = time.perf_counter() - started
     now = lines[-1][0]

@@ -20,9 +20,11 @@ from workers.watcher.incidents import (
     Incident,
     Outcome,
     Phase,
+    Round,
     SlackBudget,
     due_resolution,
     on_observation,
+    on_seen,
     owed,
     plan,
 )
@@ -60,9 +62,9 @@ def test_first_observation_opens_with_what_where_since_severity() -> None:
     )
     assert (inc.severity, inc.channel, inc.count, inc.phase) == ("critical", "C0INC", 1, Phase.OPEN)
     assert inc.first_seen == inc.last_seen == T0
-    early = replace(obs(), since=T0 - 300)
+    early = obs()._replace(since=T0 - 300)
     assert on_observation(None, early, T0, channel="C", production=False)[0].first_seen == T0 - 300
-    future = replace(obs(), since=T0 + 300)  # clock skew: never "since" the future
+    future = obs()._replace(since=T0 + 300)  # clock skew: never "since" the future
     assert on_observation(None, future, T0, channel="C", production=False)[0].first_seen == T0
 
 
@@ -91,6 +93,41 @@ def test_dedup_rule(state: str, later: float, outcome: Outcome, count: int, phas
         assert after.root_ts is None and after.first_seen == T0 + 100 + later
     else:
         assert after.root_ts == "1.0" and after.detail == "again"
+
+
+@pytest.mark.parametrize("state", [None, *(c[0] for c in DEDUP_CASES)])
+@pytest.mark.parametrize("times", [1, 2, 7])
+def test_a_rounds_fold_equals_deduplicating_event_by_event(state: str | None, times: int) -> None:
+    """Watcher.settle folds a round's observations per key (Round + on_seen); the incident it makes must be
+    the one that on_observation, applied to each observation in turn, would have made."""
+    inc: Incident | None = None
+    if state is not None:
+        inc = replace(shown(opened(), T0), v=7)
+        if state.startswith("resolved"):
+            inc = inc.resolved(T0 + 100)
+            if state.endswith("reported"):
+                inc = inc.posted(Effect.RESOLUTION, T0 + 100)
+    later = dict((c[0], c[1]) for c in DEDUP_CASES).get(state or "", 0)
+    other = obs(Reason.CRASH_LOOP, detail="web CrashLoopBackOff")
+    stream = [(obs(detail=f"seen {i}"), T0 + 100 + later + i) for i in range(times)] + [(other, T0 + 150 + later)]
+
+    one_by_one: dict[str, Incident] = {} if inc is None else {inc.key: inc}
+    firsts: dict[str, Outcome] = {}
+    for o, at in stream:
+        one_by_one[o.key], outcome = on_observation(one_by_one.get(o.key), o, at, channel="C0INC", production=True)
+        firsts.setdefault(o.key, outcome)
+
+    rnd = Round()
+    for o, at in stream:
+        rnd.add(o, at)
+    folded: dict[str, Incident] = {} if inc is None else {inc.key: inc}
+    for key, seen in rnd.drain():
+        folded[key], outcome = on_seen(folded.get(key), seen, channel="C0INC", production=True)
+        assert outcome is firsts[key]
+    assert folded == one_by_one
+    assert folded[obs().key].count == (times if firsts[obs().key] is Outcome.OPENED else inc.count + times)  # type: ignore[union-attr]
+    assert folded[obs().key].detail == f"seen {times - 1}"
+    assert rnd.drain() == []  # drained: the next round starts empty
 
 
 def test_resolution_needs_health_and_quiet() -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from workers.summary import clip, event_time, is_ready, parse_time, restarts
 
@@ -93,8 +94,10 @@ class Workload:
         return f"{self.kind}/{self.name}"
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
+    """One occurrence of a problem. A named tuple, not a frozen dataclass: an event storm makes one per
+    event, and a frozen dataclass' __init__ costs three times as much (bench/watcher_throughput.py)."""
+
     env: str
     workload: Workload
     reason: Reason
@@ -182,11 +185,19 @@ def pod_problems(pod: Obj, now: float) -> list[tuple[Reason, str, float | None]]
     return [(reason, detail, since) for reason, (detail, since) in found.items()]
 
 
+_EVENT_REASONS = frozenset({"FailedScheduling", "FailedMount", "FailedAttachVolume", "Unhealthy", "Failed", "BackOff",
+                            "ErrImagePull"})  # fmt: skip
+
+
 def event_reason(event: Obj) -> Reason | None:
     """The reason class of a Warning event about a pod; None for events that open no incident."""
-    if event.get("type") != "Warning" or (event.get("involvedObject") or {}).get("kind") != "Pod":
+    reason = event.get("reason")
+    if (
+        reason not in _EVENT_REASONS
+        or event.get("type") != "Warning"
+        or (event.get("involvedObject") or {}).get("kind") != "Pod"
+    ):
         return None
-    reason = str(event.get("reason", ""))
     if reason == "FailedScheduling":
         return Reason.UNSCHEDULABLE
     if reason in ("FailedMount", "FailedAttachVolume"):
@@ -202,7 +213,13 @@ def event_reason(event: Obj) -> Reason | None:
 
 
 def event_line(event: Obj) -> str:
-    return f"{event.get('reason', '')}: {clip(str(event.get('message', '')), 200)}"
+    return _event_line(str(event.get("reason", "")), str(event.get("message", "")))
+
+
+@lru_cache(maxsize=4096)
+def _event_line(reason: str, message: str) -> str:
+    # Cached: a recurring warning repeats its message word for word, and clip() is the costly part.
+    return f"{reason}: {clip(message, 200)}"
 
 
 def event_problem(event: Obj) -> tuple[Reason, str] | None:
@@ -290,9 +307,12 @@ class EnvView:
 
     def apply(self, plural: str, etype: str, obj: Obj, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
         """One watch event. A relisted object at a resourceVersion already applied changes nothing."""
-        if not self.wants(plural, obj):
+        meta = obj.get("metadata") or {}
+        if plural == "applications":
+            if not self.wants(plural, obj):
+                return []
+        elif meta.get("namespace") != self.namespace:  # wants(), inlined for the hot path
             return []
-        meta = _meta(obj)
         name, rv = str(meta.get("name", "")), str(meta.get("resourceVersion") or "")
         if etype == "DELETED":
             self._forget(plural, name)
@@ -304,7 +324,7 @@ class EnvView:
             self.pods[name] = obj
             return self._pod(obj, now, replicaset)
         if plural == "events":
-            return self._event(obj, now, replicaset)
+            return self._event(obj, name, now, replicaset)
         if plural in CUSTOM_KINDS:
             self.objects[(plural, name)] = obj
             workload = Workload(CUSTOM_KINDS[plural], name, str(meta.get("namespace", "")))
@@ -371,18 +391,24 @@ class EnvView:
         workload = self.workload_of(pod, replicaset)
         return [Observation(self.env, workload, r, d, f"pod/{name}", since) for r, d, since in fresh]
 
-    def _event(self, event: Obj, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
+    def _event(self, event: Obj, name: str, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
+        # The storm's hot path: most lines are events, so this avoids the general _news bookkeeping.
         reason = event_reason(event)
+        if reason is None:
+            return []
         pod_name = str((event.get("involvedObject") or {}).get("name", ""))
         pod = self.pods.get(pod_name)
         # A pod we do not know is gone already; a Ready pod got over it; an old event is history.
-        if reason is None or pod is None or self._pod_ready[pod_name] or now - event_time(event) > self.event_fresh:
+        if pod is None or self._pod_ready[pod_name] or now - event_time(event) > self.event_fresh:
             return []
         if reason is Reason.CRASH_LOOP and self._pod_oom[pod_name]:
             reason = Reason.OOM_KILLED  # the kubelet's back-off event does not say why it died
-        count = int(event.get("count") or (event.get("series") or {}).get("count") or 1)
-        if not self._news("events", str(_meta(event).get("name", "")), {reason: str(count)}):
-            return []
+        count = str(event.get("count") or (event.get("series") or {}).get("count") or 1)
+        key = ("events", name)
+        before = self._marks.get(key)
+        if before is not None and before.get(reason) == count:
+            return []  # the same count again: a relist or a status heartbeat, no occurrence
+        self._marks[key] = {reason: count}
         since = parse_time(event.get("firstTimestamp") or event.get("eventTime"))
         workload = self.workload_of(pod, replicaset)
         return [Observation(self.env, workload, reason, event_line(event), f"pod/{pod_name}", since)]

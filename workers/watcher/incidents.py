@@ -101,9 +101,10 @@ class Incident:
         return self.phase is Phase.OPEN or not self.resolved_posted or self.root_ts is None
 
     # --- transitions ----------------------------------------------------------------------------------
-    def observed(self, obs: Observation, now: float) -> Incident:
-        """A recurrence: counter and last seen; a resolved incident comes back open (same thread)."""
-        changes: dict[str, Any] = {"count": self.count + 1, "last_seen": max(self.last_seen, now)}
+    def observed(self, obs: Observation, now: float, times: int = 1) -> Incident:
+        """`times` recurrences, the latest being `obs`: counter and last seen; a resolved incident comes
+        back open (same thread)."""
+        changes: dict[str, Any] = {"count": self.count + times, "last_seen": max(self.last_seen, now)}
         changes["detail"], changes["source"] = obs.detail, obs.source
         if self.phase is Phase.RESOLVED:
             changes.update(phase=Phase.OPEN, resolved_at=None, reopened=self.reopened + 1, resolved_posted=False)
@@ -182,6 +183,61 @@ def on_observation(
         return current.observed(obs, now), Outcome.REOPENED
     fresh = open_incident(obs, now, channel=channel, production=production)
     return replace(fresh, v=current.v), Outcome.OPENED
+
+
+@dataclass(slots=True)
+class Seen:
+    """One round's observations of one incident key: the first (it may open or reopen the incident), the
+    latest (its detail and source are what the root shows) and how many."""
+
+    first: Observation
+    first_at: float
+    last: Observation
+    last_at: float
+    times: int = 1
+
+
+class Round:
+    """A round's observations grouped by incident key, in the order keys first appeared. Under an event
+    storm one key recurs many times a round; folding them into one transition (`on_seen`) makes the dedup
+    cost per incident per round instead of per event."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Seen] = {}
+
+    def add(self, obs: Observation, now: float) -> None:
+        key = obs.key
+        seen = self.seen.get(key)
+        if seen is None:
+            self.seen[key] = Seen(obs, now, obs, now)
+        else:
+            seen.last, seen.last_at = obs, now
+            seen.times += 1
+
+    def drain(self) -> list[tuple[str, Seen]]:
+        out, self.seen = list(self.seen.items()), {}
+        return out
+
+
+def on_seen(
+    current: Incident | None,
+    seen: Seen,
+    *,
+    channel: str,
+    production: bool,
+    reopen_window: float = REOPEN_WINDOW,
+) -> tuple[Incident, Outcome]:
+    """The same as `on_observation` for each of the round's observations in turn, in one step: the first
+    decides (open, reopen, a new incident, or counted); every later one finds the incident open, so it is
+    only counted. The outcome is the first one's."""
+    incident, outcome = on_observation(
+        current, seen.first, seen.first_at, channel=channel, production=production, reopen_window=reopen_window
+    )
+    if seen.times > 1:
+        incident = incident.observed(seen.last, seen.last_at, seen.times - 1)
+    return incident, outcome
 
 
 def due_resolution(incident: Incident, healthy: bool, now: float, quiet: float = QUIET) -> bool:

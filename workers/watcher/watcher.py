@@ -31,7 +31,7 @@ from config.environments import Environment, PlateConfig
 from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.watcher import incidents as core
-from workers.watcher.classify import EnvView, Observation, Workload
+from workers.watcher.classify import EnvView, Workload
 from workers.watcher.gather import ReplicaSets, WatchSources, diagnose_incident
 from workers.watcher.incidents import Effect, Incident, Outcome, Phase, SlackBudget
 from workers.watcher.render import diagnosis_messages, reopen_reply, resolution_reply, root_message
@@ -137,6 +137,7 @@ class Watcher:
         self.views: dict[str, EnvView] = {}
         self.incidents: dict[str, Incident] = {}
         self.dirty: set[str] = set()
+        self.round = core.Round()  # this round's observations, settled before the Slack plan
         self.active = False
         self.heartbeat = time.monotonic()
         self._routes = self._plan_streams()
@@ -252,6 +253,7 @@ class Watcher:
                 break
         for item in items:
             self.process(item)
+        self.settle()
         self.tick()
         self.persist()
         self.flush()
@@ -269,28 +271,30 @@ class Watcher:
             elif isinstance(item, Change):
                 observations = view.apply(item.key.kind, item.type, item.obj, now, rs)
             for obs in observations:
-                self.observe(obs, now)
+                self.round.add(obs, now)
 
-    def observe(self, obs: Observation, now: float) -> Outcome:
-        env = self.config.environments[obs.env]
-        current = self.incidents.get(obs.key)
-        if current is None:
-            raw = self.store.incident(obs.key)
-            current = Incident.from_storage(raw) if raw else None
-        incident, outcome = core.on_observation(
-            current,
-            obs,
-            now,
-            channel=str(self.channel_of(env)),
-            production=env.is_production,
-            reopen_window=self.tuning.reopen_window,
-        )
-        self.incidents[obs.key] = incident
-        self.dirty.add(obs.key)
-        METRICS.incidents.labels(outcome.value).inc()
-        if outcome is not Outcome.DEDUPLICATED:
-            log.info("incident %s", outcome.value, extra={"incident": obs.key, "detail": obs.detail})
-        return outcome
+    def settle(self) -> None:
+        """The round's observations into incidents: one transition per incident key (core.on_seen)."""
+        for key, seen in self.round.drain():
+            env = self.config.environments[seen.first.env]
+            current = self.incidents.get(key)
+            if current is None:
+                raw = self.store.incident(key)
+                current = Incident.from_storage(raw) if raw else None
+            incident, outcome = core.on_seen(
+                current,
+                seen,
+                channel=str(self.channel_of(env)),
+                production=env.is_production,
+                reopen_window=self.tuning.reopen_window,
+            )
+            self.incidents[key] = incident
+            self.dirty.add(key)
+            METRICS.incidents.labels(outcome.value).inc()
+            if seen.times > 1:
+                METRICS.incidents.labels(Outcome.DEDUPLICATED.value).inc(seen.times - 1)
+            if outcome is not Outcome.DEDUPLICATED:
+                log.info("incident %s", outcome.value, extra={"incident": key, "detail": seen.first.detail})
 
     def tick(self) -> None:
         """Resolve open incidents whose workload is healthy again and quiet long enough; forget old ones."""
