@@ -15,7 +15,7 @@ reads are not included: this measures the core's rate against the cost of merely
 Floor: json.loads of the same 50,000 lines. Target: at least 1/3 of the floor's rate; Slack calls =
 one root + one diagnosis per incident + edits bounded by the budget.
 
-    .venv/bin/python bench/watcher_throughput.py            # 50,000 lines, best of 3
+    .venv/bin/python bench/watcher_throughput.py            # 50,000 lines, best of 5
     .venv/bin/python bench/watcher_throughput.py --quick    # 5,000 lines, once
 """
 
@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="5,000 lines, one round")
     args = parser.parse_args(argv[1:])
-    total, rounds = (5_000, 1) if args.quick else (50_000, 3)
+    total, rounds = (5_000, 1) if args.quick else (50_000, 5)
     header(f"Watcher throughput: {total:,} watch lines, {WORKLOADS} broken workloads, best of {rounds}", argv)
     lines = Stream(total, t0=time.time() - SPAN).lines()
     best_core, best_floor = float("inf"), float("inf")
