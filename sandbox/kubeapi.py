@@ -623,6 +623,11 @@ class FakeKubeAPI:
                 _Failure(method.upper(), re.compile(path_regex), status, times, reason, message or reason)
             )
 
+    def failures_left(self) -> int:
+        """Injected failures not yet served (a `times=None` one counts until cleared)."""
+        with self._lock:
+            return len(self._failures)
+
     def clear_failures(self) -> None:
         with self._lock:
             self._failures.clear()

@@ -29,6 +29,24 @@ Obj = dict[str, Any]
 TIMEOUT = (5, 30)  # connect, read seconds for every call
 
 
+def read_retries() -> urllib3.Retry:
+    """urllib3's retry policy for every call: a refused connection (nothing was sent) is tried again for
+    any method; a GET that meets a 5xx or 429 (API server restarting, an etcd leader change, priority and
+    fairness) is tried again after 0, 0.5 and 1 s, honouring Retry-After. Writes are never repeated on a
+    status: the first answer is final. A status that persists becomes the caller's KubeError."""
+    return urllib3.Retry(
+        total=3,
+        connect=3,
+        read=0,  # a read timeout may mean the server acted: not retried, the 30 s read timeout is the bound
+        status=3,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        status_forcelist=frozenset({429, 500, 502, 503, 504}),
+        backoff_factor=0.25,
+        backoff_max=2.0,
+        raise_on_status=False,  # the last answer goes back to the client, which raises ApiException
+    )
+
+
 def _reason(exc: ApiException) -> str:
     try:
         message = json.loads(exc.body or "{}").get("message", "")
@@ -74,16 +92,18 @@ class KubeGateway:
     @classmethod
     def connect(cls, kube_context: str | None, kubeconfig: str | None = None) -> KubeGateway:
         """The environment's context from the kubeconfig, or in-cluster config when it names none."""
+        configuration = client.Configuration()
         try:
             if kube_context:
-                api_client = config.new_client_from_config(config_file=kubeconfig, context=kube_context)
+                config.load_kube_config(
+                    config_file=kubeconfig, context=kube_context, client_configuration=configuration
+                )
             else:
-                configuration = client.Configuration()
                 config.load_incluster_config(client_configuration=configuration)
-                api_client = client.ApiClient(configuration)
         except (ConfigException, OSError) as exc:
             raise KubeError(f"cannot load Kubernetes credentials: {exc}") from None
-        return cls(api_client)
+        configuration.retries = read_retries()  # read by the pool manager the ApiClient makes
+        return cls(client.ApiClient(configuration))
 
     def _raw(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with _api(what):

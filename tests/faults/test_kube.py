@@ -61,3 +61,36 @@ def test_api_unreachable_during_rollout_verification(service: Service, cluster, 
     Path(plate_env["KUBECONFIG"]).write_text(json.dumps(config))
     text = _deploy_stg(service)
     _assert_clean_failure(service, text, "cannot reach the Kubernetes API to list deployments in plate-stg")
+
+
+def test_a_transient_api_error_during_rollout_verification_is_retried(
+    service: Service, cluster, kube_api: FakeKubeAPI, helm_state
+) -> None:
+    """One 500 and one 503 (an API server restarting, an etcd leader change) while the worker verifies
+    the rollout: the reads are tried again and the deploy succeeds instead of failing after helm did."""
+    kube_api.fail("GET", r"/apis/apps/v1/namespaces/plate-stg/deployments", 500, times=1)
+    kube_api.fail("GET", r"/api/v1/namespaces/plate-stg/pods", 503, times=1)
+    text = _deploy_stg(service)
+    assert " *deploy stg* — succeeded" in text, text
+    assert ":white_check_mark: Rollout verification" in text, text
+    assert service.runtime.store.lock_holder("stg") is None
+    assert kube_api.failures_left() == 0  # both errors were served (to reads the worker then repeated)
+
+
+def test_writes_are_never_repeated_on_an_error_status(tmp_path: Path, kube_api: FakeKubeAPI) -> None:
+    """A 500 to a create may come after the server acted: the adapter reports it and does not send the
+    write again (only GETs are retried on a status)."""
+    from workers.errors import KubeError
+    from workers.kube import KubeGateway
+
+    kubeconfig = kube_api.write_kubeconfig(str(tmp_path / "kubeconfig"), {"plate-stg": "stg-cluster"})
+    gateway = KubeGateway.connect("plate-stg", kubeconfig)
+    kube_api.fail("POST", r"/api/v1/namespaces/plate-stg/pods$", 500, times=1)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"}, "spec": {"containers": []}}
+    with pytest.raises(KubeError) as raised:
+        gateway.create_pod("plate-stg", pod)
+    assert raised.value.status == 500
+    assert [r.method for r in kube_api.requests if r.path.endswith("/pods")] == ["POST"]
+    kube_api.fail("GET", r"/api/v1/namespaces/plate-stg/pods$", 500, times=2)
+    assert gateway.pods("plate-stg") == []  # two 500s, then the answer: GETs are retried
+    assert [r.method for r in kube_api.requests if r.path.endswith("/pods")] == ["POST", "GET", "GET", "GET"]
