@@ -190,10 +190,16 @@ def _env_blocks(
         _section(release_lines(snapshot["releases"].get(env.name), env)),
         _context(lock_line(snapshot["locks"].get(env.name))),
     ]
-    for request in pending[:PENDING_PER_ENV]:
+    # A request is shown to who may act on it (the environment's approvers) and to its requester; the
+    # others see only how many wait: requests may come from channels the viewer is not in.
+    shown = [r for r in pending if may_approve or r.requester == viewer]
+    for request in shown[:PENDING_PER_ENV]:
         blocks += _pending_blocks(request, viewer, may_approve)
-    if len(pending) > PENDING_PER_ENV:
-        blocks.append(_context(f"…and {len(pending) - PENDING_PER_ENV} more pending in their channels."))
+    if len(shown) > PENDING_PER_ENV:
+        blocks.append(_context(f"…and {len(shown) - PENDING_PER_ENV} more pending in their channels."))
+    if hidden := len(pending) - len(shown):
+        plural = "s" if hidden != 1 else ""
+        blocks.append(_context(f":raised_hand: {hidden} request{plural} waiting for {env.name}'s approvers."))
     ops = snapshot["operations"].get(env.name) or []
     if ops:
         lines = "\n".join(_operation_line(op) for op in ops[:OPS_SHOWN])

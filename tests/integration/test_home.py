@@ -111,7 +111,8 @@ def test_pending_request_buttons_only_for_approvers_and_approve_from_home(
         open_home(service, user)
     service.wait(lambda: len(service.slack.home_views) == 4)
     request_id = planned_prod_deploy(service)  # the plan job's end refreshes every recent viewer
-    service.wait(lambda: "deploy" in home(service, "U0EVE") and "deploy" in home(service, "U0CAROL"))
+    service.wait(lambda: "waiting for prod" in home(service, "U0EVE") and "deploy" in home(service, "U0CAROL"))
+    assert "requested by" not in home(service, "U0EVE")  # not an approver of prod: only how many wait
     pending = home(service, "U0ALICE")
     assert ":raised_hand: *deploy* `1.5.0` requested by <@U0BOB> · needs 1 more approval" in pending
     assert buttons(service, "U0ALICE") == [("plate_approve", request_id), ("plate_reject", request_id)]
