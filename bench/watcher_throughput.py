@@ -167,10 +167,11 @@ def run_core(lines: list[tuple[float, str]]) -> tuple[float, Counter[str], int]:
             view = by_ns[obj["metadata"]["namespace"]]
             for obs in view.apply(PLURALS[obj["kind"]], item["type"], obj, now, no_replicaset):
                 rnd.add(obs, now)
-        for key, seen in rnd.drain():  # Watcher.settle
+        for key, seen in rnd.pending():  # Watcher.settle
             incidents[key], _outcome = core.on_seen(
                 incidents.get(key), seen, channel="C0INCIDENTS", production=seen.first.env == "prod"
             )
+            rnd.done(key)
         flush(batch[-1][0])
     seconds = time.perf_counter() - started
     now = lines[-1][0]

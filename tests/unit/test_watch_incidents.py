@@ -121,13 +121,28 @@ def test_a_rounds_fold_equals_deduplicating_event_by_event(state: str | None, ti
     for o, at in stream:
         rnd.add(o, at)
     folded: dict[str, Incident] = {} if inc is None else {inc.key: inc}
-    for key, seen in rnd.drain():
+    for key, seen in rnd.pending():
         folded[key], outcome = on_seen(folded.get(key), seen, channel="C0INC", production=True)
         assert outcome is firsts[key]
+        rnd.done(key)
     assert folded == one_by_one
     assert folded[obs().key].count == (times if firsts[obs().key] is Outcome.OPENED else inc.count + times)  # type: ignore[union-attr]
     assert folded[obs().key].detail == f"seen {times - 1}"
-    assert rnd.drain() == []  # drained: the next round starts empty
+    assert rnd.pending() == []  # all settled: the next round starts empty
+
+
+def test_a_round_keeps_what_it_could_not_settle() -> None:
+    """Redis fails half-way through Watcher.settle: the keys not yet settled stay, and the next round's
+    observations add to them (first still decides, all are counted)."""
+    rnd = Round()
+    crash = obs(Reason.CRASH_LOOP, detail="crash 0")
+    rnd.add(obs(detail="pull 0"), T0)
+    rnd.add(crash, T0 + 1)
+    (first_key, _seen), (second_key, _) = rnd.pending()
+    rnd.done(first_key)  # ...then the store raised before the second key
+    rnd.add(obs(Reason.CRASH_LOOP, detail="crash 1"), T0 + 2)
+    [(key, seen)] = rnd.pending()
+    assert key == second_key and (seen.first, seen.times, seen.last.detail) == (crash, 2, "crash 1")
 
 
 def test_resolution_needs_health_and_quiet() -> None:

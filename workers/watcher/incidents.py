@@ -216,9 +216,13 @@ class Round:
             seen.last, seen.last_at = obs, now
             seen.times += 1
 
-    def drain(self) -> list[tuple[str, Seen]]:
-        out, self.seen = list(self.seen.items()), {}
-        return out
+    def pending(self) -> list[tuple[str, Seen]]:
+        return list(self.seen.items())
+
+    def done(self, key: str) -> None:
+        """`key` is settled. Until then its observations stay: a round that fails half-way (Redis away)
+        keeps what it had not settled, and the next round adds to it."""
+        self.seen.pop(key, None)
 
 
 def on_seen(

@@ -235,7 +235,7 @@ class Watcher:
             stream.join(5)
         self.streams = []
         self.queue = queue.Queue()
-        self.views, self.incidents, self.dirty = {}, {}, set()
+        self.views, self.incidents, self.dirty, self.round = {}, {}, set(), core.Round()
         self.active = False
         log.info("standing by: %s", why)
 
@@ -275,7 +275,7 @@ class Watcher:
 
     def settle(self) -> None:
         """The round's observations into incidents: one transition per incident key (core.on_seen)."""
-        for key, seen in self.round.drain():
+        for key, seen in self.round.pending():
             env = self.config.environments[seen.first.env]
             current = self.incidents.get(key)
             if current is None:
@@ -290,6 +290,7 @@ class Watcher:
             )
             self.incidents[key] = incident
             self.dirty.add(key)
+            self.round.done(key)
             METRICS.incidents.labels(outcome.value).inc()
             if seen.times > 1:
                 METRICS.incidents.labels(Outcome.DEDUPLICATED.value).inc(seen.times - 1)
