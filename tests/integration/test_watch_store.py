@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import replace
+from typing import Any, cast
 
+import pytest
 import redis
 
+from bot.errors import UserError
 from bot.store import Store
 from workers.watcher.classify import Observation, Reason, Workload
 from workers.watcher.incidents import Effect, Incident, on_observation
-from workers.watcher.watcher import Lease
+from workers.watcher.watcher import Lease, Watcher
 
 
 def test_lease_is_taken_once_renewed_and_released_only_by_its_holder(redis_conn: redis.Redis) -> None:
@@ -57,3 +61,53 @@ def test_incident_compare_and_set_and_the_active_index(redis_conn: redis.Redis) 
     assert store.save_incident(inc.key, done.for_storage(), expected=1, active=done.active) is True
     assert store.active_incidents() == []  # nothing owed: out of the index, still readable by key
     assert Incident.from_storage(str(store.incident(inc.key))) == done
+
+
+def _settling_watcher(redis_client: redis.Redis) -> Watcher:
+    """A Watcher that is not running: only its round and settle() are used (Slack, Kubernetes and helm are
+    never called, so their factories refuse)."""
+    from config.environments import parse_config
+    from tests.conftest import plate_config
+
+    def unused(_env: object) -> Any:
+        raise AssertionError("settle() must not reach Kubernetes or helm")
+
+    slack = cast(Any, None)  # settle() never talks to Slack
+    return Watcher(parse_config(plate_config()), Store(redis_client), slack, kube_for=unused, helm_for=unused)
+
+
+def _obs(reason: Reason) -> Observation:
+    return Observation("prod", Workload("Deployment", "web", "plate-prod"), reason, f"{reason} seen", "pod/web-1")
+
+
+def test_settle_keeps_the_round_while_redis_is_away(redis_url: str) -> None:
+    """Redis refuses connections while a round settles: the round's observations stay for the next
+    round (the loop waits and tries again) instead of being lost with the batch."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    away = _settling_watcher(redis.Redis(port=port, socket_connect_timeout=0.2))
+    away.round.add(_obs(Reason.IMAGE_PULL), 1000.0)
+    with pytest.raises(UserError):
+        away.settle()
+    assert [k for k, _ in away.round.pending()] == [_obs(Reason.IMAGE_PULL).key]
+
+    back = _settling_watcher(redis.Redis.from_url(redis_url))
+    back.round = away.round  # the same round, once Redis answers
+    back.round.add(_obs(Reason.IMAGE_PULL), 1001.0)
+    back.settle()
+    assert back.round.pending() == []
+    assert back.incidents[_obs(Reason.IMAGE_PULL).key].count == 2
+
+
+def test_settle_drops_a_corrupt_record_and_settles_the_rest(redis_conn: redis.Redis) -> None:
+    """An incident record that cannot be read (here: not JSON) drops that key's observations with a
+    logged error; the other keys of the round settle, and the next round is not stuck on it."""
+    watcher = _settling_watcher(redis_conn)
+    bad, good = _obs(Reason.IMAGE_PULL), _obs(Reason.CRASH_LOOP)
+    redis_conn.set(f"plate:incident:{bad.key}", "{not json")
+    watcher.round.add(bad, 1000.0)
+    watcher.round.add(good, 1000.0)
+    watcher.settle()
+    assert watcher.round.pending() == []
+    assert bad.key not in watcher.incidents and watcher.incidents[good.key].count == 1

@@ -274,28 +274,41 @@ class Watcher:
                 self.round.add(obs, now)
 
     def settle(self) -> None:
-        """The round's observations into incidents: one transition per incident key (core.on_seen)."""
+        """The round's observations into incidents: one transition per incident key (core.on_seen). Redis
+        away (UserError) leaves the unsettled keys for the next round; anything else drops that key's
+        observations, so one bad record cannot stall every later round."""
         for key, seen in self.round.pending():
-            env = self.config.environments[seen.first.env]
-            current = self.incidents.get(key)
-            if current is None:
-                raw = self.store.incident(key)
-                current = Incident.from_storage(raw) if raw else None
-            incident, outcome = core.on_seen(
-                current,
-                seen,
-                channel=str(self.channel_of(env)),
-                production=env.is_production,
-                reopen_window=self.tuning.reopen_window,
-            )
-            self.incidents[key] = incident
-            self.dirty.add(key)
+            try:
+                outcome = self._settle(key, seen)
+            except UserError:
+                raise
+            except Exception:
+                log.exception("could not settle incident observations", extra={"incident": key})
+                self.round.done(key)
+                continue
             self.round.done(key)
             METRICS.incidents.labels(outcome.value).inc()
             if seen.times > 1:
                 METRICS.incidents.labels(Outcome.DEDUPLICATED.value).inc(seen.times - 1)
             if outcome is not Outcome.DEDUPLICATED:
                 log.info("incident %s", outcome.value, extra={"incident": key, "detail": seen.first.detail})
+
+    def _settle(self, key: str, seen: core.Seen) -> Outcome:
+        env = self.config.environments[seen.first.env]
+        current = self.incidents.get(key)
+        if current is None:
+            raw = self.store.incident(key)
+            current = Incident.from_storage(raw) if raw else None
+        incident, outcome = core.on_seen(
+            current,
+            seen,
+            channel=str(self.channel_of(env)),
+            production=env.is_production,
+            reopen_window=self.tuning.reopen_window,
+        )
+        self.incidents[key] = incident
+        self.dirty.add(key)
+        return outcome
 
     def tick(self) -> None:
         """Resolve open incidents whose workload is healthy again and quiet long enough; forget old ones."""
