@@ -105,8 +105,14 @@ class _Pod:
 
 
 class SimulatedCluster:
-    def __init__(self, api: FakeKubeAPI, *, ready_after: float = 0.3, tick: float = 0.05,
-                 image_failures: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        api: FakeKubeAPI,
+        *,
+        ready_after: float = 0.3,
+        tick: float = 0.05,
+        image_failures: dict[str, str] | None = None,
+    ) -> None:
         self.api, self.ready_after, self.tick = api, ready_after, tick
         self._lock = threading.Lock()  # guards the rules; everything else belongs to the loop thread
         self._rules: list[tuple[re.Pattern[str], str]] = []
@@ -271,11 +277,16 @@ class SimulatedCluster:
         self._write_status(rs, {**counts, "fullyLabeledReplicas": len(pods), "observedGeneration": rs_gen})
         mu = _dig(spec, "strategy", "rollingUpdate", "maxUnavailable") or "25%"
         ok = ready >= want - (want * int(mu[:-1]) // 100 if str(mu).endswith("%") else int(mu))
-        progress = (("NewReplicaSetAvailable", f'ReplicaSet "{name}" has successfully progressed.') if ready == want
-                    else ("ReplicaSetUpdated", f'ReplicaSet "{name}" is progressing.'))
+        progress = (
+            ("NewReplicaSetAvailable", f'ReplicaSet "{name}" has successfully progressed.')
+            if ready == want
+            else ("ReplicaSetUpdated", f'ReplicaSet "{name}" is progressing.')
+        )
         old = _dig(d, "status", "conditions") or []
-        conditions = [_condition(old, "Available", ok, *_AVAILABLE[ok]),
-                      _condition(old, "Progressing", True, *progress)]
+        conditions = [
+            _condition(old, "Available", ok, *_AVAILABLE[ok]),
+            _condition(old, "Progressing", True, *progress),
+        ]
         status = {"observedGeneration": int(meta.get("generation") or 1), **counts, "updatedReplicas": len(pods)}
         self._write_status(d, {**status, "unavailableReplicas": want - ready, "conditions": conditions})
         return all(p.stable for p in pods)
@@ -307,13 +318,25 @@ class SimulatedCluster:
         if cur is None:
             labels = {**(_dig(tpl, "metadata", "labels") or {}), "pod-template-hash": h}
             selector = {"matchLabels": {**(_dig(d, "spec", "selector", "matchLabels") or {}), "pod-template-hash": h}}
-            cur = self.api.put({
-                "apiVersion": "apps/v1", "kind": "ReplicaSet", "status": {"replicas": 0},
-                "metadata": {"name": rs_name, "namespace": ns, "labels": labels, "annotations": rev,
-                             "ownerReferences": [_ref(d)]},
-                "spec": {"replicas": want, "selector": selector,
-                         "template": {**tpl, "metadata": {**(tpl.get("metadata") or {}), "labels": labels}}},
-            })
+            cur = self.api.put(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "status": {"replicas": 0},
+                    "metadata": {
+                        "name": rs_name,
+                        "namespace": ns,
+                        "labels": labels,
+                        "annotations": rev,
+                        "ownerReferences": [_ref(d)],
+                    },
+                    "spec": {
+                        "replicas": want,
+                        "selector": selector,
+                        "template": {**tpl, "metadata": {**(tpl.get("metadata") or {}), "labels": labels}},
+                    },
+                }
+            )
         elif was != want or revision(cur) != int(rev[REVISION]):
             patch = {"spec": {"replicas": want}, "metadata": {"annotations": rev}}
             cur = self.api.patch("apps/v1", "ReplicaSet", rs_name, patch, ns)
@@ -333,35 +356,54 @@ class SimulatedCluster:
         for extra in [p for p in pods if p.ref["name"] not in names]:
             self._drop(extra)
         have, labels = {p.ref["name"]: p for p in pods}, {"controller-revision-hash": rev}
-        pods = [have.get(n) or self._spawn(s, s, n, {**labels, "statefulset.kubernetes.io/pod-name": n}, rev)
-                for n in names]
+        pods = [
+            have.get(n) or self._spawn(s, s, n, {**labels, "statefulset.kubernetes.io/pod-name": n}, rev) for n in names
+        ]
         ready = sum(self._sync_pod(p, now) for p in pods)
         current = rev if ready == want else _dig(s, "status", "currentRevision") or rev
-        self._write_status(s, {
-            "observedGeneration": int(meta.get("generation") or 1), "replicas": len(pods), "readyReplicas": ready,
-            "availableReplicas": ready, "updatedReplicas": len(pods), "currentRevision": current,
-            "currentReplicas": sum(p.rev == current for p in pods), "updateRevision": rev,
-        })
+        self._write_status(
+            s,
+            {
+                "observedGeneration": int(meta.get("generation") or 1),
+                "replicas": len(pods),
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "updatedReplicas": len(pods),
+                "currentRevision": current,
+                "currentReplicas": sum(p.rev == current for p in pods),
+                "updateRevision": rev,
+            },
+        )
         return all(p.stable for p in pods)
 
     # ------------------------------------------------------------------ kubelet
 
     def _spawn(self, root: Obj, owner: Obj, name: str, labels: dict[str, str], rev: str) -> _Pod:
         tmeta, tspec = _dig(root, "spec", "template", "metadata") or {}, _dig(root, "spec", "template", "spec") or {}
-        obj = self.api.put({
-            "apiVersion": "v1", "kind": "Pod", "spec": {**tspec, "nodeName": NODE}, "status": {"phase": "Pending"},
-            "metadata": {"name": name, "namespace": root["metadata"]["namespace"], "ownerReferences": [_ref(owner)],
-                         "labels": {**(tmeta.get("labels") or {}), **labels},
-                         "annotations": dict(tmeta.get("annotations") or {})},
-        })
+        obj = self.api.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "spec": {**tspec, "nodeName": NODE},
+                "status": {"phase": "Pending"},
+                "metadata": {
+                    "name": name,
+                    "namespace": root["metadata"]["namespace"],
+                    "ownerReferences": [_ref(owner)],
+                    "labels": {**(tmeta.get("labels") or {}), **labels},
+                    "annotations": dict(tmeta.get("annotations") or {}),
+                },
+            }
+        )
         containers = [(c["name"], c.get("image", "")) for c in tspec.get("containers") or []]
         pod = _Pod(_ref(obj, False), root["metadata"]["uid"], rev, containers)
         self._pods[pod.key] = pod
         msg = f"Successfully assigned {pod.key[0]}/{name} to {NODE}"
         self._event(pod.ref, "Normal", "Scheduled", msg, component="default-scheduler")
         for cname, image in containers:
-            self._event({**pod.ref, "fieldPath": f"spec.containers{{{cname}}}"}, "Normal", "Pulling",
-                        f'Pulling image "{image}"')
+            self._event(
+                {**pod.ref, "fieldPath": f"spec.containers{{{cname}}}"}, "Normal", "Pulling", f'Pulling image "{image}"'
+            )
         return pod
 
     def _sync_pod(self, pod: _Pod, now: float) -> bool:
@@ -371,17 +413,29 @@ class SimulatedCluster:
         ready, born = all(st["ready"] for st in statuses), _iso(pod.wall)
         unready = " ".join(st["name"] for st in statuses if not st["ready"])
         when = _iso(max(pod.up.values(), default=pod.wall)) if ready else born
-        cond = {"status": "True"} if ready else {"status": "False", "reason": "ContainersNotReady",
-                                                  "message": f"containers with unready status: [{unready}]"}
+        cond = (
+            {"status": "True"}
+            if ready
+            else {
+                "status": "False",
+                "reason": "ContainersNotReady",
+                "message": f"containers with unready status: [{unready}]",
+            }
+        )
         uid = pod.ref["uid"]
         status = {
             "phase": "Pending" if any(pending for _, pending, _ in results) else "Running",
-            "hostIP": "10.0.0.10", "podIP": f"10.244.{int(uid[:2], 16)}.{int(uid[2:4], 16)}", "startTime": born,
-            "qosClass": "Burstable", "containerStatuses": statuses,
-            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": born},
-                           {"type": "Initialized", "status": "True", "lastTransitionTime": born},
-                           {"type": "ContainersReady", "lastTransitionTime": when, **cond},
-                           {"type": "Ready", "lastTransitionTime": when, **cond}],
+            "hostIP": "10.0.0.10",
+            "podIP": f"10.244.{int(uid[:2], 16)}.{int(uid[2:4], 16)}",
+            "startTime": born,
+            "qosClass": "Burstable",
+            "containerStatuses": statuses,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": born},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": born},
+                {"type": "ContainersReady", "lastTransitionTime": when, **cond},
+                {"type": "Ready", "lastTransitionTime": when, **cond},
+            ],
         }
         if status != pod.status:
             self.api.patch_status("v1", "Pod", pod.ref["name"], status, pod.ref["namespace"])
@@ -392,8 +446,15 @@ class SimulatedCluster:
     def _container(self, pod: _Pod, cname: str, image: str, age: float) -> tuple[Obj, bool, bool]:
         """(containerStatus, keeps the pod Pending, settled) at `age`, recording the kubelet's events. Failure
         rules apply until a container first runs: a running container never re-pulls its image."""
-        st: Obj = {"name": cname, "image": image, "imageID": "", "ready": False, "started": False,
-                   "restartCount": pod.restarts.get(cname, 0), "lastState": {}}
+        st: Obj = {
+            "name": cname,
+            "image": image,
+            "imageID": "",
+            "ready": False,
+            "started": False,
+            "restartCount": pod.restarts.get(cname, 0),
+            "lastState": {},
+        }
         if age < self.ready_after:
             return {**st, "state": {"waiting": {"reason": "ContainerCreating"}}}, True, False
         ref, period = {**pod.ref, "fieldPath": f"spec.containers{{{cname}}}"}, max(self.ready_after, self.tick)
@@ -409,8 +470,11 @@ class SimulatedCluster:
                 ("Warning", "Failed", "Error: ImagePullBackOff", cycles - 1),
             ):
                 self._event(ref, etype, reason, message, count)
-            waiting = ({"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'} if backoff
-                       else {"reason": "ErrImagePull", "message": err.split(": ", 1)[1]})
+            waiting = (
+                {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+                if backoff
+                else {"reason": "ErrImagePull", "message": err.split(": ", 1)[1]}
+            )
             return {**st, "state": {"waiting": waiting}}, True, backoff or rule == "ErrImagePull"
         ms = int(self.ready_after * 1000)
         pulled = f'Successfully pulled image "{image}" in {ms}ms ({ms}ms including waiting)'
@@ -422,24 +486,41 @@ class SimulatedCluster:
             digest = hashlib.sha256(image.encode()).hexdigest()
             repo = re.sub(r"(:[^/:@]+)?(@.*)?$", "", image)
             started = _iso(pod.up.setdefault(cname, time.time()))
-            return {**st, "ready": True, "started": True, "state": {"running": {"startedAt": started}},
-                    "imageID": f"{repo}@sha256:{digest}", "containerID": f"containerd://{digest[::-1]}"}, False, True
+            return (
+                {
+                    **st,
+                    "ready": True,
+                    "started": True,
+                    "state": {"running": {"startedAt": started}},
+                    "imageID": f"{repo}@sha256:{digest}",
+                    "containerID": f"containerd://{digest[::-1]}",
+                },
+                False,
+                True,
+            )
         # CrashLoopBackOff / OOMKilled: each period the container starts, dies at once and is backed off.
         pod.restarts[cname] = cycles
         oom, died = rule == "OOMKilled", pod.wall + self.ready_after + (cycles - 0.5) * period
         where = f"{pod.ref['name']}_{pod.key[0]}({pod.ref['uid']})"
         self._event(ref, "Warning", "BackOff", f"Back-off restarting failed container {cname} in pod {where}", cycles)
-        waiting = {"reason": "CrashLoopBackOff",
-                   "message": f"back-off 10s restarting failed container={cname} pod={where}"}
-        dead = {"exitCode": 137 if oom else 1, "reason": "OOMKilled" if oom else "Error",
-                "startedAt": _iso(died - 0.1), "finishedAt": _iso(died)}
+        waiting = {
+            "reason": "CrashLoopBackOff",
+            "message": f"back-off 10s restarting failed container={cname} pod={where}",
+        }
+        dead = {
+            "exitCode": 137 if oom else 1,
+            "reason": "OOMKilled" if oom else "Error",
+            "startedAt": _iso(died - 0.1),
+            "finishedAt": _iso(died),
+        }
         st.update(restartCount=cycles, state={"waiting": waiting}, lastState={"terminated": dead})
         return st, False, True
 
     # ------------------------------------------------------------------ writes
 
-    def _event(self, ref: Obj, etype: str, reason: str, message: str, count: int | None = 1,
-               component: str = "kubelet") -> None:
+    def _event(
+        self, ref: Obj, etype: str, reason: str, message: str, count: int | None = 1, component: str = "kubelet"
+    ) -> None:
         """Record an Event as the kubelet's correlator does: a repeat bumps `count` and `lastTimestamp` of the
         same Event instead of creating a new one. `count=None` means one more than last time."""
         key = (ref["namespace"], ref["uid"], ref.get("fieldPath", ""), reason, message)
@@ -449,12 +530,23 @@ class SimulatedCluster:
             return
         stamp = _iso(time.time())
         source = {"component": component, **({"host": NODE} if component == "kubelet" else {})}
-        self.api.put({
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": ref["namespace"]},
-            "involvedObject": ref, "type": etype, "reason": reason, "message": message, "count": count,
-            "firstTimestamp": first or stamp, "lastTimestamp": stamp, "source": source,
-            "reportingComponent": component, "reportingInstance": source.get("host", ""),
-        })
+        self.api.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": ref["namespace"]},
+                "involvedObject": ref,
+                "type": etype,
+                "reason": reason,
+                "message": message,
+                "count": count,
+                "firstTimestamp": first or stamp,
+                "lastTimestamp": stamp,
+                "source": source,
+                "reportingComponent": component,
+                "reportingInstance": source.get("host", ""),
+            }
+        )
         self._events[key] = (name, count, first or stamp)
 
     def _write_status(self, obj: Obj, status: Obj) -> None:
@@ -474,6 +566,11 @@ def _condition(old: list[Obj], ctype: str, ok: bool, reason: str, message: str) 
     prev = next((c for c in old if c.get("type") == ctype), {})
     status, stamp = "True" if ok else "False", _iso(time.time())
     same = prev.get("status") == status
-    return {"type": ctype, "status": status, "reason": reason, "message": message,
-            "lastUpdateTime": prev.get("lastUpdateTime", stamp) if same and prev.get("reason") == reason else stamp,
-            "lastTransitionTime": prev.get("lastTransitionTime", stamp) if same else stamp}
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastUpdateTime": prev.get("lastUpdateTime", stamp) if same and prev.get("reason") == reason else stamp,
+        "lastTransitionTime": prev.get("lastTransitionTime", stamp) if same else stamp,
+    }

@@ -403,9 +403,7 @@ def _parse_bool(value: str, flag: str) -> bool:
     )
 
 
-def _parse_args(
-    argv: list[str], spec: dict[str, str], short: dict[str, str]
-) -> tuple[list[str], dict[str, Any]]:
+def _parse_args(argv: list[str], spec: dict[str, str], short: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
     spec = {**_GLOBAL, **spec}
     short = {**_GLOBAL_SHORT, **short}
     positionals: list[str] = []
@@ -600,8 +598,7 @@ def _chart_json(chart: Any) -> dict[str, Any]:
         "metadata": chart.metadata,
         "lock": None,
         "templates": [
-            {"name": t["name"], "data": base64.b64encode(str(t["data"]).encode()).decode()}
-            for t in chart.templates
+            {"name": t["name"], "data": base64.b64encode(str(t["data"]).encode()).decode()} for t in chart.templates
         ],
         "values": chart.values,
         "schema": None,
@@ -853,9 +850,7 @@ def cmd_template(ctx: _Ctx, pos: list[str], opts: dict[str, Any]) -> int:
     text = _stream(manifests).strip() + "\n"
     skip_tests = bool(opts.get("skip-tests"))
     text += "".join(
-        f"---\n# Source: {h['path']}\n{h['manifest']}\n"
-        for h in hooks
-        if not (skip_tests and "test" in h["events"])
+        f"---\n# Source: {h['path']}\n{h['manifest']}\n" for h in hooks if not (skip_tests and "test" in h["events"])
     )
     _out(text)
     return 0
@@ -913,14 +908,11 @@ def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd:
     name, chart_path = pos
     if len(name) > 53 or not _RELEASE_NAME.match(name):
         raise HelmError(
-            f"invalid release name, must match regex {_RELEASE_NAME.pattern} "
-            "and the length must not be longer than 53"
+            f"invalid release name, must match regex {_RELEASE_NAME.pattern} and the length must not be longer than 53"
         )
     timeout = _parse_duration(opts.get("timeout", "5m0s"))
     history_max = int(opts.get("history-max", "10"))
-    atomic_flag = (
-        "atomic" if opts.get("atomic") else "rollback-on-failure" if opts.get("rollback-on-failure") else ""
-    )
+    atomic_flag = "atomic" if opts.get("atomic") else "rollback-on-failure" if opts.get("rollback-on-failure") else ""
     dry_run, fmt = _dry_run(opts), opts.get("output", "table")
     ctx.check_reachable()
     new_values = _user_values(opts)
@@ -1015,11 +1007,7 @@ def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd:
             ctx.save(name, _prune(revs, history_max))
             if fmt == "table" and not installing:
                 _out(f'Release "{name}" has been upgraded. Happy Helming!\n')
-            _out(
-                _encode(
-                    _public(rec), fmt, lambda: _status_table(rec, hide_notes=bool(opts.get("hide-notes")))
-                )
-            )
+            _out(_encode(_public(rec), fmt, lambda: _status_table(rec, hide_notes=bool(opts.get("hide-notes")))))
             return 0
         rec["info"]["status"] = "failed"
         rec["info"]["description"] = f'{"Release" if installing else "Upgrade"} "{name}" failed: {cause}'
@@ -1031,8 +1019,7 @@ def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd:
             ctx.save(name, [r for r in revs if r["version"] != revision])
             _kube_delete(manifest, ctx.namespace, name)
             raise HelmError(
-                f"{prefix}: release {name} failed, and has been uninstalled "
-                f"due to {atomic_flag} being set: {cause}"
+                f"{prefix}: release {name} failed, and has been uninstalled due to {atomic_flag} being set: {cause}"
             )
         good = [r for r in revs if r["info"]["status"] in ("deployed", "superseded")]
         if not good:
@@ -1099,9 +1086,7 @@ def cmd_get(ctx: _Ctx, sub: str, pos: list[str], opts: dict[str, Any]) -> int:
     rev = _get_rev(ctx, pos[0], opts.get("revision"))
     if sub == "values":
         every = bool(opts.get("all"))
-        values = (
-            rev.get("computed") if every else rev.get("config")
-        ) or None  # empty prints `null`, like helm
+        values = (rev.get("computed") if every else rev.get("config")) or None  # empty prints `null`, like helm
         header = "COMPUTED VALUES:\n" if every else "USER-SUPPLIED VALUES:\n"
         _out(_encode(values, opts.get("output", "table"), lambda: header + _go_yaml(values)))
     elif sub == "manifest":
@@ -1117,8 +1102,7 @@ def cmd_get(ctx: _Ctx, sub: str, pos: list[str], opts: dict[str, Any]) -> int:
 def cmd_rollback(ctx: _Ctx, pos: list[str], opts: dict[str, Any]) -> int:
     if len(pos) not in (1, 2):
         raise HelmError(
-            '"helm rollback" requires at least 1 argument\n\n'
-            "Usage:  helm rollback <RELEASE> [REVISION] [flags]"
+            '"helm rollback" requires at least 1 argument\n\nUsage:  helm rollback <RELEASE> [REVISION] [flags]'
         )
     name = pos[0]
     try:
@@ -1182,8 +1166,7 @@ def cmd_rollback(ctx: _Ctx, pos: list[str], opts: dict[str, Any]) -> int:
 def cmd_uninstall(ctx: _Ctx, pos: list[str], opts: dict[str, Any]) -> int:
     if not pos:
         raise HelmError(
-            '"helm uninstall" requires at least 1 argument\n\n'
-            "Usage:  helm uninstall RELEASE_NAME [...] [flags]"
+            '"helm uninstall" requires at least 1 argument\n\nUsage:  helm uninstall RELEASE_NAME [...] [flags]'
         )
     ctx.check_reachable()
     for name in pos:

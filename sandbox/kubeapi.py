@@ -151,9 +151,7 @@ def status_body(code: int, message: str, reason: str | None = None, details: Obj
 class ApiError(Exception):
     """Raised inside request handling; rendered as a Status response."""
 
-    def __init__(
-        self, code: int, message: str, reason: str | None = None, details: Obj | None = None
-    ) -> None:
+    def __init__(self, code: int, message: str, reason: str | None = None, details: Obj | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.body = status_body(code, message, reason, details)
@@ -512,9 +510,7 @@ class FakeKubeAPI:
                 group,
                 kind,
                 plural or (old.plural if old else default_plural(kind)),
-                namespaced
-                if namespaced is not None
-                else (old.namespaced if old else not kind.startswith("Cluster")),
+                namespaced if namespaced is not None else (old.namespaced if old else not kind.startswith("Cluster")),
                 tuple(dict.fromkeys((*(old.versions if old else ()), version))),
             )
             self._kinds[(group, kind)] = info
@@ -579,9 +575,7 @@ class FakeKubeAPI:
                 raise KeyError(f"{info.plural} {namespace}/{name} not found")
             return copy.deepcopy(self._commit(info, merge_patch(old, patch), old, trusted=True))
 
-    def patch_status(
-        self, api_version: str, kind: str, name: str, status: Obj, namespace: str | None = None
-    ) -> Obj:
+    def patch_status(self, api_version: str, kind: str, name: str, status: Obj, namespace: str | None = None) -> Obj:
         return self.patch(api_version, kind, name, {"status": status}, namespace)
 
     def set_log(
@@ -812,9 +806,7 @@ class FakeKubeAPI:
         details = {"name": name, "group": info.group, "kind": info.plural}
         return ApiError(404, f'{self._resource(info)} "{name}" not found', "NotFound", details)
 
-    def _handle_api(
-        self, method: str, route: _Route, query: dict[str, str], body: Any, ctype: str
-    ) -> tuple[int, Any]:
+    def _handle_api(self, method: str, route: _Route, query: dict[str, str], body: Any, ctype: str) -> tuple[int, Any]:
         """Non-streaming API call -> (status, JSON body or text)."""
         info = self._kind_for_route(route, body if isinstance(body, dict) else None)
         ns = route.namespace if info.namespaced else ""
@@ -916,14 +908,10 @@ class FakeKubeAPI:
                         break
             elif self._key(obj) in self._bucket(info):
                 details = {"name": meta["name"], "group": info.group, "kind": info.plural}
-                raise ApiError(
-                    409, f'{self._resource(info)} "{meta["name"]}" already exists', "AlreadyExists", details
-                )
+                raise ApiError(409, f'{self._resource(info)} "{meta["name"]}" already exists', "AlreadyExists", details)
             return self._as_version(self._commit(info, obj, None), route.api_version)
 
-    def _update(
-        self, method: str, route: _Route, info: KindInfo, ns: str, body: Any, ctype: str
-    ) -> tuple[int, Any]:
+    def _update(self, method: str, route: _Route, info: KindInfo, ns: str, body: Any, ctype: str) -> tuple[int, Any]:
         name = cast(str, route.name)
         with self._lock:
             old = self._bucket(info).get((ns, name))
@@ -949,9 +937,7 @@ class FakeKubeAPI:
                 new = self._apply_patch(base, body, ctype)
                 if route.sub == "scale":
                     new = merge_patch(old, {"spec": {"replicas": (new.get("spec") or {}).get("replicas")}})
-            new = self._check_body(
-                route, info, {**new, "metadata": {**(new.get("metadata") or {}), "name": name}}
-            )
+            new = self._check_body(route, info, {**new, "metadata": {**(new.get("metadata") or {}), "name": name}})
             if not info.namespaced:
                 new["metadata"].pop("namespace", None)
             stored = self._commit(info, new, old)
@@ -972,9 +958,7 @@ class FakeKubeAPI:
             if not isinstance(body, dict):
                 raise ApiError(400, "patch body must be a JSON object", "BadRequest")
             return merge_patch(base, body, strategic=ctype != "application/merge-patch+json")
-        raise ApiError(
-            415, f"the body of the request was in an unknown format: {ctype}", "UnsupportedMediaType"
-        )
+        raise ApiError(415, f"the body of the request was in an unknown format: {ctype}", "UnsupportedMediaType")
 
     @staticmethod
     def _scale_view(obj: Obj) -> Obj:
@@ -984,9 +968,7 @@ class FakeKubeAPI:
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
             "metadata": {
-                k: meta[k]
-                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                if k in meta
+                k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
             },
             "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
             "status": {
@@ -1024,9 +1006,7 @@ class FakeKubeAPI:
                 text = self._logs.get((ns, pod, "", previous))
         if text is None:
             if previous:
-                raise ApiError(
-                    400, f'previous terminated container "{key[2]}" in pod "{pod}" not found', "BadRequest"
-                )
+                raise ApiError(400, f'previous terminated container "{key[2]}" in pod "{pod}" not found', "BadRequest")
             text = ""
         if (tail := query.get("tailLines")) is not None:
             lines = text.splitlines(keepends=True)
@@ -1315,9 +1295,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
 
-    def _stream_loop(
-        self, q: queue.Queue[Any], deadline: float | None, render: Callable[[Any], bytes | None]
-    ) -> None:
+    def _stream_loop(self, q: queue.Queue[Any], deadline: float | None, render: Callable[[Any], bytes | None]) -> None:
         """Pump queue items to the client until a signal, the deadline, or the client hanging up."""
         while True:
             timeout = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())

@@ -175,9 +175,7 @@ def home_opened_body(user: str, *, team: str = "T0FAKE") -> str:
     )
 
 
-def post(
-    url: str, body: str, headers: dict[str, str], timeout: float = 10
-) -> tuple[int, dict[str, str], bytes]:
+def post(url: str, body: str, headers: dict[str, str], timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
     """POST with the stdlib; 4xx/5xx come back as values (tests assert on 401s), they do not raise."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an http(s) URL: {url!r}")  # urlopen would also open file:// URLs

@@ -253,9 +253,7 @@ class FakeSlack:
         self._server = server
         self.port = server.server_address[1]
         # A short poll interval makes stop() (server.shutdown) return in ~50 ms instead of 0.5 s.
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="fake-slack", daemon=True
-        )
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-slack", daemon=True)
         self._thread.start()
         return self
 
@@ -337,11 +335,7 @@ class FakeSlack:
 
     def thread(self, channel: str, ts: str) -> list[Message]:
         with self._lock:
-            found = [
-                m
-                for m in self._messages.values()
-                if m.channel == channel and (m.ts == ts or m.thread_ts == ts)
-            ]
+            found = [m for m in self._messages.values() if m.channel == channel and (m.ts == ts or m.thread_ts == ts)]
             return copy.deepcopy(sorted(found, key=lambda m: _ts_key(m.ts)))
 
     def render_thread(self, channel: str, ts: str) -> str:
@@ -404,9 +398,7 @@ class FakeSlack:
 
     # -- request handling (called from server threads) ---------------------------------------
 
-    def _api(
-        self, method: str, raw: bytes, query: str, headers: dict[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
+    def _api(self, method: str, raw: bytes, query: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         # urllib sends "Content-type"; header names are case-insensitive, so look them up lower-cased.
         lower = {k.lower(): v for k, v in headers.items()}
         try:

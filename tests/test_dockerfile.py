@@ -83,9 +83,20 @@ def test_hadolint_reports_nothing(tmp_path):
         config = tmp_path / "hadolint.yaml"  # hermetic: ignore any user-level config
         config.write_text("ignored: []\n")
     proc = subprocess.run(
-        [hadolint_binary(), "--config", str(config), "--format", "json", "--failure-threshold", "style",
-         str(DOCKERFILE)],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            hadolint_binary(),
+            "--config",
+            str(config),
+            "--format",
+            "json",
+            "--failure-threshold",
+            "style",
+            str(DOCKERFILE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     findings = json.loads(proc.stdout or "[]")
     assert findings == [], findings
@@ -178,7 +189,7 @@ def test_final_stage_runtime_contract():
 def test_healthcheck_uses_python_urllib_on_healthz():
     (check,) = args_of(FINAL, "HEALTHCHECK")
     assert "CMD" in check
-    command = check[check.index("CMD") + 3:].strip()
+    command = check[check.index("CMD") + 3 :].strip()
     argv = json.loads(command)
     assert argv[0] == "python"
     assert "urllib.request" in argv[-1]
@@ -198,8 +209,9 @@ def test_final_stage_has_no_build_tools():
 
 
 def test_dockerignore_is_an_allow_list():
-    lines = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed == {"pyproject.toml", "README.md", "bot", "workers", "config", "sandbox"}

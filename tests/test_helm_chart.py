@@ -76,23 +76,34 @@ FULL_VALUES = {
         "enableTLS": True,
         "authenticationRef": "plate-redis-auth",
     },
-    "networkPolicy": {"enabled": True, "serveFrom": [{"namespaceSelector": {
-        "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
-                      "metricsFrom": [{"namespaceSelector": {
-                          "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-                      "externalRedis": {"cidrs": ["10.20.0.0/16"], "port": 6380}},
+    "networkPolicy": {
+        "enabled": True,
+        "serveFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "externalRedis": {"cidrs": ["10.20.0.0/16"], "port": 6380},
+    },
     "kubeconfig": {"existingSecret": "plate-kubeconfig"},
     "podAnnotations": {"example.com/team": "platform"},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
-    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-        "weight": 100,
-        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "plate-bot"}}}}]}},
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "plate-bot"}},
+                    },
+                }
+            ]
+        }
+    },
 }
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
 
 def render(values: dict) -> list[dict]:
     with helm.Chart.load(CHART) as chart:
@@ -116,8 +127,11 @@ def one(objects: list[dict], kind: str, name: str) -> dict:
 
 
 def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
-    return [(o["metadata"]["name"], o["spec"]["template"]["spec"])
-            for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    return [
+        (o["metadata"]["name"], o["spec"]["template"]["spec"])
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet")
+    ]
 
 
 def duration_seconds(text: str) -> int:
@@ -157,6 +171,7 @@ def rendered(request, default_objects, full_objects) -> tuple[str, list[dict], d
 
 # ----------------------------------------------------------------------------------------- lint/schema
 
+
 def test_chart_metadata():
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert meta["apiVersion"] == "v2"
@@ -186,11 +201,22 @@ def test_default_values_satisfy_schema():
         ({"worker": {"replicas": -1}}, "/worker/replicas"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"logLevel": "LOUD"}, "/logLevel"),
-        ({"config": {"environments": {"prod": {"namespace": "plate-prod", "release": "plate-web",
-                                               "chart": "/c", "helm_timeout": "ten minutes"}}}},
-         "/config/environments/prod/helm_timeout"),
-        ({"config": {"environments": {"prod": {"release": "plate-web", "chart": "/c"}}}},
-         "/config/environments/prod"),
+        (
+            {
+                "config": {
+                    "environments": {
+                        "prod": {
+                            "namespace": "plate-prod",
+                            "release": "plate-web",
+                            "chart": "/c",
+                            "helm_timeout": "ten minutes",
+                        }
+                    }
+                }
+            },
+            "/config/environments/prod/helm_timeout",
+        ),
+        ({"config": {"environments": {"prod": {"release": "plate-web", "chart": "/c"}}}}, "/config/environments/prod"),
         ({"redis": {"image": {"tag": "latest"}}}, "/redis/image/tag"),
         ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
         ({"replicaCount": 3}, "replicaCount"),
@@ -212,6 +238,7 @@ def test_render_refuses_values_outside_the_schema():
 
 # ---------------------------------------------------------------------------------------- kube schemas
 
+
 def test_every_object_validates_against_kubernetes_schemas(rendered):
     _, objects, _ = rendered
     assert objects
@@ -231,10 +258,22 @@ def test_object_identities_are_unique(rendered):
 
 def test_default_render_contents(default_objects):
     kinds = sorted({o["kind"] for o in default_objects})
-    assert kinds == sorted([
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "NetworkPolicy",
-        "PodDisruptionBudget", "Role", "RoleBinding", "Secret", "Service", "ServiceAccount", "StatefulSet",
-    ])
+    assert kinds == sorted(
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+            "StatefulSet",
+        ]
+    )
     # Optional pieces are off by default.
     assert not of_kind(default_objects, "Ingress")
     assert not of_kind(default_objects, "ServiceMonitor")
@@ -246,6 +285,7 @@ def test_default_render_contents(default_objects):
 
 
 # ---------------------------------------------------------------------------------------- pod security
+
 
 def test_every_container_is_locked_down(rendered):
     _, objects, _ = rendered
@@ -298,8 +338,9 @@ def test_plate_bot_pods_run_as_10001_with_tmp_and_config(rendered):
 def test_config_checksum_tracks_the_configmap():
     def checksum(values: dict) -> str:
         objects = render(values)
-        return one(objects, "Deployment", f"{RELEASE}-worker")["spec"]["template"]["metadata"][
-            "annotations"]["checksum/config"]
+        return one(objects, "Deployment", f"{RELEASE}-worker")["spec"]["template"]["metadata"]["annotations"][
+            "checksum/config"
+        ]
 
     assert checksum({}) == checksum({})
     assert checksum({}) != checksum({"config": TWO_ENVIRONMENTS})
@@ -321,8 +362,7 @@ def test_probes_and_ports(rendered):
     assert serve["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert serve["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     for component, port in (("worker", 9102), ("watch", 9103)):
-        container = one(objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"][
-            "containers"][0]
+        container = one(objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]["containers"][0]
         assert container["args"] == [component, "--metrics-port", str(port)]
         assert container["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
@@ -340,8 +380,7 @@ def test_socket_mode_flag():
 
 def test_worker_grace_period_outlasts_the_longest_helm_timeout(rendered):
     _, objects, values = rendered
-    timeouts = [duration_seconds(env.get("helm_timeout", "5m"))
-                for env in values["config"]["environments"].values()]
+    timeouts = [duration_seconds(env.get("helm_timeout", "5m")) for env in values["config"]["environments"].values()]
     worker = one(objects, "Deployment", f"{RELEASE}-worker")
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > max(timeouts, default=0)
@@ -357,6 +396,7 @@ def test_grace_period_parses_compound_durations():
 
 
 # --------------------------------------------------------------------------------------------- secrets
+
 
 def test_slack_tokens_only_via_secret_key_ref(rendered):
     _, objects, values = rendered
@@ -395,8 +435,7 @@ def test_external_redis_url_comes_from_a_secret(full_objects):
     assert set(secret["data"]) == {"redis-url"}
     for _, spec in pod_specs(full_objects):
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
-        assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-redis-url",
-                                                                  "key": "redis-url"}
+        assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-redis-url", "key": "redis-url"}
         assert env["KUBECONFIG"]["value"] == "/etc/plate/kube/config"
 
 
@@ -412,6 +451,7 @@ def test_external_redis_existing_secret():
 
 
 # ----------------------------------------------------------------------------------------------- redis
+
 
 def test_bundled_redis(default_objects):
     redis = one(default_objects, "StatefulSet", f"{RELEASE}-redis")
@@ -432,8 +472,12 @@ def test_bundled_redis(default_objects):
     assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
     assert redis["spec"]["serviceName"] == f"{RELEASE}-redis-headless"
     one(default_objects, "Service", f"{RELEASE}-redis")
-    worker_env = {e["name"]: e for e in one(default_objects, "Deployment", f"{RELEASE}-worker")[
-        "spec"]["template"]["spec"]["containers"][0]["env"]}
+    worker_env = {
+        e["name"]: e
+        for e in one(default_objects, "Deployment", f"{RELEASE}-worker")["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+    }
     assert worker_env["REDIS_URL"]["value"] == f"redis://{RELEASE}-redis:6379/0"
 
 
@@ -446,6 +490,7 @@ def test_redis_without_persistence_uses_empty_dir():
 
 # ------------------------------------------------------------------------------------------------ RBAC
 
+
 def rbac_rules(objects: list[dict]) -> list[tuple[dict, dict]]:
     return [(o, rule) for o in objects if o["kind"] in ("Role", "ClusterRole") for rule in o["rules"]]
 
@@ -453,25 +498,31 @@ def rbac_rules(objects: list[dict]) -> list[tuple[dict, dict]]:
 def test_roles_per_environment_namespace(rendered):
     name, objects, values = rendered
     namespaces = {env["namespace"] for env in values["config"]["environments"].values()}
-    roles = {o["metadata"]["namespace"]: o for o in of_kind(objects, "Role")
-             if o["metadata"]["name"] == RELEASE}
+    roles = {o["metadata"]["namespace"]: o for o in of_kind(objects, "Role") if o["metadata"]["name"] == RELEASE}
     assert set(roles) == namespaces
     assert len(namespaces) == (0 if name == "default" else 2)
-    bindings = {o["metadata"]["namespace"]: o for o in of_kind(objects, "RoleBinding")
-                if o["metadata"]["name"] == RELEASE}
+    bindings = {
+        o["metadata"]["namespace"]: o for o in of_kind(objects, "RoleBinding") if o["metadata"]["name"] == RELEASE
+    }
     assert set(bindings) == namespaces
     for binding in bindings.values():
-        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                      "name": RELEASE}
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RELEASE}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
     for role in roles.values():
-        granted = {(group, resource): set(rule["verbs"])
-                   for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]}
+        granted = {
+            (group, resource): set(rule["verbs"])
+            for rule in role["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+        }
         # helm release storage + app chart objects (deploy/rollback).
         for resource in ("secrets", "configmaps", "services", "serviceaccounts"):
             assert {"get", "list", "create", "update", "patch", "delete"} <= granted[("", resource)]
-        for key in (("apps", "deployments"), ("networking.k8s.io", "ingresses"),
-                    ("autoscaling", "horizontalpodautoscalers")):
+        for key in (
+            ("apps", "deployments"),
+            ("networking.k8s.io", "ingresses"),
+            ("autoscaling", "horizontalpodautoscalers"),
+        ):
             assert {"get", "list", "create", "patch", "delete"} <= granted[key]
         # diagnose / status / harbor-verify
         assert granted[("", "pods/log")] == {"get"}
@@ -488,8 +539,13 @@ def test_roles_for_eso_and_argocd_namespaces(rendered):
     assert eso["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
     argocd = one(objects, "Role", f"{RELEASE}-argocd")
     assert argocd["metadata"]["namespace"] == "argocd"
-    assert argocd["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["applications"],
-                                "verbs": ["get", "list", "watch", "create", "patch"]}]
+    assert argocd["rules"] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["applications"],
+            "verbs": ["get", "list", "watch", "create", "patch"],
+        }
+    ]
 
 
 def test_cluster_roles_are_read_only_and_never_touch_secrets(rendered):
@@ -505,8 +561,9 @@ def test_cluster_roles_are_read_only_and_never_touch_secrets(rendered):
 
 def test_namespace_create_is_opt_in():
     objects = render({"rbac": {"allowNamespaceCreate": True}})
-    writers = [c for c in of_kind(objects, "ClusterRole")
-               if any(set(rule["verbs"]) & WRITE_VERBS for rule in c["rules"])]
+    writers = [
+        c for c in of_kind(objects, "ClusterRole") if any(set(rule["verbs"]) & WRITE_VERBS for rule in c["rules"])
+    ]
     assert len(writers) == 1
     assert writers[0]["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]}]
     binding = one(objects, "ClusterRoleBinding", writers[0]["metadata"]["name"])
@@ -537,6 +594,7 @@ def test_shared_namespace_gets_one_role():
 
 
 # ---------------------------------------------------------------------------------------- availability
+
 
 def test_pod_disruption_budgets(rendered):
     _, objects, _ = rendered
@@ -583,6 +641,7 @@ def test_network_policy_can_be_disabled():
 
 # -------------------------------------------------------------------------------------- optional parts
 
+
 def test_ingress_routes_only_slack_to_serve(full_objects):
     ingress = one(full_objects, "Ingress", RELEASE)
     assert ingress["spec"]["ingressClassName"] == "nginx"
@@ -603,10 +662,8 @@ def test_service_monitor(full_objects):
     selector = monitor["spec"]["selector"]["matchLabels"]
     endpoints = monitor["spec"]["endpoints"]
     assert endpoints and all(e["path"] == "/metrics" for e in endpoints)
-    scraped = [s for s in of_kind(full_objects, "Service")
-               if selector.items() <= s["metadata"]["labels"].items()]
-    assert {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped} == {
-        "serve", "worker", "watch"}
+    scraped = [s for s in of_kind(full_objects, "Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped} == {"serve", "worker", "watch"}
     for service in scraped:
         assert endpoints[0]["port"] in {p["name"] for p in service["spec"]["ports"]}
 
@@ -615,8 +672,7 @@ def test_keda_scaled_object(full_objects):
     scaled = one(full_objects, "ScaledObject", f"{RELEASE}-worker")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
-    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                      "name": f"{RELEASE}-worker"}
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{RELEASE}-worker"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 8)
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "redis"
@@ -640,8 +696,9 @@ def test_keda_with_bundled_redis_targets_its_service():
 
 def test_keda_with_external_redis_needs_an_address():
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=r"keda\.redisAddress"):
-        chart.render({"keda": {"enabled": True}, "externalRedis": {"url": "redis://r:6379/0"}},
-                     name=RELEASE, namespace=NAMESPACE)
+        chart.render(
+            {"keda": {"enabled": True}, "externalRedis": {"url": "redis://r:6379/0"}}, name=RELEASE, namespace=NAMESPACE
+        )
 
 
 def test_scheduling_and_pull_secrets(full_objects):

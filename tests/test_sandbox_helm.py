@@ -35,9 +35,7 @@ class FakeHelm:
     state: Path
     tmp: Path
 
-    def run(
-        self, *args: str, timeout: float = 20, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess:
+    def run(self, *args: str, timeout: float = 20, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         full_env = {**os.environ, **(env or {})}
         full_env.pop("FAKE_HELM_STATE", None)  # the wrapper's default must be what points at the state
         return subprocess.run(
@@ -213,9 +211,7 @@ def test_upgrade_install_then_upgrade_and_read_back(helm: FakeHelm) -> None:
 
     second = helm.install("--set", "image.tag=1.4.1", "--atomic", "--wait", "--timeout", "5m0s")
     assert second.returncode == 0, second.stderr
-    assert second.stdout.startswith(
-        'Release "plate-web" has been upgraded. Happy Helming!\nNAME: plate-web\n'
-    )
+    assert second.stdout.startswith('Release "plate-web" has been upgraded. Happy Helming!\nNAME: plate-web\n')
     assert "REVISION: 2\n" in second.stdout and "plate-web:1.4.1 is upgraded" in second.stdout
 
     status = helm.json("status", "plate-web", "-n", "plate-prod")
@@ -248,9 +244,9 @@ def test_upgrade_install_then_upgrade_and_read_back(helm: FakeHelm) -> None:
 
     plain = helm.ok("get", "values", "plate-web", "-n", "plate-prod").stdout
     assert plain.startswith("USER-SUPPLIED VALUES:\n") and "tag: 1.4.1" in plain
-    assert yaml.safe_load(helm.ok("get", "values", "plate-web", "-n", "plate-prod", "-o", "yaml").stdout)[
-        "image"
-    ] == {"tag": "1.4.1"}
+    assert yaml.safe_load(helm.ok("get", "values", "plate-web", "-n", "plate-prod", "-o", "yaml").stdout)["image"] == {
+        "tag": "1.4.1"
+    }
     every = helm.json("get", "values", "plate-web", "-n", "plate-prod", "--all")
     assert every["image"]["repository"] == "harbor.example.com/plate/plate-web"
     assert "image" not in helm.json("get", "values", "plate-web", "-n", "plate-prod", "--revision", "1")
@@ -264,14 +260,11 @@ def test_upgrade_install_then_upgrade_and_read_back(helm: FakeHelm) -> None:
 
 def test_upgrade_reuses_last_values_and_dry_run_stores_nothing(helm: FakeHelm) -> None:
     assert helm.install("--set", "image.tag=9.9.9").returncode == 0
-    again = helm.ok(
-        "upgrade", "plate-web", str(CHART), "-n", "plate-prod"
-    )  # no values: helm reuses the last ones
+    again = helm.ok("upgrade", "plate-web", str(CHART), "-n", "plate-prod")  # no values: helm reuses the last ones
     assert "plate-web:9.9.9 is upgraded" in again.stdout
     dry = helm.ok("upgrade", "plate-web", str(CHART), "-n", "plate-prod", "--set", "image.tag=x", "--dry-run")
     assert (
-        "STATUS: pending-upgrade\nREVISION: 3\n" in dry.stdout
-        and "\nHOOKS:\nMANIFEST:\n---\n# Source:" in dry.stdout
+        "STATUS: pending-upgrade\nREVISION: 3\n" in dry.stdout and "\nHOOKS:\nMANIFEST:\n---\n# Source:" in dry.stdout
     )
     assert len(read_releases(helm.state, "plate-web", "plate-prod")) == 2
 
@@ -359,10 +352,7 @@ def test_hang_is_killed_and_leaves_a_pending_release(helm: FakeHelm) -> None:
     assert helm.json("status", "plate-web", "-n", "plate-prod")["info"]["status"] == "pending-upgrade"
     set_behaviour(helm.state, upgrade="ok")
     blocked = helm.install()
-    assert (
-        blocked.stderr
-        == "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress\n"
-    )
+    assert blocked.stderr == "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress\n"
     helm.ok("rollback", "plate-web", "1", "-n", "plate-prod")  # the operator's way out, as with real helm
     assert helm.install().returncode == 0
 
@@ -494,10 +484,7 @@ def test_kube_link_creates_then_replaces_objects(helm: FakeHelm) -> None:
     env = {"FAKE_HELM_KUBE_URL": f"http://127.0.0.1:{server.server_port}"}
     try:
         assert helm.run("upgrade", "--install", "plate-web", str(CHART), *PROD, env=env).returncode == 0
-        assert (
-            helm.run("upgrade", "plate-web", str(CHART), *PROD, "--set", "image.tag=2", env=env).returncode
-            == 0
-        )
+        assert helm.run("upgrade", "plate-web", str(CHART), *PROD, "--set", "image.tag=2", env=env).returncode == 0
     finally:
         server.shutdown()
     deploy = _TinyAPI.store["/apis/apps/v1/namespaces/plate-prod/deployments/plate-web"]
@@ -523,9 +510,7 @@ def test_fixed_now_and_unreachable_cluster(helm: FakeHelm) -> None:
     set_behaviour(helm.state, now="2026-11-27T10:00:00.123456+00:00")
     out = helm.install().stdout
     assert "\nLAST DEPLOYED: Fri Nov 27 10:00:00 2026\n" in out
-    assert (
-        helm.json("history", "plate-web", "-n", "plate-prod")[0]["updated"] == "2026-11-27T10:00:00.123456Z"
-    )
+    assert helm.json("history", "plate-web", "-n", "plate-prod")[0]["updated"] == "2026-11-27T10:00:00.123456Z"
     set_behaviour(helm.state, unreachable=True)
     down = helm.run("status", "plate-web", "-n", "plate-prod")
     assert down.returncode == 1 and down.stderr.startswith("Error: Kubernetes cluster unreachable: ")

@@ -210,16 +210,12 @@ def test_field_selectors_and_events(api: FakeKubeAPI, kc: client.ApiClient) -> N
     api.put(pod("a", phase="Running"))
     api.put(pod("b", phase="Pending"))
     api.put(pod("c", ns="other", phase="Pending"))
-    assert [
-        p.metadata.name for p in v1.list_namespaced_pod("ops", field_selector="status.phase!=Running").items
-    ] == ["b"]
-    names = [
-        p.metadata.name for p in v1.list_pod_for_all_namespaces(field_selector="status.phase==Pending").items
+    assert [p.metadata.name for p in v1.list_namespaced_pod("ops", field_selector="status.phase!=Running").items] == [
+        "b"
     ]
+    names = [p.metadata.name for p in v1.list_pod_for_all_namespaces(field_selector="status.phase==Pending").items]
     assert names == ["b", "c"]
-    assert [
-        p.metadata.name for p in v1.list_namespaced_pod("ops", field_selector="metadata.name=a").items
-    ] == ["a"]
+    assert [p.metadata.name for p in v1.list_namespaced_pod("ops", field_selector="metadata.name=a").items] == ["a"]
     for i, (obj, reason) in enumerate([("a", "BackOff"), ("b", "Pulled"), ("a", "Killing")]):
         api.put(
             {
@@ -233,9 +229,7 @@ def test_field_selectors_and_events(api: FakeKubeAPI, kc: client.ApiClient) -> N
         )
     evs = v1.list_namespaced_event("ops", field_selector="involvedObject.name=a,involvedObject.kind=Pod")
     assert [e.reason for e in evs.items] == ["BackOff", "Killing"]
-    assert [
-        e.metadata.name for e in v1.list_namespaced_event("ops", field_selector="reason=Pulled").items
-    ] == ["e1"]
+    assert [e.metadata.name for e in v1.list_namespaced_event("ops", field_selector="reason=Pulled").items] == ["e1"]
     with pytest.raises(ApiException) as exc:
         v1.list_namespaced_pod("ops", label_selector="a in (b")
     assert exc.value.status == 400
@@ -255,21 +249,15 @@ def test_custom_objects(api: FakeKubeAPI, kc: client.ApiClient) -> None:
             "status": {"conditions": [{"type": "Ready", "status": "True"}]},
         }
     )
-    api.put(
-        {"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": "vault"}}
-    )
+    api.put({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": "vault"}})
     # One stored object, served in whichever version is asked for (like CRD conversion).
     for version in ("v1beta1", "v1"):
         got = co.get_namespaced_custom_object("external-secrets.io", version, "ops", "externalsecrets", "db")
         assert got["apiVersion"] == f"external-secrets.io/{version}"
-    status = co.get_namespaced_custom_object_status(
-        "external-secrets.io", "v1", "ops", "externalsecrets", "db"
-    )
+    status = co.get_namespaced_custom_object_status("external-secrets.io", "v1", "ops", "externalsecrets", "db")
     assert status["status"]["conditions"][0]["status"] == "True"
     stores = co.list_cluster_custom_object("external-secrets.io", "v1", "clustersecretstores")
-    assert stores["kind"] == "ClusterSecretStoreList" and [
-        s["metadata"]["name"] for s in stores["items"]
-    ] == ["vault"]
+    assert stores["kind"] == "ClusterSecretStoreList" and [s["metadata"]["name"] for s in stores["items"]] == ["vault"]
     assert "namespace" not in stores["items"][0]["metadata"]
 
     app = {
@@ -389,9 +377,7 @@ def test_watch_resume_and_selector_transitions(api: FakeKubeAPI, kc: client.ApiC
     api.patch("v1", "Pod", "a", {"metadata": {"labels": {"app": "db"}}}, "ops")  # leaves the selector
     api.patch("v1", "Pod", "a", {"metadata": {"labels": {"app": "web"}}}, "ops")  # and re-enters it
     w, seen = watch.Watch(), []
-    for ev in w.stream(
-        v1.list_namespaced_pod, "ops", label_selector="app=web", resource_version=rv, timeout_seconds=1
-    ):
+    for ev in w.stream(v1.list_namespaced_pod, "ops", label_selector="app=web", resource_version=rv, timeout_seconds=1):
         seen.append((ev["type"], ev["object"].metadata.name))
         if len(seen) == 3:
             w.stop()
@@ -496,14 +482,10 @@ def test_on_read_progresses_a_rollout(api: FakeKubeAPI, kc: client.ApiClient) ->
 
 
 def test_kubeconfig_contexts(api: FakeKubeAPI, tmp_path) -> None:
-    path = api.write_kubeconfig(
-        str(tmp_path / "kubeconfig"), {"plate-prod": "prod", "plate-stg": "stg"}, "plate-stg"
-    )
+    path = api.write_kubeconfig(str(tmp_path / "kubeconfig"), {"plate-prod": "prod", "plate-stg": "stg"}, "plate-stg")
     contexts, current = config.list_kube_config_contexts(config_file=path)
     assert {c["name"] for c in contexts} == {"plate-prod", "plate-stg"} and current["name"] == "plate-stg"
     api.put(pod("a"))
     with config.new_client_from_config(config_file=path, context="plate-prod") as api_client:
-        assert [p.metadata.name for p in client.CoreV1Api(api_client).list_namespaced_pod("ops").items] == [
-            "a"
-        ]
+        assert [p.metadata.name for p in client.CoreV1Api(api_client).list_namespaced_pod("ops").items] == ["a"]
     assert api.requests[-1].headers.get("authorization") == "Bearer fake-token"

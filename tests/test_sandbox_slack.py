@@ -72,9 +72,7 @@ def test_post_update_thread_and_render(fake: FakeSlack, client: WebClient) -> No
     other = client.chat_postMessage(channel="C0OTHER", text="unrelated")
     # ts are strings, strictly increasing.
     stamps = [root["ts"], reply["ts"], other["ts"]]
-    assert all(isinstance(s, str) for s in stamps) and [float(s) for s in stamps] == sorted(
-        {float(s) for s in stamps}
-    )
+    assert all(isinstance(s, str) for s in stamps) and [float(s) for s in stamps] == sorted({float(s) for s in stamps})
 
     upd = client.chat_update(channel="C0DEPLOYS", ts=root["ts"], text="Deployed web 1.2.3 to prod")
     assert upd["ts"] == root["ts"] and upd["text"] == "Deployed web 1.2.3 to prod"
@@ -122,11 +120,7 @@ def test_form_bodies_and_query_strings_are_parsed(fake: FakeSlack, client: WebCl
     )
     reply = fake.messages("C0DEPLOYS")[-1]
     assert reply.blocks == BLOCKS[:1] and reply.reply_broadcast and reply.thread_ts == root["ts"]
-    assert (
-        fake.calls_to("chat.postMessage")[-1]
-        .headers["Content-Type"]
-        .startswith("application/x-www-form-urlencoded")
-    )
+    assert fake.calls_to("chat.postMessage")[-1].headers["Content-Type"].startswith("application/x-www-form-urlencoded")
 
     status, _, body = signing.post(
         fake.api_url + "chat.postMessage?channel=C0Q&text=from+query",

@@ -15,8 +15,13 @@ SOCKET = ROOT / "slack-app-manifest.socket.yaml"
 REQUEST_URL = "https://plate-bot.example.com/slack/events"
 BOT_SCOPES = {"commands", "chat:write", "usergroups:read"}
 TOP_LEVEL = {"_metadata", "display_information", "features", "oauth_config", "settings"}
-SETTINGS = {"interactivity", "event_subscriptions", "org_deploy_enabled", "socket_mode_enabled",
-            "token_rotation_enabled"}
+SETTINGS = {
+    "interactivity",
+    "event_subscriptions",
+    "org_deploy_enabled",
+    "socket_mode_enabled",
+    "token_rotation_enabled",
+}
 
 
 def load(path: Path) -> dict:
@@ -115,7 +120,10 @@ def test_every_scope_is_explained_in_a_comment():
             stripped = line.strip()
             if stripped.startswith("- ") and stripped[2:] in BOT_SCOPES:
                 above = index - 1
-                while above > 0 and lines[above - 1].strip().startswith("#") and not re.match(
-                        r"#\s*[a-z:.]+:\s", lines[above].strip()):
+                while (
+                    above > 0
+                    and lines[above - 1].strip().startswith("#")
+                    and not re.match(r"#\s*[a-z:.]+:\s", lines[above].strip())
+                ):
                     above -= 1
                 assert lines[above].strip().startswith(f"# {stripped[2:]}:"), (path.name, stripped)

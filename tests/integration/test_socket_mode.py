@@ -30,9 +30,10 @@ def test_socket_mode_acks_over_the_socket_posts_through_the_api_and_closes_on_si
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with FakeSocketMode() as socket_mode, processes(
-        {**env_of(plate_env), "SLACK_APP_TOKEN": "xapp-1-A0PLATE-0000-test"}, tmp_path
-    ) as procs:
+    with (
+        FakeSocketMode() as socket_mode,
+        processes({**env_of(plate_env), "SLACK_APP_TOKEN": "xapp-1-A0PLATE-0000-test"}, tmp_path) as procs,
+    ):
         fake_slack.socket_mode_url = socket_mode.url
         serve = procs.start("serve", "--socket-mode", "--host", "127.0.0.1", "--port", str(port))
         up(base + "/healthz", serve)  # probes and metrics stay on HTTP

@@ -58,9 +58,9 @@ def test_active_reports_when_it_ends_and_upcoming_when_it_starts() -> None:
     assert reason == "Friday evening" and ends == at(2026, 11, 28, 0, 0)
     reason, starts = FREEZE.upcoming(at(2026, 11, 27, 9, 0))
     assert reason == "Friday evening" and starts == at(2026, 11, 27, 18, 0)
-    assert describe(
-        FREEZE, at(2026, 11, 27, 9, 0)
-    ) == "Next change freeze (Friday evening) starts Fri 27 Nov 18:00 KST."
+    assert (
+        describe(FREEZE, at(2026, 11, 27, 9, 0)) == "Next change freeze (Friday evening) starts Fri 27 Nov 18:00 KST."
+    )
     assert "until Sat 00:00 KST" in describe(FREEZE, at(2026, 11, 27, 19, 0))
     assert describe(None, 0) is None
 
