@@ -66,7 +66,7 @@ def test_redis_restart_keeps_pending_approvals_and_everyone_reconnects(
     status, body = slack_command(service, "deploy prod 1.6.0", user="U0DAVE")
     assert status == 200 and "cannot reach" in body and "nothing was changed" in body
     assert service.click("plate_approve", request.id, user="U0ALICE") == 200
-    wait_for(lambda: ephemeral_texts(service, "U0ALICE"), 5, "the click's answer")
+    wait_for(lambda: ephemeral_texts(service, "U0ALICE"), 20, "the click's answer")
     assert "cannot reach Redis" in ephemeral_texts(service, "U0ALICE")[0]
 
     private_redis.start()
@@ -92,7 +92,7 @@ def test_commands_after_a_restart_work_on_every_pooled_connection(service_on_pri
     private_redis.start()
     answers = [slack_command(service, "status stg", user=f"U0X{i}") for i in range(8)]
     assert all(status == 200 and "cannot reach" not in body for status, body in answers), answers
-    wait_for(lambda: service.runtime.queue.count == 16, 5, "sixteen status jobs")
+    wait_for(lambda: service.runtime.queue.count == 16, 20, "sixteen status jobs")
 
 
 def test_redis_frozen_answers_within_slacks_deadline(service_on_private_redis, private_redis) -> None:

@@ -88,7 +88,7 @@ def test_sigkilled_worker_is_reported_lost_and_frees_the_lock(keeper, workers, h
     job = Job.fetch(request.job_id, connection=service.runtime.connection)
     # RQ's cleanup runs the failure callback (the report) and moves the job to FAILED in one sweep, in
     # that order: the report can be seen a moment before the status.
-    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FAILED, 10, "RQ to mark the job failed")
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FAILED, 30, "RQ to mark the job failed")
     assert service.runtime.store.lock_holder("stg") is None
     text = _thread(service)
     assert "check it with `/plate status`" in text
@@ -110,7 +110,7 @@ def test_horse_killed_while_worker_lives_is_reported_at_once(keeper, workers, he
     psutil.wait_procs([helm], timeout=30)
     assert not helm.is_running() or helm.status() == psutil.STATUS_ZOMBIE
     assert _upgrades(helm_bin) == []
-    wait_for(lambda: "was lost" in _thread(service), 10, "the lost-worker report")
+    wait_for(lambda: "was lost" in _thread(service), 30, "the lost-worker report")
     assert service.runtime.store.lock_holder("stg") is None
     assert worker.proc.poll() is None  # the worker itself lives on
 

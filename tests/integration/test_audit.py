@@ -144,7 +144,7 @@ def test_a_worker_killed_mid_rollback_is_recorded_lost_and_its_lock_released(
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
         # The work-horse dies with its worker, and helm (SIGTERM) with the horse: the revision fails.
-        service.wait(lambda: read_releases(helm_state, "plate-web", "plate-stg")[-1]["info"]["status"] == "failed", 10)
+        service.wait(lambda: read_releases(helm_state, "plate-web", "plate-stg")[-1]["info"]["status"] == "failed", 30)
 
         StartedJobRegistry(queue=service.runtime.queue).cleanup(timestamp=time.time() + 3600)
 
