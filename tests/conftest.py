@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from kubernetes import client
 
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.slack import FakeSlack
@@ -79,6 +80,15 @@ def fake_slack() -> Iterator[FakeSlack]:
 def kube_api() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
         yield api
+
+
+@pytest.fixture
+def kc(kube_api: FakeKubeAPI) -> Iterator[client.ApiClient]:
+    """The real `kubernetes` client pointed at the loopback API (for the sandbox's own tests)."""
+    cfg = client.Configuration()
+    cfg.host = kube_api.url
+    with client.ApiClient(cfg) as api_client:
+        yield api_client
 
 
 @pytest.fixture

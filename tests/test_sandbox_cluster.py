@@ -22,23 +22,9 @@ IMAGE = "harbor.example.com/plate/plate-web"
 
 
 @pytest.fixture
-def api() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI() as server:
-        yield server
-
-
-@pytest.fixture
-def cluster(api: FakeKubeAPI) -> Iterator[SimulatedCluster]:
-    with SimulatedCluster(api, ready_after=0.15, tick=0.02) as sim:
+def cluster(kube_api: FakeKubeAPI) -> Iterator[SimulatedCluster]:
+    with SimulatedCluster(kube_api, ready_after=0.15, tick=0.02) as sim:
         yield sim
-
-
-@pytest.fixture
-def kc(api: FakeKubeAPI) -> Iterator[client.ApiClient]:
-    cfg = client.Configuration()
-    cfg.host = api.url
-    with client.ApiClient(cfg) as api_client:
-        yield api_client
 
 
 def deployment(name: str = "plate-web", tag: str = "1.4.0", replicas: int = 2) -> dict[str, Any]:
@@ -73,9 +59,9 @@ def pods(kc: client.ApiClient, name: str = "plate-web") -> list[client.V1Pod]:
     return core.list_namespaced_pod(NS, label_selector=f"app.kubernetes.io/name={name}").items
 
 
-def test_deployment_pods_become_ready(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_deployment_pods_become_ready(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     apps = client.AppsV1Api(kc)
-    with SimulatedCluster(api, ready_after=0.6, tick=0.02) as cluster:
+    with SimulatedCluster(kube_api, ready_after=0.6, tick=0.02) as cluster:
         apps.create_namespaced_deployment(NS, deployment(replicas=3))
         first = wait_for(lambda: pods(kc))
         waiting = first[0].status.container_statuses[0].state.waiting
@@ -142,9 +128,9 @@ def events_for(kc: client.ApiClient, pod: str) -> list[client.CoreV1Event]:
     return client.CoreV1Api(kc).list_namespaced_event(NS, field_selector=f"involvedObject.name={pod}").items
 
 
-def test_unauthorized_image_backs_off_with_events(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_unauthorized_image_backs_off_with_events(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     apps = client.AppsV1Api(kc)
-    with SimulatedCluster(api, ready_after=0.1, tick=0.02, image_failures={r":9\.9\.9$": "Unauthorized"}) as sim:
+    with SimulatedCluster(kube_api, ready_after=0.1, tick=0.02, image_failures={r":9\.9\.9$": "Unauthorized"}) as sim:
         apps.create_namespaced_deployment(NS, deployment(tag="9.9.9"))
         sim.settle()
         time.sleep(0.25)  # a few more retries: counts must grow on the same events
@@ -174,8 +160,8 @@ def test_unauthorized_image_backs_off_with_events(api: FakeKubeAPI, kc: client.A
         assert apps.read_namespaced_deployment("plate-web", NS).status.ready_replicas == 2
 
 
-def test_not_found_and_err_image_pull(api: FakeKubeAPI, kc: client.ApiClient) -> None:
-    with SimulatedCluster(api, ready_after=0.1, tick=0.02) as sim:
+def test_not_found_and_err_image_pull(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
+    with SimulatedCluster(kube_api, ready_after=0.1, tick=0.02) as sim:
         sim.fail_images("missing", "NotFound")
         sim.fail_images("flaky", "ErrImagePull")
         client.AppsV1Api(kc).create_namespaced_deployment(NS, deployment("a", tag="missing", replicas=1))
@@ -188,9 +174,9 @@ def test_not_found_and_err_image_pull(api: FakeKubeAPI, kc: client.ApiClient) ->
         assert waiting.reason == "ErrImagePull" and "failed to pull and unpack image" in waiting.message
 
 
-def test_crashloop_restart_count_grows(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_crashloop_restart_count_grows(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     apps = client.AppsV1Api(kc)
-    with SimulatedCluster(api, ready_after=0.1, tick=0.02, image_failures={"1.4.0": "CrashLoopBackOff"}) as sim:
+    with SimulatedCluster(kube_api, ready_after=0.1, tick=0.02, image_failures={"1.4.0": "CrashLoopBackOff"}) as sim:
         apps.create_namespaced_deployment(NS, deployment(replicas=1))
         sim.settle()
         first = pods(kc)[0].status.container_statuses[0]
@@ -236,13 +222,13 @@ def test_statefulset(cluster: SimulatedCluster, kc: client.ApiClient) -> None:
 
 
 def test_helm_install_end_to_end(
-    api: FakeKubeAPI, cluster: SimulatedCluster, kc: client.ApiClient, tmp_path: Path
+    kube_api: FakeKubeAPI, cluster: SimulatedCluster, kc: client.ApiClient, tmp_path: Path
 ) -> None:
     helm = install_wrapper(tmp_path / "bin", tmp_path / "state")
     chart = ROOT / "examples" / "plate-web"
     argv = [str(helm), "upgrade", "--install", "plate-web", str(chart), "-n", NS,
             "-f", str(chart / "values-production.yaml"), "--kube-context", "x"]  # fmt: skip
-    env = {**os.environ, "FAKE_HELM_KUBE_URL": api.url}
+    env = {**os.environ, "FAKE_HELM_KUBE_URL": kube_api.url}
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     apps = client.AppsV1Api(kc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import urllib3
@@ -13,20 +12,6 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from sandbox.kubeapi import FakeKubeAPI, json_patch, merge_patch
-
-
-@pytest.fixture
-def api() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI() as server:
-        yield server
-
-
-@pytest.fixture
-def kc(api: FakeKubeAPI) -> Iterator[client.ApiClient]:
-    cfg = client.Configuration()
-    cfg.host = api.url
-    with client.ApiClient(cfg) as api_client:
-        yield api_client
 
 
 def pod(name: str, ns: str = "ops", labels: dict | None = None, phase: str = "Running") -> dict:
@@ -65,7 +50,7 @@ def later(delay: float, fn, *args) -> None:
 # ------------------------------------------------------------------------------------------------ CRUD
 
 
-def test_pod_crud_and_status_codes(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_pod_crud_and_status_codes(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     v1 = client.CoreV1Api(kc)
     _, code, _ = v1.create_namespaced_pod_with_http_info("ops", {"metadata": {"name": "web-1"}})
     assert code == 201
@@ -107,11 +92,11 @@ def test_pod_crud_and_status_codes(api: FakeKubeAPI, kc: client.ApiClient) -> No
         v1.delete_namespaced_pod("web-1", "ops")
     assert exc.value.status == 404
     assert [p.metadata.name for p in v1.list_namespaced_pod("ops").items] == [generated.metadata.name]
-    assert api.get("v1", "Pod", "web-1", "ops") is None
+    assert kube_api.get("v1", "Pod", "web-1", "ops") is None
 
 
-def test_patch_flavours(api: FakeKubeAPI, kc: client.ApiClient) -> None:
-    api.put(pod("p", labels={"a": "1", "b": "2"}))
+def test_patch_flavours(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
+    kube_api.put(pod("p", labels={"a": "1", "b": "2"}))
     v1 = client.CoreV1Api(kc)
     # A dict body goes out as strategic-merge-patch, a list as json-patch (the client picks by body type).
     patched = v1.patch_namespaced_pod("p", "ops", {"metadata": {"labels": {"a": None, "c": "3"}}})
@@ -126,7 +111,7 @@ def test_patch_flavours(api: FakeKubeAPI, kc: client.ApiClient) -> None:
         "p", "ops", {"spec": {"nodeName": "n1"}}, _content_type="application/merge-patch+json"
     )
     assert merged.spec.node_name == "n1"
-    assert {r.headers.get("content-type") for r in api.requests if r.method == "PATCH"} == {
+    assert {r.headers.get("content-type") for r in kube_api.requests if r.method == "PATCH"} == {
         "application/strategic-merge-patch+json",
         "application/json-patch+json",
         "application/merge-patch+json",
@@ -154,7 +139,7 @@ def test_patch_helpers() -> None:
     assert out == {"spec": {"items": [2, 3], "first": 1, "again": 1}} and doc == {"spec": {"items": [1, 2]}}
 
 
-def test_deployment_generation_status_and_scale(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_deployment_generation_status_and_scale(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     apps = client.AppsV1Api(kc)
     created = apps.create_namespaced_deployment("ops", deployment("web"))
     assert created.metadata.generation == 1
@@ -165,7 +150,7 @@ def test_deployment_generation_status_and_scale(api: FakeKubeAPI, kc: client.Api
     relabelled = apps.patch_namespaced_deployment("web", "ops", {"metadata": {"labels": {"x": "y"}}})
     assert relabelled.metadata.generation == 2  # metadata-only changes keep the generation
 
-    api.patch_status("apps/v1", "Deployment", "web", {"observedGeneration": 2, "replicas": 2}, "ops")
+    kube_api.patch_status("apps/v1", "Deployment", "web", {"observedGeneration": 2, "replicas": 2}, "ops")
     status = apps.read_namespaced_deployment_status("web", "ops")
     assert status.status.observed_generation == 2 and status.spec.replicas == 2  # whole object, as documented
 
@@ -173,7 +158,7 @@ def test_deployment_generation_status_and_scale(api: FakeKubeAPI, kc: client.Api
     assert (scale.spec.replicas, scale.status.replicas, scale.status.selector) == (2, 2, "app=web")
     apps.patch_namespaced_deployment_scale("web", "ops", {"spec": {"replicas": 5}})
     assert apps.read_namespaced_deployment("web", "ops").spec.replicas == 5
-    assert api.get("apps/v1", "Deployment", "web", "ops")["metadata"]["generation"] == 3
+    assert kube_api.get("apps/v1", "Deployment", "web", "ops")["metadata"]["generation"] == 3
 
     # kubernetes 37 types this answer as a plain `object`, so it arrives as a dict.
     deleted = apps.delete_namespaced_deployment("web", "ops", propagation_policy="Foreground")
@@ -196,20 +181,20 @@ def test_deployment_generation_status_and_scale(api: FakeKubeAPI, kc: client.Api
         ("app in (web, db),!tier", ["b"]),
     ],
 )
-def test_label_selectors(api: FakeKubeAPI, kc: client.ApiClient, selector: str, expected: list[str]) -> None:
-    api.put(pod("a", labels={"app": "web", "tier": "front"}))
-    api.put(pod("b", labels={"app": "web"}))
-    api.put(pod("c", labels={"app": "db", "tier": "back"}))
-    api.put(pod("d"))
+def test_label_selectors(kube_api: FakeKubeAPI, kc: client.ApiClient, selector: str, expected: list[str]) -> None:
+    kube_api.put(pod("a", labels={"app": "web", "tier": "front"}))
+    kube_api.put(pod("b", labels={"app": "web"}))
+    kube_api.put(pod("c", labels={"app": "db", "tier": "back"}))
+    kube_api.put(pod("d"))
     got = client.CoreV1Api(kc).list_namespaced_pod("ops", label_selector=selector)
     assert [p.metadata.name for p in got.items] == expected
 
 
-def test_field_selectors_and_events(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_field_selectors_and_events(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     v1 = client.CoreV1Api(kc)
-    api.put(pod("a", phase="Running"))
-    api.put(pod("b", phase="Pending"))
-    api.put(pod("c", ns="other", phase="Pending"))
+    kube_api.put(pod("a", phase="Running"))
+    kube_api.put(pod("b", phase="Pending"))
+    kube_api.put(pod("c", ns="other", phase="Pending"))
     assert [p.metadata.name for p in v1.list_namespaced_pod("ops", field_selector="status.phase!=Running").items] == [
         "b"
     ]
@@ -217,7 +202,7 @@ def test_field_selectors_and_events(api: FakeKubeAPI, kc: client.ApiClient) -> N
     assert names == ["b", "c"]
     assert [p.metadata.name for p in v1.list_namespaced_pod("ops", field_selector="metadata.name=a").items] == ["a"]
     for i, (obj, reason) in enumerate([("a", "BackOff"), ("b", "Pulled"), ("a", "Killing")]):
-        api.put(
+        kube_api.put(
             {
                 "apiVersion": "v1",
                 "kind": "Event",
@@ -238,9 +223,9 @@ def test_field_selectors_and_events(api: FakeKubeAPI, kc: client.ApiClient) -> N
 # ------------------------------------------------------------------------- custom objects & other groups
 
 
-def test_custom_objects(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_custom_objects(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     co = client.CustomObjectsApi(kc)
-    api.put(
+    kube_api.put(
         {
             "apiVersion": "external-secrets.io/v1beta1",
             "kind": "ExternalSecret",
@@ -249,7 +234,7 @@ def test_custom_objects(api: FakeKubeAPI, kc: client.ApiClient) -> None:
             "status": {"conditions": [{"type": "Ready", "status": "True"}]},
         }
     )
-    api.put({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": "vault"}})
+    kube_api.put({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": "vault"}})
     # One stored object, served in whichever version is asked for (like CRD conversion).
     for version in ("v1beta1", "v1"):
         got = co.get_namespaced_custom_object("external-secrets.io", version, "ops", "externalsecrets", "db")
@@ -285,9 +270,9 @@ def test_custom_objects(api: FakeKubeAPI, kc: client.ApiClient) -> None:
     assert exc.value.status == 404 and "applications.argoproj.io" in exc.value.body
 
 
-def test_namespaces_and_other_groups(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_namespaces_and_other_groups(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     v1 = client.CoreV1Api(kc)
-    api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}})
+    kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}})
     created = v1.create_namespace({"metadata": {"name": "staging"}})
     assert created.status.phase == "Active" and created.metadata.namespace is None
     with pytest.raises(ApiException) as exc:
@@ -297,14 +282,14 @@ def test_namespaces_and_other_groups(api: FakeKubeAPI, kc: client.ApiClient) -> 
     assert v1.read_namespace("ops").metadata.name == "ops"
     assert v1.read_namespace_status("ops").status.phase == "Active"
 
-    api.put(
+    kube_api.put(
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
             "metadata": {"name": "web", "namespace": "ops"},
         }
     )
-    api.put(
+    kube_api.put(
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -321,18 +306,18 @@ def test_namespaces_and_other_groups(api: FakeKubeAPI, kc: client.ApiClient) -> 
     assert "pods" in {r.name for r in v1.get_api_resources().resources}
 
 
-def test_pod_logs(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_pod_logs(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     v1 = client.CoreV1Api(kc)
-    api.put(pod("web"))
-    api.set_log("ops", "web", "one\ntwo\nthree\n")
+    kube_api.put(pod("web"))
+    kube_api.set_log("ops", "web", "one\ntwo\nthree\n")
     assert v1.read_namespaced_pod_log("web", "ops") == "one\ntwo\nthree\n"
     assert v1.read_namespaced_pod_log("web", "ops", tail_lines=2) == "two\nthree\n"
-    api.set_log("ops", "web", "crashed\n", previous=True)
+    kube_api.set_log("ops", "web", "crashed\n", previous=True)
     assert v1.read_namespaced_pod_log("web", "ops", previous=True) == "crashed\n"
 
-    api.put(pod("multi"))
-    api.set_log("ops", "multi", "a-log\n", container="a")
-    api.set_log("ops", "multi", "b-log\n", container="b")
+    kube_api.put(pod("multi"))
+    kube_api.set_log("ops", "multi", "a-log\n", container="a")
+    kube_api.set_log("ops", "multi", "b-log\n", container="b")
     assert v1.read_namespaced_pod_log("multi", "ops", container="b") == "b-log\n"
     with pytest.raises(ApiException) as exc:
         v1.read_namespaced_pod_log("multi", "ops")
@@ -340,11 +325,11 @@ def test_pod_logs(api: FakeKubeAPI, kc: client.ApiClient) -> None:
     with pytest.raises(ApiException) as exc:
         v1.read_namespaced_pod_log("ghost", "ops")
     assert exc.value.status == 404
-    assert api.requests[-1].path == "/api/v1/namespaces/ops/pods/ghost/log"
+    assert kube_api.requests[-1].path == "/api/v1/namespaces/ops/pods/ghost/log"
 
     # follow=true streams appended text until the pod goes away.
-    later(0.1, api.append_log, "ops", "web", "four\n")
-    later(0.2, api.delete, "v1", "Pod", "web", "ops")
+    later(0.1, kube_api.append_log, "ops", "web", "four\n")
+    later(0.2, kube_api.delete, "v1", "Pod", "web", "ops")
     lines = list(watch.Watch().stream(v1.read_namespaced_pod_log, "web", "ops", tail_lines=1))
     assert lines == ["three", "four"]
 
@@ -352,30 +337,30 @@ def test_pod_logs(api: FakeKubeAPI, kc: client.ApiClient) -> None:
 # ----------------------------------------------------------------------------------------------- watch
 
 
-def test_watch_initial_then_live_events(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_watch_initial_then_live_events(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     v1 = client.CoreV1Api(kc)
-    api.put(pod("b"))
-    api.put(pod("a"))
-    api.put(pod("elsewhere", ns="other"))
+    kube_api.put(pod("b"))
+    kube_api.put(pod("a"))
+    kube_api.put(pod("elsewhere", ns="other"))
     w, seen = watch.Watch(), []
     for ev in w.stream(v1.list_namespaced_pod, "ops", timeout_seconds=2):
         seen.append((ev["type"], ev["object"].metadata.name))
         if len(seen) == 2:  # snapshot delivered: now change things live
-            api.patch("v1", "Pod", "a", {"status": {"phase": "Failed"}}, "ops")
-            api.put(pod("c", ns="other"))
-            api.delete("v1", "Pod", "b", "ops")
+            kube_api.patch("v1", "Pod", "a", {"status": {"phase": "Failed"}}, "ops")
+            kube_api.put(pod("c", ns="other"))
+            kube_api.delete("v1", "Pod", "b", "ops")
         if ev["type"] == "DELETED":
             w.stop()
     assert seen == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")]
 
 
-def test_watch_resume_and_selector_transitions(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_watch_resume_and_selector_transitions(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     v1 = client.CoreV1Api(kc)
-    api.put(pod("a", labels={"app": "web"}))
+    kube_api.put(pod("a", labels={"app": "web"}))
     rv = v1.list_namespaced_pod("ops").metadata.resource_version
-    api.put(pod("b", labels={"app": "web"}))
-    api.patch("v1", "Pod", "a", {"metadata": {"labels": {"app": "db"}}}, "ops")  # leaves the selector
-    api.patch("v1", "Pod", "a", {"metadata": {"labels": {"app": "web"}}}, "ops")  # and re-enters it
+    kube_api.put(pod("b", labels={"app": "web"}))
+    kube_api.patch("v1", "Pod", "a", {"metadata": {"labels": {"app": "db"}}}, "ops")  # leaves the selector
+    kube_api.patch("v1", "Pod", "a", {"metadata": {"labels": {"app": "web"}}}, "ops")  # and re-enters it
     w, seen = watch.Watch(), []
     for ev in w.stream(v1.list_namespaced_pod, "ops", label_selector="app=web", resource_version=rv, timeout_seconds=1):
         seen.append((ev["type"], ev["object"].metadata.name))
@@ -384,36 +369,36 @@ def test_watch_resume_and_selector_transitions(api: FakeKubeAPI, kc: client.ApiC
     assert seen == [("ADDED", "b"), ("DELETED", "a"), ("ADDED", "a")]
 
 
-def test_expire_watches_gives_410(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_expire_watches_gives_410(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     """kubernetes 37: an ERROR event with code 410 ends the stream with ApiException(status=410).
     With timeout_seconds the client never retries; without it, Watch retries ONCE from its last seen
     resourceVersion, which is still too old after expire_watches(), so it raises 410 as well. Either
     way the caller never sees an ERROR event and must relist."""
     v1 = client.CoreV1Api(kc)
-    api.put(pod("a"))
+    kube_api.put(pod("a"))
     for kwargs in ({"timeout_seconds": 5}, {}):
-        later(0.2, api.expire_watches)
+        later(0.2, kube_api.expire_watches)
         seen = []
         with pytest.raises(ApiException) as exc:
             for ev in watch.Watch().stream(v1.list_namespaced_pod, "ops", **kwargs):
                 seen.append(ev["type"])
         assert exc.value.status == 410 and "too old resource version" in exc.value.reason
         assert seen == ["ADDED"]
-    stale = api.get("v1", "Pod", "a", "ops")["metadata"]["resourceVersion"]
+    stale = kube_api.get("v1", "Pod", "a", "ops")["metadata"]["resourceVersion"]
     with pytest.raises(ApiException) as exc:
         list(watch.Watch().stream(v1.list_namespaced_pod, "ops", resource_version=stale, timeout_seconds=1))
     assert exc.value.status == 410
     fresh = v1.list_namespaced_pod("ops").metadata.resource_version  # relist -> a valid resourceVersion
-    later(0.1, api.put, pod("b"))
+    later(0.1, kube_api.put, pod("b"))
     w = watch.Watch()
     for ev in w.stream(v1.list_namespaced_pod, "ops", resource_version=fresh, timeout_seconds=2):
         assert (ev["type"], ev["object"].metadata.name) == ("ADDED", "b")
         w.stop()
 
 
-def test_drop_watches_breaks_the_connection(api: FakeKubeAPI, kc: client.ApiClient) -> None:
-    api.put(pod("a"))
-    later(0.2, api.drop_watches)
+def test_drop_watches_breaks_the_connection(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
+    kube_api.put(pod("a"))
+    later(0.2, kube_api.drop_watches)
     with pytest.raises(urllib3.exceptions.ProtocolError):  # no final chunk: "Response ended prematurely"
         list(watch.Watch().stream(client.CoreV1Api(kc).list_namespaced_pod, "ops", timeout_seconds=5))
 
@@ -437,26 +422,26 @@ def test_watch_timeout_and_stop_end_streams() -> None:
 # ------------------------------------------------------------------------------- failures & hooks
 
 
-def test_fail_injection_and_request_log(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_fail_injection_and_request_log(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     v1 = client.CoreV1Api(kc)
-    api.put(pod("a"))
-    api.fail("GET", r"/namespaces/ops/pods$", 500)
+    kube_api.put(pod("a"))
+    kube_api.fail("GET", r"/namespaces/ops/pods$", 500)
     with pytest.raises(ApiException) as exc:
         v1.list_namespaced_pod("ops")
     assert exc.value.status == 500
     assert len(v1.list_namespaced_pod("ops").items) == 1  # times=1: next call succeeds
-    api.fail("*", r"/secrets", 403, times=2, message='secrets is forbidden: User "bot" cannot list')
+    kube_api.fail("*", r"/secrets", 403, times=2, message='secrets is forbidden: User "bot" cannot list')
     for _ in range(2):
         with pytest.raises(ApiException) as exc:
             v1.list_namespaced_secret("ops")
         assert exc.value.status == 403 and "cannot list" in exc.value.body
     assert v1.list_namespaced_secret("ops").items == []
-    api.fail("GET", r"/pods", 410, times=None)
+    kube_api.fail("GET", r"/pods", 410, times=None)
     with pytest.raises(ApiException):
         list(watch.Watch().stream(v1.list_namespaced_pod, "ops", timeout_seconds=1))
-    api.clear_failures()
+    kube_api.clear_failures()
     assert v1.list_namespaced_pod("ops", label_selector="x=y").items == []
-    last = api.requests[-1]
+    last = kube_api.requests[-1]
     assert (last.method, last.path, last.query) == (
         "GET",
         "/api/v1/namespaces/ops/pods",
@@ -465,9 +450,9 @@ def test_fail_injection_and_request_log(api: FakeKubeAPI, kc: client.ApiClient) 
     assert last.headers.get("authorization") is None  # no credentials configured on this client
 
 
-def test_on_read_progresses_a_rollout(api: FakeKubeAPI, kc: client.ApiClient) -> None:
+def test_on_read_progresses_a_rollout(kube_api: FakeKubeAPI, kc: client.ApiClient) -> None:
     apps = client.AppsV1Api(kc)
-    api.put(deployment("web", replicas=3) | {"status": {"updatedReplicas": 0, "replicas": 3}})
+    kube_api.put(deployment("web", replicas=3) | {"status": {"updatedReplicas": 0, "replicas": 3}})
 
     def progress(obj: dict) -> dict:
         status = obj["status"]
@@ -475,17 +460,19 @@ def test_on_read_progresses_a_rollout(api: FakeKubeAPI, kc: client.ApiClient) ->
         status["observedGeneration"] = obj["metadata"]["generation"]
         return obj
 
-    api.on_read("apps/v1", "Deployment", "ops", "web", progress)
+    kube_api.on_read("apps/v1", "Deployment", "ops", "web", progress)
     seen = [apps.read_namespaced_deployment_status("web", "ops").status.updated_replicas for _ in range(4)]
     assert seen == [1, 2, 3, 3]
-    assert api.list("apps/v1", "Deployment", "ops")[0]["status"]["updatedReplicas"] == 3
+    assert kube_api.list("apps/v1", "Deployment", "ops")[0]["status"]["updatedReplicas"] == 3
 
 
-def test_kubeconfig_contexts(api: FakeKubeAPI, tmp_path) -> None:
-    path = api.write_kubeconfig(str(tmp_path / "kubeconfig"), {"plate-prod": "prod", "plate-stg": "stg"}, "plate-stg")
+def test_kubeconfig_contexts(kube_api: FakeKubeAPI, tmp_path) -> None:
+    path = kube_api.write_kubeconfig(
+        str(tmp_path / "kubeconfig"), {"plate-prod": "prod", "plate-stg": "stg"}, "plate-stg"
+    )
     contexts, current = config.list_kube_config_contexts(config_file=path)
     assert {c["name"] for c in contexts} == {"plate-prod", "plate-stg"} and current["name"] == "plate-stg"
-    api.put(pod("a"))
+    kube_api.put(pod("a"))
     with config.new_client_from_config(config_file=path, context="plate-prod") as api_client:
         assert [p.metadata.name for p in client.CoreV1Api(api_client).list_namespaced_pod("ops").items] == ["a"]
-    assert api.requests[-1].headers.get("authorization") == "Bearer fake-token"
+    assert kube_api.requests[-1].headers.get("authorization") == "Bearer fake-token"
