@@ -8,7 +8,7 @@ Every call is appended to `argv.jsonl`, and `behaviour.json` injects the failure
 
 State directory layout:
     releases/<ns>__<name>.json  list of revisions, oldest first, in helm's release JSON shape
-    argv.jsonl                 one JSON line per call (argv, env_kube_context, env_kubeconfig, pid, at)
+    argv.jsonl                 one JSON line per call (argv, env_kube_context, env_kubeconfig, env_names, pid, at)
     behaviour.json             see set_behaviour()
     .lock                      fcntl lock serialising state changes between concurrent calls
 """
@@ -122,6 +122,7 @@ def set_behaviour(state_dir: str | Path, **kw: Any) -> dict[str, Any]:
     """Merge keys into behaviour.json (a value of None removes the key); return the new behaviour.
 
     upgrade: "ok" | "fail" | "timeout" | "atomic-rollback" | "hang" (failures roll back with --atomic)
+        | "slow" (applies, waits `slow_seconds` like a long --wait, then succeeds; SIGTERM fails it)
     rollback: "ok" | "fail" | "timeout" | "hang";  lint: "ok" | "fail"
         (any of these may be a list used as a queue: each call takes the first item, the last one sticks)
     fail_message, lint_error: texts of injected failures;  timeout_seconds: replaces the --timeout wait
@@ -976,11 +977,13 @@ def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd:
     mode = ctx.take("upgrade")
     cause = ""
     try:
-        if mode in ("hang", "timeout", "atomic-rollback"):
+        if mode in ("hang", "timeout", "atomic-rollback", "slow"):
             # Like helm: the objects are applied first, then the --wait is what never finishes.
             _kube_apply(manifest, ctx.namespace, name)
         if mode == "hang":
             _sleep_cancellable(None)
+        elif mode == "slow":
+            _sleep_cancellable(float(ctx.behaviour.get("slow_seconds", 5)))
         elif mode in ("timeout", "atomic-rollback"):
             override = ctx.behaviour.get("timeout_seconds")
             wait = float(override) if override is not None else (timeout if mode == "timeout" else 0.0)
@@ -1240,6 +1243,8 @@ def _record(state: Path, argv: list[str]) -> None:
         "argv": argv,
         "env_kube_context": os.environ.get("HELM_KUBECONTEXT"),
         "env_kubeconfig": os.environ.get("KUBECONFIG"),
+        # Names only (values may be secrets): what plate-bot let through to helm (workers.helm).
+        "env_names": sorted(os.environ),
         "pid": os.getpid(),
         "at": time.time(),
     })  # fmt: skip

@@ -5,6 +5,11 @@ and every call carries the environment's `--kube-context` and `-n`, so helm and 
 never look at different clusters. The child runs in its own process group: on a timeout, or when the
 job itself is stopped, the whole group is killed, leaving no zombie helm or plugin processes. If the
 worker is SIGKILLed (no code of ours runs), the kernel sends helm SIGTERM (workers.lifetime).
+
+helm gets an explicit environment (`helm_environment`), built from an allow-list: what helm, the
+client-go it embeds and the exec credential plugins of a kubeconfig read. plate-bot's own secrets
+(`SLACK_*`, `REDIS_*`, `PLATE_*`, `REDISCLI_AUTH`) never reach it, nor does anything not listed: a
+value the worker holds is not handed to a chart's plugins, post-renderers or helm's debug output.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,72 @@ _CONTEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SET_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 STDERR_TAIL = 1500
+
+# --- helm's environment ----------------------------------------------------------------------------------
+# Exact names helm may see.
+HELM_ENV_NAMES = frozenset(
+    {
+        # the process itself
+        "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE",
+        # client-go: a kubeconfig, or in-cluster config (the ServiceAccount token is a file; client-go
+        # needs the API address from these two), and its discovery cache
+        "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECACHEDIR",
+        # proxies, as Go's net/http reads them (both spellings)
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+        # trust store for registries / API servers with a private CA
+        "SSL_CERT_FILE", "SSL_CERT_DIR",
+        # OCI registry credentials file (a path) for oci:// charts
+        "DOCKER_CONFIG",
+        # Go runtime tuning of the helm binary
+        "GOMAXPROCS", "GOMEMLIMIT", "GODEBUG",
+        # GKE's exec plugin (gke-gcloud-auth-plugin)
+        "USE_GKE_GCLOUD_AUTH_PLUGIN",
+    }
+)  # fmt: skip
+# Prefixes helm may see: locale, helm's own settings (HELM_CACHE_HOME, HELM_CONFIG_HOME, HELM_DATA_HOME,
+# HELM_DRIVER, HELM_PLUGINS, HELM_REGISTRY_CONFIG, HELM_REPOSITORY_*, HELM_KUBE* ...), XDG dirs helm falls
+# back on, and what the clouds' exec credential plugins read: `aws eks get-token` / aws-iam-authenticator
+# (AWS_PROFILE, AWS_REGION, AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE, AWS_CONTAINER_CREDENTIALS_FULL_URI,
+# AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE ...), gke-gcloud-auth-plugin (GOOGLE_APPLICATION_CREDENTIALS,
+# CLOUDSDK_*), kubelogin (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE, AAD_*).
+# These are the cluster's credentials, meant for helm. FAKE_HELM_* configures the sandbox's fake helm
+# (sandbox/helm.py: its state directory and loopback API URL); it never holds a secret.
+HELM_ENV_PREFIXES = ("LC_", "HELM_", "XDG_", "AWS_", "GOOGLE_", "CLOUDSDK_", "AZURE_", "AAD_", "FAKE_HELM_")
+# Never passed, whatever the allow-list or PLATE_HELM_ENV_ALLOW says: plate-bot's Slack tokens, its Redis
+# URL/password (a Redis writer runs code in the worker) and every plate-bot setting (PLATE_BACKUP_KEY ...).
+HELM_ENV_DENIED_PREFIXES = ("SLACK_", "REDIS_", "PLATE_")
+HELM_ENV_DENIED_NAMES = frozenset({"REDISCLI_AUTH"})
+# Operators whose exec plugin reads something else (VAULT_ADDR, OCI_CLI_*) list it here: comma-separated
+# names, or prefixes ending in `*`. The deny rules above still win.
+HELM_ENV_ALLOW_VAR = "PLATE_HELM_ENV_ALLOW"
+
+
+def _denied(name: str) -> bool:
+    # Case-insensitive: plate-bot's settings are read case-insensitively (slack_bot_token counts too).
+    upper = name.upper()
+    return upper in HELM_ENV_DENIED_NAMES or upper.startswith(HELM_ENV_DENIED_PREFIXES)
+
+
+def helm_environment(environ: Mapping[str, str], kubeconfig: str | None = None) -> dict[str, str]:
+    """The environment helm runs with: the allowed part of `environ` (the worker's own environment), plus
+    `KUBECONFIG` when plate-bot was given one."""
+    extra_names: set[str] = set()
+    extra_prefixes: list[str] = []
+    for item in environ.get(HELM_ENV_ALLOW_VAR, "").split(","):
+        item = item.strip()
+        if item.endswith("*") and len(item) > 1:
+            extra_prefixes.append(item[:-1])
+        elif item:
+            extra_names.add(item)
+    prefixes = (*HELM_ENV_PREFIXES, *extra_prefixes)
+    env = {
+        name: value
+        for name, value in environ.items()
+        if not _denied(name) and (name in HELM_ENV_NAMES or name in extra_names or name.startswith(prefixes))
+    }
+    if kubeconfig:
+        env["KUBECONFIG"] = kubeconfig
+    return env
 
 
 def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
@@ -65,9 +137,7 @@ class Helm:
 
     def run(self, *args: str, timeout: float = 120) -> HelmResult:
         argv = self.argv(*args)
-        env = dict(os.environ)
-        if self.kubeconfig:
-            env["KUBECONFIG"] = self.kubeconfig
+        env = helm_environment(os.environ, self.kubeconfig)
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
