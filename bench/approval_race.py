@@ -123,9 +123,9 @@ def main(argv: list[str]) -> int:
             settle = time.perf_counter() - released
             time.sleep(0.5)  # anything late (a second edit, a second job) would show now
             seen = settled() or seen
-            from rq import Queue
+            from bot.queue import queue_for
 
-            jobs = [j for j in Queue("plate", connection=store.redis).job_ids if rid in j]
+            jobs = [j for j in queue_for(store.redis).job_ids if rid in j]
             approvals = len(store.get(rid).approvals)
             rows.append((trial, floor_answered, floor_statuses, answered, statuses, settle, jobs, approvals, seen))
             subprocess.run(burst, env=box.env(), check=True, capture_output=True, timeout=300)  # the deploy

@@ -117,9 +117,9 @@ def main(argv: list[str]) -> int:
             ack_latency.load(url, 50, load_s, ack_latency.plate_mix("mem", response_url))
         rows.append(("plate-bot serve", "50 commands/s", peak.rss, peak.pss))
         # The status jobs queued by that load would keep the worker busy: drop them.
-        from rq import Queue
+        from bot.queue import queue_for
 
-        Queue("plate", connection=store.redis).empty()
+        queue_for(store.redis).empty()
         with Peak(worker.pid) as wpeak, Peak(watch.pid) as tpeak:
             for i in range(deploys):
                 trigger = f"mem-deploy-{i}"

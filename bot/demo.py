@@ -129,8 +129,10 @@ class Demo:
         """Drain the queue with a real forking RQ worker, as `plate-bot worker --burst` would."""
         from rq import Worker
 
+        from bot.queue import worker_options
+
         self.wait(lambda: self.runtime.queue.count > 0)
-        Worker([self.runtime.queue], connection=self.runtime.worker_connection()).work(
+        Worker([self.runtime.queue], connection=self.runtime.worker_connection(), **worker_options()).work(
             burst=True, logging_level="WARNING"
         )
 

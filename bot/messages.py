@@ -196,5 +196,25 @@ def job_lost(job_id: str, detail: str) -> str:
     ).strip()
 
 
+LOST_STATUS_FOLLOWS = "The release's current helm status follows as soon as a worker is free."
+
+
+def job_lost_status(line: str | None) -> str:
+    """The helm half of a lost-job report, posted by a worker (serve, which notices, has no cluster access)."""
+    return f"Now: {line}" if line else "The current helm status could not be read."
+
+
+def job_refused(job_id: str, reason: str) -> str:
+    return f":no_entry: plate-bot refused to run `{job_id}`: {reason}. The environment lock is released."
+
+
+def job_refused_legacy(job_id: str) -> str:
+    return (
+        f":warning: `{job_id}` was queued by an older plate-bot in a format this version no longer runs "
+        "(pickled jobs could carry code). Nothing was run and the environment lock is released: "
+        "please make the request again."
+    )
+
+
 def job_crashed(error_id: str) -> str:
     return f":boom: The job stopped on an internal error. Reference: `{error_id}`. The environment lock is released."

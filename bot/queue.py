@@ -3,14 +3,29 @@
 The job names one entry point (`workers.jobs.run`) and carries the request; the worker picks the
 procedure for the request's verb. The job id is derived from the request id, and the enqueue is added
 to the same MULTI as the approval, so one approval makes at most one job.
+
+The queue is not a remote shell. RQ imports and calls whatever function a job hash names, and its
+default serializer is pickle, so anyone able to write to Redis could run code in a worker (which may
+change Secrets and Deployments) or in serve (which runs abandoned jobs' failure callbacks). Here:
+- every job is JSON (`SERIALIZER`), written and read so everywhere (queue, worker, registries, fetch):
+  a pickle is never loaded, not even a job's `meta` or result;
+- `PlateJob` imports only plate-bot's entry points and failure callbacks, drops webhooks, and
+  `refusal()` is what a worker checks before it forks for a job (workers/runner.py).
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
 
 import redis
 from redis.client import Pipeline
 from rq import Queue
 from rq.callbacks import Callback
+from rq.exceptions import DeserializationError, DuplicateJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from bot.approvals import Request
 from bot.errors import Unavailable
@@ -18,13 +33,105 @@ from bot.errors import Unavailable
 QUEUE_NAME = "plate"
 JOB_ENTRY = "workers.jobs.run"
 PLAN_ENTRY = "workers.jobs.plan"
+REPORT_LOST_ENTRY = "workers.jobs.report_lost"
 PLAN_TIMEOUT = 600
-ON_FAILURE = "workers.jobs.on_failure"
+REPORT_TIMEOUT = 120
+# Cluster-free (serve runs it when it sweeps an abandoned job); `workers.jobs.on_failure` is the name
+# jobs enqueued before 0.2 carry, an alias of the same function.
+ON_FAILURE = "workers.lost.on_failure"
 RESULT_TTL = 7 * 86400
+
+SERIALIZER = JSONSerializer
+# Every function a plate-bot job may name, and every failure callback it may carry. Nothing else is
+# imported from a job hash, whoever wrote it.
+ENTRY_POINTS = frozenset({JOB_ENTRY, PLAN_ENTRY, REPORT_LOST_ENTRY})
+FAILURE_CALLBACKS = frozenset({ON_FAILURE, "workers.jobs.on_failure"})
+# What the entry points take: keyword arguments only, all strings.
+ENTRY_KWARGS = frozenset({"request", "procedure", "lost_job"})
+
+security = logging.getLogger("plate.security")
+
+
+class RefusedJob(Exception):
+    """A job hash that names something other than plate-bot's own code."""
+
+
+class PlateJob(Job):
+    """RQ's Job, restricted to plate-bot's own code: its function must be an entry point, a failure
+    callback other than plate-bot's is never imported (the job fails without it), success/stopped
+    callbacks and webhooks (RQ posts to any URL they name) are dropped."""
+
+    refused_extras: tuple[str, ...] = ()
+
+    def restore(self, raw_data: Any) -> Any:
+        result = super().restore(raw_data)
+        extras = []
+        if self.webhooks:
+            extras.append("webhooks")
+            self.webhooks = []
+        for kind in ("success", "stopped"):
+            if getattr(self, f"_{kind}_callback_name", None):
+                extras.append(f"{kind} callback `{getattr(self, f'_{kind}_callback_name')}`")
+                setattr(self, f"_{kind}_callback_name", None)
+                setattr(self, f"_{kind}_callback", None)
+        if self._failure_callback_name and self._failure_callback_name not in FAILURE_CALLBACKS:
+            extras.append(f"failure callback `{self._failure_callback_name}`")
+            self._failure_callback_name = None
+            self._failure_callback = None
+        self.refused_extras = tuple(extras)
+        if extras:
+            security.warning(
+                "job carries what plate-bot never writes; ignored", extra={"job": self.id, "ignored": extras}
+            )
+        return result
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if name not in ENTRY_POINTS or self.instance is not None:
+            raise RefusedJob(f"`{_shown(name)}` is not a plate-bot entry point")
+        return super().func
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def refusal(job: Job) -> str | None:
+    """Why a worker must not run `job`, or None. Reading the payload never runs code (JSON only)."""
+    try:
+        name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
+    except DeserializationError:
+        return (
+            "its payload is not a plate-bot job (not JSON: a pickled job queued by plate-bot before 0.2, "
+            "or something else); nothing was run"
+        )
+    if name not in ENTRY_POINTS:
+        return f"`{_shown(name)}` is not a plate-bot entry point; nothing was run"
+    if instance is not None or args:
+        return "plate-bot entry points take keyword arguments only; nothing was run"
+    strings = isinstance(kwargs, dict) and all(isinstance(v, str) for v in kwargs.values())
+    if not strings or set(kwargs) - ENTRY_KWARGS:
+        return "its arguments are not a plate-bot request; nothing was run"
+    extras = getattr(job, "refused_extras", ())
+    if extras:
+        return f"it carries {', '.join(extras)}, which plate-bot never sets; nothing was run"
+    return None
 
 
 def queue_for(connection: redis.Redis) -> Queue:
-    return Queue(QUEUE_NAME, connection=connection)
+    return Queue(QUEUE_NAME, connection=connection, serializer=SERIALIZER, job_class=PlateJob)
+
+
+def worker_options() -> dict[str, Any]:
+    """What every RQ worker on plate-bot's queue needs (tests and the demo run RQ's own Worker)."""
+    return {"serializer": SERIALIZER, "job_class": PlateJob}
+
+
+def fetch_job(job_id: str, connection: redis.Redis) -> PlateJob:
+    job = PlateJob.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    return job
 
 
 def _enqueue(
@@ -37,17 +144,19 @@ def _enqueue(
     timeout: int,
     pipe: Pipeline | None = None,
     unique: bool = False,
+    on_failure: bool = True,
+    extra: dict[str, str] | None = None,
 ) -> None:
     queue.enqueue_call(
         entry,
-        kwargs={"request": request.for_storage()},
+        kwargs={"request": request.for_storage(), **(extra or {})},
         timeout=timeout,
         result_ttl=RESULT_TTL,
         failure_ttl=RESULT_TTL,
         job_id=job_id,
         description=f"{kind} {request.env} ({request.id})",
         meta={"request": request.id, "env": request.env, "verb": kind},
-        on_failure=Callback(ON_FAILURE),
+        on_failure=Callback(ON_FAILURE) if on_failure else None,
         pipeline=pipe,
         unique=unique,
     )
@@ -66,3 +175,20 @@ def enqueue_plan(queue: Queue, request: Request) -> None:
         _enqueue(queue, request, entry=PLAN_ENTRY, kind="plan", job_id=job_id, timeout=PLAN_TIMEOUT, unique=True)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise Unavailable("plate-bot cannot reach Redis right now; the plan was not started.") from exc
+
+
+def enqueue_lost_report(connection: redis.Redis, request: Request, lost_job: str) -> None:
+    """The cluster half of a lost-job report (the release's helm status), for a worker to run: the
+    process that noticed the loss (serve's housekeeper) has no cluster access. At most one per job."""
+    with contextlib.suppress(DuplicateJobError):
+        _enqueue(
+            queue_for(connection),
+            request,
+            entry=REPORT_LOST_ENTRY,
+            kind="report",
+            job_id=f"{lost_job}-lost",
+            timeout=REPORT_TIMEOUT,
+            unique=True,
+            on_failure=False,
+            extra={"lost_job": lost_job},
+        )

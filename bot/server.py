@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rq import Queue, Worker
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 from slack_bolt import App
@@ -115,10 +115,14 @@ class Housekeeper(threading.Thread):
 
     def run_once(self) -> None:
         self.plate.expire_due()
-        # cleanup() moves abandoned jobs to the failed registry and runs their on_failure callback here.
+        # cleanup() moves abandoned jobs to the failed registry and runs their on_failure callback here
+        # (workers.lost: lock, thread, no cluster access; the helm status follows from a worker). JSON
+        # jobs and plate's Job class: nothing read here is unpickled or imports code a job names.
         # RQ's default SIGALRM time limit on that callback only works in a main thread: use a timer.
         abandon_orphans(self.queue)
-        StartedJobRegistry(queue=self.queue, death_penalty_class=TimerDeathPenalty).cleanup()
+        StartedJobRegistry(
+            queue=self.queue, job_class=self.queue.job_class, death_penalty_class=TimerDeathPenalty
+        ).cleanup()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
@@ -147,7 +151,7 @@ def abandon_orphans(queue: Queue) -> list[str]:
     orphans = []
     for raw in entries:
         entry = raw.decode() if isinstance(raw, bytes) else str(raw)
-        job = Job.fetch_many([entry.split(":", 1)[0]], connection=queue.connection)[0]
+        job = queue.job_class.fetch_many([entry.split(":", 1)[0]], queue.connection, serializer=queue.serializer)[0]
         if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
             continue
         if job.worker_name and job.worker_name not in live:

@@ -199,7 +199,9 @@ class Service:
         """Drain the queue with a real forking RQ worker, in this (main) thread."""
         from rq import Worker
 
-        Worker([self.runtime.queue], connection=self.runtime.worker_connection()).work(burst=True)
+        from bot.queue import worker_options
+
+        Worker([self.runtime.queue], connection=self.runtime.worker_connection(), **worker_options()).work(burst=True)
 
     def request_ids(self) -> list[str]:
         keys = self.runtime.connection.keys("plate:req:*")

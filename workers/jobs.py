@@ -1,5 +1,7 @@
-"""RQ entry points. `run` executes the procedure a request names; `on_failure` covers what `run` could
-not report itself: RQ's hard timeout and workers that died mid-job (abandoned-job cleanup).
+"""RQ entry points (the allow-list is `bot.queue.ENTRY_POINTS`). `run` executes the procedure a request
+names; `plan` is its pre-approval job; `report_lost` adds the helm status to a lost job's report
+(`workers.lost.on_failure` covers what `run` could not report itself: RQ's hard timeout and workers
+that died mid-job, and may run in serve, which has no cluster access).
 
 Every outcome releases the environment lock and leaves an `outcome` on the job's Redis state, so a
 job is reported exactly once whichever path ends it.
@@ -7,47 +9,42 @@ job is reported exactly once whichever path ends it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
-from functools import lru_cache
 from typing import Any
 
 import redis
 from rq import get_current_job
-from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from bot import messages
 from bot.approvals import Request
 from bot.audit import Event
-from bot.auditor import Auditor
 from bot.logs import bind
 from bot.metrics import METRICS
 from bot.slack import SlackGateway
 from bot.store import Store
-from config.environments import PlateConfig, load_config
 from config.settings import Settings
 from workers import deploy as _deploy  # noqa: F401  - importing registers the procedures
 from workers import diagnose as _diagnose  # noqa: F401
 from workers import harbor as _harbor  # noqa: F401
 from workers import history as _history  # noqa: F401
-from workers import observe
+from workers import lost, observe
 from workers import rollback as _rollback  # noqa: F401
 from workers import status as _status  # noqa: F401
 from workers.errors import StepFailed
+from workers.helm import Helm
 from workers.procedures import PROCEDURES, JobContext
 from workers.progress import Progress
 from workers.reporting import ThreadReporter
 from workers.revisions import change_record
+from workers.summary import helm_line
 
 log = logging.getLogger("plate.worker")
 
 
-@lru_cache(maxsize=4)
-def _config(path: str) -> PlateConfig:
-    return load_config(path)
+_config = lost._config
 
 
 def _connection() -> redis.Redis:
@@ -165,75 +162,25 @@ def _save_change(ctx: JobContext, outcome: str, started: float, **times: float) 
         log.exception("could not save the record of this change")
 
 
-def on_failure(job: Job, connection: redis.Redis, exc_type: type, value: BaseException, _tb: Any) -> None:
-    """RQ failure callback: runs in the worker after a hard timeout, or in whichever process cleaned up
-    an abandoned job (a worker that was SIGKILLed). Reports once and frees the environment."""
-    raw = (job.kwargs or {}).get("request")
-    if not raw:
-        return
-    req = Request.from_storage(raw)
-    store = Store(connection)
-    released = store.release_lock(req.env, req.id)
-    state = store.job_state(job.id)
-    if state.get("outcome"):
-        return  # `run` already reported this job
-    store.save_job_state(job.id, outcome="lost")
+# Jobs enqueued before 0.2 name `workers.jobs.on_failure`: the same cluster-free callback.
+on_failure = lost.on_failure
+
+
+def report_lost(request: str, lost_job: str) -> str:
+    """The cluster half of a lost-job report (queued by `workers.lost.on_failure`, which may run in
+    serve): the release's current helm status, as a reply in the request's thread."""
+    req = Request.from_storage(request)
     settings = Settings()
     slack = SlackGateway.from_settings(settings)
-    _audit_lost(store, slack, settings, req, job.id, released, exc_type)
-    detail = ""
-    try:
-        config = _config(str(settings.plate_config))
-        env = config.environments[req.env]
-        from workers.helm import Helm
-
-        release = Helm(settings.helm_bin, namespace=env.namespace, kube_context=env.kube_context).status(env.release)
-        from workers.summary import helm_line
-
-        detail = "Now: " + helm_line(release)
-    except Exception:
-        detail = "The current helm status could not be read."
-    with bind(request_id=req.id, job_id=req.job_id, env=req.env):
-        log.warning("job lost", extra={"reason": getattr(exc_type, "__name__", str(exc_type))})
-        # Metrics, the operation line and Home first: the thread's message is the last word.
-        started = float(store.job_state(job.id).get("started") or time.time())
-        config = None
-        with contextlib.suppress(Exception):
-            config = _config(str(settings.plate_config))
-        kind = job.id.removeprefix(req.job_id).lstrip("-") or req.verb
-        observe.job_ended(
-            store, slack, config, req, kind=kind, outcome="lost", summary="worker lost", seconds=time.time() - started
-        )
-        slack.post(req.channel, messages.job_lost(req.job_id, detail), thread_ts=req.message_ts)
-        state = store.job_state(job.id)
-        if state.get("status_ts"):
-            lost = Progress(state.get("title", req.verb), ()).finish(time.time(), ok=False, summary="worker lost")
-            text, blocks = messages.progress_message(lost, time.time())
-            slack.update(req.channel, state["status_ts"], text, blocks)
-
-
-def _audit_lost(
-    store: Store,
-    slack: SlackGateway,
-    settings: Settings,
-    req: Request,
-    job_id: str,
-    released: bool,
-    exc_type: type,
-) -> None:
-    """The audit records of a job nobody saw end, and its change record's outcome."""
-    try:
-        channel = _config(str(settings.plate_config)).audit_channel
-    except Exception:
-        channel = None
-    auditor = Auditor(store, slack, channel)
-    reason = getattr(exc_type, "__name__", str(exc_type))
-    auditor.record(Event.JOB_LOST, request=req, job=job_id, outcome="lost", detail=reason)
-    if released:
-        auditor.record(Event.LOCK_RELEASED, request=req, job=job_id, detail="the job's worker was lost")
-    try:
-        change = store.change(req.id) if job_id == req.job_id else None
-        if change is not None:
-            store.save_change(req.env, {**change, "outcome": "lost", "ended": time.time()})
-    except Exception:
-        log.exception("could not mark the record of this change lost")
+    line = None
+    with bind(request_id=req.id, job_id=lost_job, env=req.env):
+        try:
+            env = _config(str(settings.plate_config)).environments[req.env]
+            helm = Helm(settings.helm_bin, namespace=env.namespace, kube_context=env.kube_context,
+                        kubeconfig=settings.kubeconfig)  # fmt: skip
+            release = helm.status(env.release)
+            line = helm_line(release)
+        except Exception:
+            log.warning("could not read the helm status of a lost job", exc_info=True)
+        slack.post(req.channel, messages.job_lost_status(line), thread_ts=req.message_ts)
+    return "reported" if line else "reported: status unreadable"

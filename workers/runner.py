@@ -1,4 +1,5 @@
-"""plate-bot's RQ worker: RQ's forking `Worker`, tuned so a lost job is reported in seconds.
+"""plate-bot's RQ worker: RQ's forking `Worker`, tuned so a lost job is reported in seconds, that runs
+nothing but plate-bot's own jobs.
 
 RQ marks a running job abandoned only when its heartbeat lapses, and sizes that lapse as
 `min(job timeout, job_monitoring_interval) + 60` seconds (30 s interval by default: 90 s), after which
@@ -7,11 +8,14 @@ main process heartbeats every `heartbeat` seconds and a job is abandoned after t
 bot's Housekeeper runs the cleanup every few seconds, so "worker lost" reaches the thread within
 about `3 × heartbeat + housekeeping interval`.
 
-Two gaps RQ leaves are closed as well:
+Gaps RQ leaves are closed as well:
 - a work-horse that dies while its worker lives (OOM killer) fails the job without calling
   `on_failure`: `work_horse_killed_handler` reports it and frees the lock;
 - a worker SIGKILLed as a whole leaves its horse (own process group) running: the horse asks the
-  kernel to die with its parent (workers.lifetime), and helm dies with the horse.
+  kernel to die with its parent (workers.lifetime), and helm dies with the horse;
+- RQ imports and runs whatever a job hash names: jobs are JSON, and a job that is not one of
+  plate-bot's entry points (bot.queue.refusal) is failed in this process, before any fork, and
+  logged on `plate.security`; its thread (if it has one) is told;
 """
 
 from __future__ import annotations
@@ -25,14 +29,18 @@ from typing import Any
 import redis
 from rq import Queue, Worker
 from rq.job import Job
+from rq.utils import now
+
+from bot.queue import PlateJob, refusal, worker_options
 
 # Imported here, in the worker's main process, so every forked horse starts with the job code, the
 # kubernetes client and the procedures loaded: importing them in each horse cost ~1 s per job
 # (bench/click_to_thread.py).
-from workers import jobs
+from workers import jobs, lost
 from workers.lifetime import die_with_parent
 
 log = logging.getLogger("plate.worker")
+security = logging.getLogger("plate.security")
 MISSED_BEATS = 3  # heartbeats a job may miss before it counts as abandoned
 
 
@@ -47,19 +55,51 @@ class PlateWorker(Worker):
             connection=connection,
             job_monitoring_interval=max(1, int(heartbeat)),
             work_horse_killed_handler=self._horse_killed,
-            **kw,
+            **{**worker_options(), **kw},
         )
+        for queue in self.queues:
+            # A queue built elsewhere must not hand the worker pickles or unrestricted jobs either.
+            queue.serializer, queue.job_class = self.serializer, PlateJob
         self._main_pid = os.getpid()
+        self._beat = max(1, int(heartbeat))
 
+    # --- what runs ---------------------------------------------------------------------------------
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        reason = refusal(job)
+        if reason is None:
+            super().execute_job(job, queue)
+            return
+        self._refuse(job, queue, reason)
+
+    def _refuse(self, job: Job, queue: Queue, reason: str) -> None:
+        """Fail `job` without forking or importing anything it names; tell its thread if it has one."""
+        unreadable = reason.startswith("its payload")
+        try:
+            name = "<unreadable>" if unreadable else str(job.func_name)[:200]
+        except Exception:
+            name = "<unreadable>"
+        security.warning(
+            "job refused, nothing run", extra={"job": job.id, "function": name, "reason": reason, "origin": job.origin}
+        )
+        job.ended_at = now()
+        self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+        self.handle_job_failure(job, queue, exc_string=f"Refused by plate-bot: {reason}")
+        try:
+            lost.report_refused(self.connection, job.id, reason, unreadable=unreadable)
+        except Exception:
+            log.exception("could not tell the thread of a refused job", extra={"job": job.id})
+
+    # --- heartbeats --------------------------------------------------------------------------------
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """How long the started-job registry trusts the last heartbeat (RQ: up to interval + 60 s)."""
-        interval = int(self.job_monitoring_interval)
+        interval = self._beat
         beat = interval
         if job.timeout and job.timeout > 0:
             # Near the job's own timeout RQ shortens the beat so a hung horse is noticed right after it.
             beat = max(1, min(interval, int(job.timeout - working_time)))
         return beat + (MISSED_BEATS - 1) * interval
 
+    # --- the horse ---------------------------------------------------------------------------------
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         # In the forked horse: never outlive the worker that monitors (and heartbeats for) this job.
         die_with_parent(signal.SIGKILL, self._main_pid)

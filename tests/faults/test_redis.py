@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from rq import Worker
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
 from bot.approvals import Status
+from bot.queue import fetch_job
 from sandbox.signing import post, sign, slash_body
 from tests.conftest import SIGNING_SECRET, Service
 from tests.faults.conftest import PrivateRedis, ephemeral_texts, thread_text, wait_for
@@ -41,7 +42,7 @@ def _planned(service: Service):
     # once RQ has finished it and the worker is idle again, or the outage hits the worker's own
     # bookkeeping (a worker dying there is restarted by its Deployment, which this test has not).
     def plan_job_done() -> bool:
-        job = Job.fetch(f"{request.job_id}-plan", connection=service.runtime.connection)
+        job = fetch_job(f"{request.job_id}-plan", service.runtime.connection)
         workers = Worker.all(connection=service.runtime.connection)
         idle = all(w.get_current_job_id() is None for w in workers)
         return job.get_status(refresh=True) == JobStatus.FINISHED and idle

@@ -59,7 +59,8 @@ def _click(replica: Service, request_id: str, user: str) -> None:
 def _settled(a: Service) -> bool:
     from rq.registry import StartedJobRegistry
 
-    return a.runtime.queue.count == 0 and StartedJobRegistry(queue=a.runtime.queue).count == 0
+    registry = StartedJobRegistry(queue=a.runtime.queue, job_class=a.runtime.queue.job_class)
+    return a.runtime.queue.count == 0 and registry.count == 0
 
 
 def test_two_replicas_two_workers_three_environments(plate_env, fake_slack, kube_api, cluster, workers, helm_state):

@@ -6,8 +6,9 @@ What happens to the processes (decided in workers/lifetime.py and workers/runner
   The horse asked the kernel for SIGKILL when its parent dies; helm asked for SIGTERM when the horse
   dies, and answers it like helm >= 3.13 does: the release is marked failed, helm exits.
 - Nobody is left to report, so the bot's Housekeeper sweeps RQ's started-job registry; the job's
-  heartbeat (1 s here, 3 missed beats) lapses and `on_failure` posts "worker lost" with the live helm
-  status and frees the lock.
+  heartbeat (1 s here, 3 missed beats) lapses and `on_failure` (workers.lost) posts "worker lost" and
+  frees the lock. serve has no cluster access: the live helm status follows from a worker, which runs
+  the `report_lost` job that on_failure queued.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import signal
 
 import psutil
 import pytest
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
 from bot.approvals import Status
+from bot.queue import fetch_job
 from sandbox.helm import read_releases, set_behaviour
 from tests.conftest import Service
 from tests.faults.conftest import install_release, processes_running, wait_for
@@ -59,12 +61,19 @@ def _thread(service: Service) -> str:
     return service.slack.render_thread("C0DEPLOYS", card.ts)
 
 
-def test_sigkilled_worker_is_reported_lost_and_frees_the_lock(keeper, workers, helm_bin, helm_state) -> None:
+def test_sigkilled_worker_is_reported_lost_and_frees_the_lock(
+    keeper, workers, helm_bin, helm_state, plate_env, monkeypatch
+) -> None:
     """kill -9 of the worker's process group mid-`helm upgrade` → within seconds: the job FAILED in RQ,
-    the stg lock released, the thread says the worker was lost, to check the release, and shows the
-    current helm status; the status message says "worker lost"; the horse and helm are gone."""
+    the stg lock released, the thread says the worker was lost and to check the release; the status
+    message says "worker lost"; the horse and helm are gone. serve has no helm and no kubeconfig: the
+    current helm status follows from the next worker (the restarted pod)."""
     service = keeper
     worker = workers()
+    # From here on serve (this process) has no cluster access; workers started later get it explicitly.
+    cluster_access = {"HELM_BIN": str(helm_bin), "KUBECONFIG": plate_env["KUBECONFIG"]}
+    monkeypatch.setenv("HELM_BIN", "/nonexistent/serve-has-no-helm")
+    monkeypatch.delenv("KUBECONFIG")
     request_id, helm = _hanging_stg_deploy(service, helm_bin, helm_state)
     horse = helm.parent()
     assert horse is not None and horse.pid != worker.proc.pid and horse.ppid() == worker.proc.pid
@@ -85,14 +94,18 @@ def test_sigkilled_worker_is_reported_lost_and_frees_the_lock(keeper, workers, h
 
     request = service.runtime.store.get(request_id)
     wait_for(lambda: "was lost" in _thread(service), 20, "the lost-worker report")
-    job = Job.fetch(request.job_id, connection=service.runtime.connection)
+    job = fetch_job(request.job_id, service.runtime.connection)
     # RQ's cleanup runs the failure callback (the report) and moves the job to FAILED in one sweep, in
     # that order: the report can be seen a moment before the status.
     wait_for(lambda: job.get_status(refresh=True) == JobStatus.FAILED, 30, "RQ to mark the job failed")
     assert service.runtime.store.lock_holder("stg") is None
     text = _thread(service)
-    assert "check it with `/plate status`" in text
+    assert "check it with `/plate status`" in text and "follows as soon as a worker is free" in text
+    workers(**cluster_access)  # the worker's Deployment starts a new pod
+    wait_for(lambda: "Now: Release" in _thread(service), 30, "the helm status from a worker")
+    text = _thread(service)
     assert "Now: Release `plate-web` revision 3: *deployed*" in text
+    assert "could not be read" not in text
     status_message = [m for m in service.slack.messages("C0DEPLOYS") if m.thread_ts and m.text.startswith("deploy stg")]
     assert len(status_message) == 1 and "worker lost" in json.dumps(status_message[0].blocks)
     assert text.count("was lost") == 1  # reported once, though every housekeeping round looks
@@ -113,6 +126,7 @@ def test_horse_killed_while_worker_lives_is_reported_at_once(keeper, workers, he
     wait_for(lambda: "was lost" in _thread(service), 30, "the lost-worker report")
     assert service.runtime.store.lock_holder("stg") is None
     assert worker.proc.poll() is None  # the worker itself lives on
+    wait_for(lambda: "Now: Release" in _thread(service), 30, "the helm status (the report_lost job)")
 
     set_behaviour(helm_state, upgrade="ok")
     service.slack.reset()

@@ -146,7 +146,8 @@ def test_a_worker_killed_mid_rollback_is_recorded_lost_and_its_lock_released(
         # The work-horse dies with its worker, and helm (SIGTERM) with the horse: the revision fails.
         service.wait(lambda: read_releases(helm_state, "plate-web", "plate-stg")[-1]["info"]["status"] == "failed", 30)
 
-        StartedJobRegistry(queue=service.runtime.queue).cleanup(timestamp=time.time() + 3600)
+        queue = service.runtime.queue
+        StartedJobRegistry(queue=queue, job_class=queue.job_class).cleanup(timestamp=time.time() + 3600)
 
         assert events(service, request.id)[-3:] == [("job.started", ""), ("job.lost", "lost"), ("lock.released", "")]
         assert service.runtime.store.lock_holder("stg") is None
