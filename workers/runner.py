@@ -1,5 +1,5 @@
 """plate-bot's RQ worker: RQ's forking `Worker`, tuned so a lost job is reported in seconds, that runs
-nothing but plate-bot's own jobs.
+nothing but plate-bot's own jobs and rides out a short Redis outage.
 
 RQ marks a running job abandoned only when its heartbeat lapses, and sizes that lapse as
 `min(job timeout, job_monitoring_interval) + 60` seconds (30 s interval by default: 90 s), after which
@@ -16,6 +16,12 @@ Gaps RQ leaves are closed as well:
 - RQ imports and runs whatever a job hash names: jobs are JSON, and a job that is not one of
   plate-bot's entry points (bot.queue.refusal) is failed in this process, before any fork, and
   logged on `plate.security`; its thread (if it has one) is told;
+- a heartbeat that cannot reach Redis made RQ's worker quit, which killed the horse and helm (and
+  `--atomic` rolled production back) over a 2 s Redis blip. Heartbeats are now retried every second;
+  the job keeps running while Redis is away for less than the lost-job threshold (3 beats since the
+  last one that landed). Past it the job counts as lost: the horse (and so helm) is stopped and the
+  worker exits, as before. A job that someone reported lost meanwhile is stopped too, so a "worker
+  lost" report is never contradicted by a helm that goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +39,7 @@ from rq.job import Job
 from rq.utils import now
 
 from bot.queue import PlateJob, refusal, worker_options
+from bot.store import Store
 
 # Imported here, in the worker's main process, so every forked horse starts with the job code, the
 # kubernetes client and the procedures loaded: importing them in each horse cost ~1 s per job
@@ -42,10 +50,15 @@ from workers.lifetime import die_with_parent
 log = logging.getLogger("plate.worker")
 security = logging.getLogger("plate.security")
 MISSED_BEATS = 3  # heartbeats a job may miss before it counts as abandoned
+RETRY_BEAT = 1  # seconds between heartbeat attempts while Redis is away
 
 
 class WorkHorseKilled(Exception):
     """The process running the job died (signal or crash) while its worker lived."""
+
+
+class RedisAway(Exception):
+    """Redis was unreachable for longer than the lost-job threshold while a job ran."""
 
 
 class PlateWorker(Worker):
@@ -62,11 +75,14 @@ class PlateWorker(Worker):
             queue.serializer, queue.job_class = self.serializer, PlateJob
         self._main_pid = os.getpid()
         self._beat = max(1, int(heartbeat))
+        self._last_beat = time.monotonic()
+        self._away_since: float | None = None
 
     # --- what runs ---------------------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
         reason = refusal(job)
         if reason is None:
+            self._last_beat, self._away_since = time.monotonic(), None
             super().execute_job(job, queue)
             return
         self._refuse(job, queue, reason)
@@ -98,6 +114,55 @@ class PlateWorker(Worker):
             # Near the job's own timeout RQ shortens the beat so a hung horse is noticed right after it.
             beat = max(1, min(interval, int(job.timeout - working_time)))
         return beat + (MISSED_BEATS - 1) * interval
+
+    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
+        try:
+            super().maintain_heartbeats(job, execution)
+            lost_meanwhile = Store(self.connection).job_state(job.id).get("outcome") == "lost"
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._redis_away(job, exc)
+            return
+        if self._away_since is not None:
+            log.warning(
+                "redis is back; the job went on",
+                extra={"job": job.id, "away_seconds": round(time.monotonic() - self._away_since, 1)},
+            )
+            self._away_since = None
+            self.job_monitoring_interval = self._beat
+        self._last_beat = time.monotonic()
+        if lost_meanwhile:
+            # Reported lost (and its lock freed) while this worker could not heartbeat: make it so.
+            log.error("the job was reported lost meanwhile; stopping it", extra={"job": job.id})
+            self.kill_horse()
+
+    def _redis_away(self, job: Job, exc: Exception) -> None:
+        since_beat = time.monotonic() - self._last_beat
+        if self._away_since is None:
+            self._away_since = time.monotonic()
+            log.warning("redis unreachable; the job goes on, heartbeats are retried", extra={"job": job.id})
+            # Retry every second instead of every heartbeat interval (RQ's death penalty takes whole seconds).
+            self.job_monitoring_interval = RETRY_BEAT
+        if since_beat < MISSED_BEATS * self._beat:
+            return
+        log.error(
+            "redis unreachable past the lost-job threshold; stopping the job",
+            extra={"job": job.id, "seconds_since_heartbeat": round(since_beat, 1)},
+        )
+        self.job_monitoring_interval = self._beat
+        self.kill_horse()
+        self.wait_for_horse()
+        raise RedisAway(f"Redis unreachable for {since_beat:.0f}s while job {job.id} ran") from exc
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None or self._horse_pid == 0 or self.is_horse:
+            super().heartbeat(timeout, pipeline)
+            return
+        # The worker's own beat while a horse runs (RQ sends one when a signal interrupts the wait):
+        # Redis being away must not end the job; the job's beats above decide.
+        try:
+            super().heartbeat(timeout, pipeline)
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.warning("redis unreachable for the worker's own heartbeat")
 
     # --- the horse ---------------------------------------------------------------------------------
     def main_work_horse(self, job: Job, queue: Queue) -> None:
