@@ -35,6 +35,7 @@ def _require(settings: Settings, *names: str) -> None:
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot import logs
+    from bot.redisconn import shown_url
     from bot.runtime import build_runtime
 
     logs.configure(settings.log_level)
@@ -60,7 +61,15 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         log.info("socket mode connected")
     runtime.housekeeper.start()
-    log.info("serving", extra={"host": args.host, "port": server.effective_port, "embedded_redis": embedded_worker})
+    log.info(
+        "serving",
+        extra={
+            "host": args.host,
+            "port": server.effective_port,
+            "embedded_redis": embedded_worker,
+            "redis": shown_url(settings.redis_url),
+        },
+    )
     done = threading.Event()
     drained: list[bool] = []
 
@@ -95,8 +104,8 @@ def work(args: argparse.Namespace, settings: Settings) -> int:
     from bot import logs
     from bot.metrics import METRICS
     from bot.probes import ProbeServer
-    from bot.queue import queue_for
-    from bot.redisconn import connect
+    from bot.queue import QUEUE_NAME, queue_for
+    from bot.redisconn import connect, shown_url
     from bot.store import Store
     from workers import jobs  # noqa: F401 - imported once here, every forked job inherits it (~1 s each)
     from workers.runner import PlateWorker
@@ -118,6 +127,7 @@ def work(args: argparse.Namespace, settings: Settings) -> int:
     # SIGTERM: RQ's warm shutdown (the running job finishes, no new one starts); a second SIGTERM or the
     # SIGKILL after the grace period kills the job, which the bot's housekeeper then reports as lost.
     worker = _signal_aware(PlateWorker)([queue_for(connection)], connection, heartbeat=settings.plate_worker_heartbeat)
+    log.info("worker starting", extra={"redis": shown_url(settings.redis_url), "queue": QUEUE_NAME})
     try:
         ok = worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
     finally:

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -70,6 +71,31 @@ def stop_embedded() -> None:
     """Stop this process's embedded server, if it started one (before its data directory goes away)."""
     if _embedded is not None:
         stop_server(_embedded)
+
+
+_SECRET_QUERY = ("pass", "secret", "token", "auth")
+
+
+def shown_url(url: str | None) -> str:
+    """`REDIS_URL` as it may be logged: a password (or a userinfo that is not `user:password`, which
+    may be one) becomes `***`, and so does any query value that looks like a credential.
+    `redis://:s3cret@redis:6379/0` -> `redis://:***@redis:6379/0`; unset -> `embedded`."""
+    if not url:
+        return "embedded"
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+            netloc = f"{user}:***@{host}"
+        query = urlencode(
+            [(k, "***" if any(s in k.lower() for s in _SECRET_QUERY) else v) for k, v in parse_qsl(parts.query)],
+            safe="/*",
+        )
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:
+        return "<unparseable REDIS_URL>"
 
 
 def redis_url(settings: Settings) -> str:
