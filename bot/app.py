@@ -18,7 +18,7 @@ from typing import Any
 from rq import Queue
 from slack_bolt import Ack, App, BoltResponse, Respond
 
-from bot import messages, policy
+from bot import ingress, messages, policy
 from bot.approvals import PAUSE_AUTOSYNC, Request, Status, new_request
 from bot.audit import Event, args_text
 from bot.auditor import Auditor
@@ -33,6 +33,7 @@ from bot.store import LockHeld, Store
 from config.environments import Environment, PlateConfig
 
 log = logging.getLogger("plate.bot")
+security_log = logging.getLogger("plate.security")
 
 
 @dataclass
@@ -69,9 +70,16 @@ class Plate:
         started = time.perf_counter()
         user, channel = command.get("user_id", ""), command.get("channel_id", "")
         text = command.get("text") or ""
-        request_id = request_id_for(command.get("team_id"), command.get("trigger_id"))
+        # Slack sends a trigger_id with every command; without one, the response_url is as unique.
+        delivery = command.get("trigger_id") or command.get("response_url")
+        request_id = request_id_for(command.get("team_id"), delivery)
         with bind(request_id=request_id, user=user):
-            outcome = self._command(ack, respond, text, user, channel, request_id)
+            if (reason := self._foreign(command)) is not None:
+                ack(text=f":no_entry: {messages.foreign_workspace()}")
+                self.audit.record(Event.REQUEST_REFUSED, verb="command", user=user, detail=f"from {reason}")
+                outcome = ("unknown", "foreign")
+            else:
+                outcome = self._command(ack, respond, text, user, channel, request_id)
         METRICS.command(outcome[0], outcome[1], time.perf_counter() - started)
 
     def _command(
@@ -93,6 +101,8 @@ class Plate:
         env = config.environments[str(cmd.env)]
         try:
             policy.check_request(env, cmd.verb, user, channel, self._members(env.requesters))
+            if cmd.verb.mutating:
+                self._check_member(user, "request changes")
             frozen = None if cmd.dry_run else policy.freeze_note(env, cmd.verb, self.s.clock())
         except NotAllowed as exc:
             ack(text=f":no_entry: {exc.message}")
@@ -101,7 +111,9 @@ class Plate:
         request = self._new_request(cmd, env, user, channel, request_id, frozen)
         locks = cmd.verb.mutating and not cmd.dry_run
         try:
-            holder = self.s.store.create(request, lock_env=env.name if locks else None)
+            # Straight to the queue: the lock is taken now, so busy is answered here, never on a posted card.
+            straight = request.planned and not request.needs_approval()
+            holder = self.s.store.create(request, lock_env=env.name if locks else None, take_lock=straight)
         except Conflict:
             ack()  # the same command delivered twice: the first delivery answers
             return cmd.verb.value, "duplicate"
@@ -109,6 +121,8 @@ class Plate:
             ack(text=messages.unavailable())
             return cmd.verb.value, "unavailable"
         if holder is not None:
+            # Answered for good: a replay of this signed delivery (Slack's 5-minute window) after the
+            # lock frees must not run it (Store.create remembered the id).
             ack(text=messages.lock_held(env.name, holder))
             detail = f"{env.name} locked by request {holder.get('request')}"
             self.audit.record(Event.REQUEST_REFUSED, env=env.name, verb=cmd.verb.value, user=user, detail=detail)
@@ -147,6 +161,7 @@ class Plate:
             self.audit.transition(
                 *self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
             )
+            self.s.store.release_lock(env.name, request.id)  # taken with the request if it needed no approval
             hint = " Invite me to this channel first (`/invite @plate`)." if exc.code == "not_in_channel" else ""
             respond(text=f":warning: I could not post the request here ({exc.code}); nothing was run.{hint}")
             return
@@ -207,6 +222,29 @@ class Plate:
         except SlackError:
             log.warning("could not update the request card", extra={"request_id": request_id})
 
+    def _foreign(self, body: dict[str, Any]) -> str | None:
+        """Why a payload is not from plate-bot's own app and workspace (Slack Connect, another org)."""
+        workspace = self.s.config.slack
+        installed = None if workspace.team_id or workspace.enterprise_id else self.s.slack.installed_team()
+        reason = policy.foreign(policy.origin_of(body), workspace, installed)
+        if reason is not None:
+            security_log.warning("refused a request from %s", reason)
+        return reason
+
+    def _check_member(self, user: str, what: str) -> None:
+        """Guests and people of other organisations never request or approve changes (NotAllowed)."""
+        workspace = self.s.config.slack
+        try:
+            profile = self.s.slack.profile(user)
+        except SlackError as exc:
+            raise NotAllowed(
+                f"I could not check your Slack account ({exc.code}), so I cannot let you {what}."
+            ) from None
+        installed = None if workspace.team_id or workspace.enterprise_id else self.s.slack.installed_team()
+        if (reason := policy.outsider(user, profile, workspace, installed)) is not None:
+            security_log.warning("refused %s to a user %s", what, reason)
+            raise NotAllowed(f"Your Slack account is {reason}: only members of this workspace may {what}.")
+
     def _members(self, ids: list[str]) -> dict[str, frozenset[str]]:
         groups = policy.groups_in(ids)
         return self.s.slack.members(groups) if groups else {}
@@ -228,6 +266,9 @@ class Plate:
 
         started = time.perf_counter()
         with bind(request_id=request_id, user=user):
+            if self._foreign(body) is not None:
+                answer(messages.foreign_workspace())
+                return
             env = (str(action.get("value", "")).split() or [""])[0][:64]  # one word: the grammar checks it
             outcome = self._command(answer, respond, f"rollback {env}", user, channel, request_id)  # type: ignore[arg-type]
         METRICS.command(outcome[0], outcome[1], time.perf_counter() - started)
@@ -243,6 +284,9 @@ class Plate:
             if from_home:
                 self.home.touch(user)  # so the refresh after the transition includes the clicker
             try:
+                if (reason := self._foreign(body)) is not None:
+                    self.audit.record(Event.REQUEST_REFUSED, request=None, user=user, detail=f"click from {reason}")
+                    raise NotAllowed(messages.foreign_workspace())
                 self._click(str(action.get("action_id")), request_id, user)
             except UserError as exc:
                 if from_home:
@@ -264,6 +308,7 @@ class Plate:
         if action == messages.CANCEL:
             change: Callable[[Request], Request] = lambda r: r.with_cancel(user, now)  # noqa: E731
         else:
+            self._check_member(user, "approve or reject changes")
             approver = policy.is_approver(env, user, self._members(env.approvers))
             if action in (messages.APPROVE, messages.APPROVE_PAUSE):
                 option = PAUSE_AUTOSYNC if action == messages.APPROVE_PAUSE else None
@@ -310,7 +355,9 @@ class Plate:
         return expired
 
     # --- App Home -----------------------------------------------------------------------------------------
-    def on_home_opened(self, event: dict[str, Any]) -> None:
+    def on_home_opened(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if self._foreign(body) is not None:
+            return
         with bind(user=str(event.get("user", ""))):
             self.home.opened(str(event.get("user", "")), str(event.get("tab", "home")))
 
@@ -347,7 +394,10 @@ def build_app(services: Services) -> App:
         error_id = uuid.uuid4().hex[:8]
         log.exception("unhandled error in a listener", extra={"error_id": error_id}, exc_info=error)
         try:
-            if body.get("response_url"):
+            url = body.get("response_url")
+            # Only a verified body reaches a listener (bot.server refuses the rest); the host check
+            # is the second lock: an apology never goes to a URL that is not Slack's.
+            if isinstance(url, str) and ingress.slack_url(url, services.slack.api_url):
                 respond(text=messages.apology(error_id), response_type="ephemeral", replace_original=False)
         except Exception:
             log.warning("could not send the apology", extra={"error_id": error_id})

@@ -1,4 +1,11 @@
-"""Running and stopping the HTTP server cleanly.
+"""Running the HTTP server with bounded resources, and stopping it cleanly.
+
+`make_server` caps what one client can hold: the body size (waitress refuses a larger Content-Length
+with a 413 before reading the body; its default was 1 GiB, spooled to disk), the number of open
+connections (more wait in the kernel's listen backlog), idle keep-alive connections, and the whole time
+one request may take to arrive. waitress only has an *idle* timeout, which a client trickling one byte a
+second never trips, so `_BoundedServer` also closes a connection whose request is still incomplete after
+`request_timeout` seconds (checked by waitress' own maintenance pass, every `cleanup_interval`).
 
 waitress' `server.run()` loops while its socket map is non-empty, and `server.close()` from another
 thread removes only the listening socket: an idle keep-alive connection (Slack and load balancers keep
@@ -13,11 +20,66 @@ import logging
 import threading
 import time
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
 
 log = logging.getLogger("plate.lifecycle")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_body: int = 256 * 1024  # Slack payloads are a few KB
+    connections: int = 100
+    idle_timeout: int = 60  # an idle keep-alive connection is closed after this many seconds
+    request_timeout: float = 10.0  # from a request's first byte to its last
+
+
+class _BoundedServer(TcpWSGIServer):
+    """waitress' TCP server plus a deadline on incomplete requests (slow headers or body), and hung-up
+    connections released at once rather than after the idle timeout (they count against the limit)."""
+
+    request_timeout = 10.0
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)
+        for channel in list(self.active_channels.values()):
+            if not channel.connected and not channel.requests:
+                channel.will_close = True  # the client hung up: waitress would keep it until idle_timeout
+                continue
+            parser = channel.request  # the request being received; None between requests
+            if parser is None:
+                continue
+            first_seen = getattr(parser, "plate_first_seen", None)
+            if first_seen is None:
+                parser.plate_first_seen = now
+            elif now - first_seen > self.request_timeout and not channel.will_close:
+                log.info("closed a connection whose request took too long to arrive")
+                channel.will_close = True
+
+
+def make_server(app: Any, host: str, port: int, *, threads: int = 8, limits: HttpLimits | None = None) -> Any:
+    """A waitress server for `app` on host:port with plate-bot's limits (serve it with `HttpLoop`)."""
+    limits = limits or HttpLimits()
+    adj = Adjustments(
+        host=host,
+        port=port,
+        threads=threads,
+        ident="plate-bot",
+        max_request_body_size=limits.max_body + 1,  # waitress refuses a Content-Length >= this
+        connection_limit=limits.connections,
+        channel_timeout=limits.idle_timeout,
+        cleanup_interval=1,  # how often maintenance (idle and request deadlines) runs
+    )
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    server = _BoundedServer(app, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+    server.request_timeout = limits.request_timeout
+    return server
 
 
 class HttpLoop:

@@ -76,6 +76,10 @@ def apology(error_id: str) -> str:
     return f":boom: Something went wrong on my side; nothing was changed. Reference: `{error_id}`."
 
 
+def foreign_workspace() -> str:
+    return "plate-bot takes commands and clicks only from its own Slack workspace; nothing was done."
+
+
 def unavailable() -> str:
     return ":hourglass: plate-bot cannot reach its queue right now; nothing was changed. Try again in a minute."
 

@@ -44,6 +44,12 @@ class Metrics:
             ["method"],
             registry=r,
         )
+        self.http_refused = Counter(
+            "plate_http_refused_total",
+            "Requests on /slack/events refused before Bolt, by reason (unverified, malformed, unhandled)",
+            ["reason"],
+            registry=r,
+        )
         self.incidents = Counter("plate_incidents_total", "Watcher incidents by event", ["event"], registry=r)
         self._shared: SharedCollector | None = None
 
@@ -56,6 +62,9 @@ class Metrics:
     def approval(self, outcome: str, seconds: float) -> None:
         self.approvals.labels(outcome).inc()
         self.time_to_decide.observe(max(seconds, 0.0))
+
+    def refused(self, reason: str) -> None:
+        self.http_refused.labels(reason).inc()
 
     def slack_error(self, code: str) -> None:
         self.slack_errors.labels(code).inc()

@@ -7,10 +7,12 @@ and caches them) and passed in as `members`: group id -> user ids.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from bot.errors import NotAllowed
 from bot.grammar import Verb
-from config.environments import Environment
+from config.environments import Environment, SlackWorkspace
 
 Members = Mapping[str, frozenset[str]]
 
@@ -56,3 +58,75 @@ def approvals_needed(env: Environment, verb: Verb, *, dry_run: bool, extra: int 
     if not verb.mutating or dry_run:
         return 0
     return env.approvals_required + extra
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a Slack payload says it comes from (slash command, interaction or Events API body)."""
+
+    team: str | None
+    enterprise: str | None
+    app: str | None
+    user_team: str | None  # the clicking user's own workspace, when the payload names it
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _id(value: Any) -> str | None:
+    return _str(value.get("id")) if isinstance(value, dict) else None
+
+
+def origin_of(body: Mapping[str, Any]) -> Origin:
+    """Slash commands and events carry `team_id`/`enterprise_id`; interactions `team`/`enterprise` objects."""
+    user = body.get("user")
+    return Origin(
+        team=_str(body.get("team_id")) or _id(body.get("team")),
+        enterprise=_str(body.get("enterprise_id")) or _id(body.get("enterprise")),
+        app=_str(body.get("api_app_id")),
+        user_team=_str(user.get("team_id")) if isinstance(user, dict) else None,
+    )
+
+
+def foreign(origin: Origin, workspace: SlackWorkspace, installed_team: str | None) -> str | None:
+    """Why a payload does not come from plate-bot's own app and workspace (or organisation), or None."""
+    if workspace.app_id and origin.app != workspace.app_id:
+        return f"another Slack app ({origin.app or 'none'})"
+    if workspace.enterprise_id:
+        if origin.enterprise != workspace.enterprise_id:
+            return f"another organisation ({origin.enterprise or 'none'})"
+        if workspace.team_id and origin.team != workspace.team_id:
+            return f"another workspace ({origin.team or 'none'})"
+        return None
+    team = workspace.team_id or installed_team
+    if team is None:
+        return "plate-bot does not know its own workspace yet"  # auth.test has not answered: fail closed
+    if origin.team != team:
+        return f"another workspace ({origin.team or 'none'})"
+    if origin.user_team is not None and origin.user_team != team:
+        return f"a user of another workspace ({origin.user_team})"
+    return None
+
+
+def outsider(
+    user: str, profile: Mapping[str, Any], workspace: SlackWorkspace, installed_team: str | None
+) -> str | None:
+    """Why `user` (their users.info record) may not request or approve changes: a guest, or someone from
+    another organisation (Slack Connect). None for a full member, or one listed in allowed_external_users."""
+    if user in workspace.allowed_external_users:
+        return None
+    if profile.get("is_stranger"):
+        return "from another organisation"
+    if profile.get("is_restricted") or profile.get("is_ultra_restricted"):
+        return "a guest of this workspace"
+    if profile.get("is_bot") or profile.get("deleted"):
+        return "not a person of this workspace"
+    team = profile.get("team_id")
+    if workspace.enterprise_id:
+        enterprise = (profile.get("enterprise_user") or {}).get("enterprise_id")
+        if enterprise != workspace.enterprise_id:
+            return "from another organisation"
+    elif team != (workspace.team_id or installed_team):
+        return "from another workspace"
+    return None

@@ -14,10 +14,9 @@ from typing import Any
 import redis
 from rq import Queue
 from slack_bolt import App
-from waitress.server import create_server
 
 from bot.app import Services, build_app
-from bot.lifecycle import HttpLoop, drain_executor, remaining
+from bot.lifecycle import HttpLimits, HttpLoop, drain_executor, make_server, remaining
 from bot.metrics import METRICS
 from bot.queue import queue_for
 from bot.redisconn import connect
@@ -48,7 +47,7 @@ class Runtime:
     _loops: dict[int, HttpLoop] = field(default_factory=dict)
 
     def http_server(self, host: str, port: int, threads: int = 8) -> Any:
-        server = create_server(self.web, host=host, port=port, threads=threads, ident="plate-bot")
+        server = make_server(self.web, host, port, threads=threads, limits=_limits(self.settings))
         self._servers.append(server)
         return server
 
@@ -94,6 +93,14 @@ class Runtime:
         return drained
 
 
+def _limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        connections=settings.plate_http_connection_limit,
+        idle_timeout=settings.plate_http_idle_timeout,
+        request_timeout=settings.plate_http_request_timeout,
+    )
+
+
 def build_runtime(settings: Settings, config: PlateConfig, *, housekeeping_interval: float | None = None) -> Runtime:
     connection = connect(settings)
     store = Store(connection)
@@ -107,7 +114,7 @@ def build_runtime(settings: Settings, config: PlateConfig, *, housekeeping_inter
         signing_secret=settings.slack_signing_secret.get_secret_value(),
     )
     app = build_app(services)
-    web = WebApp(app, store, slack)
+    web = WebApp(app, store, slack, services.signing_secret)
     interval = housekeeping_interval or settings.plate_housekeeping_interval
     keeper = Housekeeper(app.plate, queue, interval=interval)  # type: ignore[attr-defined]
     METRICS.share(store.stats, lambda: queue.count)

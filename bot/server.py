@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,7 +22,7 @@ from rq.timeouts import TimerDeathPenalty
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.ingress import malformed
+from bot import ingress
 from bot.metrics import METRICS
 from bot.slack import SlackGateway
 from bot.store import Store
@@ -41,8 +42,17 @@ def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> I
 class WebApp:
     """WSGI: routes Slack to Bolt, and answers /healthz, /readyz and /metrics itself."""
 
-    def __init__(self, app: App, store: Store, slack: SlackGateway) -> None:
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        slack: SlackGateway,
+        signing_secret: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.bolt = SlackRequestHandler(app)
+        self.signing_secret = signing_secret
+        self.clock = clock
         self.store = store
         self.slack = slack
         self.draining = threading.Event()
@@ -63,7 +73,9 @@ class WebApp:
                 "200 OK", [("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", str(len(data)))]
             )
             return [data]
-        if path == "/slack/events" and method == "POST":
+        if path == "/slack/events":
+            if method != "POST":
+                return _json(start_response, "405 Method Not Allowed", {"error": "POST only"})
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
             except ValueError:
@@ -71,8 +83,8 @@ class WebApp:
             if length < 0 or length > MAX_BODY:
                 return _json(start_response, "413 Payload Too Large", {"error": "request too large"})
             raw = environ["wsgi.input"].read(length) if length else b""
-            if (reason := malformed(raw, environ.get("CONTENT_TYPE"))) is not None:
-                return _json(start_response, "400 Bad Request", {"error": reason})
+            if (refused := self._refuse(raw, environ)) is not None:
+                return _json(start_response, *refused)
             environ["wsgi.input"] = io.BytesIO(raw)  # read once here; Bolt reads it again
             with self._idle:
                 self._inflight += 1  # counted before the check, so shutdown cannot miss a request let in
@@ -85,6 +97,23 @@ class WebApp:
                     self._inflight -= 1
                     self._idle.notify_all()
         return _json(start_response, "404 Not Found", {"error": "not found"})
+
+    def _refuse(self, raw: bytes, environ: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
+        """The answer to a request that must not reach Bolt, or None. Unverified requests are refused
+        first and quietly (no traceback, no outbound call): they are noise or an attack, counted by reason."""
+        timestamp, signature = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP"), environ.get("HTTP_X_SLACK_SIGNATURE")
+        if (reason := ingress.unverified(self.signing_secret, raw, timestamp, signature, self.clock())) is not None:
+            METRICS.refused("unverified")
+            log.info("refused an unverified request", extra={"reason": reason})
+            return "401 Unauthorized", {"error": "invalid request"}
+        data, reason = ingress.parse(raw, environ.get("CONTENT_TYPE"))
+        if data is None:
+            METRICS.refused("malformed")
+            return "400 Bad Request", {"error": str(reason)}
+        if (reason := ingress.unhandled(data)) is not None:
+            METRICS.refused("unhandled")
+            return "404 Not Found", {"error": reason}
+        return None
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no Slack request is inside Bolt; False if some still are after `timeout` seconds."""

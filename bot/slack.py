@@ -30,6 +30,7 @@ from config.settings import Settings
 
 log = logging.getLogger("plate.slack")
 GROUP_TTL = 60.0
+PROFILE_TTL = 300.0  # users.info answers kept this long: a guest promoted to member waits at most this
 
 
 class SlackError(Exception):
@@ -89,6 +90,12 @@ class SlackGateway:
         self._redact = redactor
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._groups_lock = threading.Lock()
+        self._profiles: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._team: str | None = None
+
+    @property
+    def api_url(self) -> str:
+        return str(self.client.base_url)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackGateway:
@@ -145,6 +152,31 @@ class SlackGateway:
             return bool(self._call("auth.test").get("ok"))
         except SlackError:
             return False
+
+    def installed_team(self) -> str | None:
+        """The bot token's own workspace (auth.test), asked once until it answers."""
+        if self._team is None:
+            try:
+                self._team = str(self._call("auth.test").get("team_id") or "") or None
+            except SlackError:
+                return None
+        return self._team
+
+    def profile(self, user: str) -> dict[str, Any]:
+        """users.info of `user` (guest/stranger flags, workspace), cached PROFILE_TTL seconds; SlackError
+        when Slack cannot say: callers deciding who may change production fail closed."""
+        now = time.monotonic()
+        with self._groups_lock:
+            cached = self._profiles.get(user)
+        if cached and now - cached[0] < PROFILE_TTL:
+            return cached[1]
+        found = self._call("users.info", user=user).get("user")
+        profile = dict(found) if isinstance(found, dict) else {}
+        with self._groups_lock:
+            if len(self._profiles) > 10_000:  # bounded: a workspace's active people, not every id ever seen
+                self._profiles.clear()
+            self._profiles[user] = (now, profile)
+        return profile
 
     def members(self, group_ids: list[str]) -> dict[str, frozenset[str]]:
         """Members of Slack user groups, cached for GROUP_TTL seconds (usergroups.users.list is Tier 2)."""

@@ -6,6 +6,7 @@ enqueue, added through `on_commit` into the same MULTI) happen. Keys:
 
     plate:req:<id>        JSON Request                      (kept `RETENTION` after creation)
     plate:pending         ZSET request id -> expires_at     (the expiry sweeper's work list)
+    plate:answered:<id>   STRING a command refused as busy: a replay is not a new command  (ANSWERED_TTL)
     plate:lock:<env>      JSON lock holder                  (lease: PX, refreshed by the worker)
     plate:job:<job id>    HASH status message ts and outcome of one job
     plate:backup:<env>:<revision>  HASH helm values + manifest taken before a change  (BACKUP_RETENTION)
@@ -39,11 +40,14 @@ from bot.errors import Conflict, Unavailable
 RETENTION = 7 * 86400
 BACKUP_RETENTION = 30 * 86400
 BACKUPS_KEPT = 20
+BACKUP_FORMAT = 2  # plate:backup records: 2 = `v` and optional `enc` fields; none = plaintext before 0.2
+LOCK_CLAIM = 60  # a lock taken with a request that needs no approval, until its job is enqueued
 LOCK_QUEUE_ALLOWANCE = 1800  # a queued job may wait this long for a worker before its lock lapses
 _MAX_RETRIES = 50
 AUDIT = "plate:audit"
 AUDIT_MAXLEN = 10_000
 CHANGES_KEPT = 500
+ANSWERED_TTL = 600  # beyond Slack's 5-minute replay window, with room for clock skew
 CHANGE_RETENTION = 180 * 86400
 STATS = "plate:stats"
 OPS_KEPT = 10
@@ -97,6 +101,20 @@ def _key_lock(env: str) -> str:
     return f"plate:lock:{env}"
 
 
+def _holder(request: Request, state: str) -> dict[str, Any]:
+    return {
+        "request": request.id,
+        "verb": request.verb,
+        "user": request.requester,
+        "since": time.time(),
+        "state": state,
+    }
+
+
+def _key_answered(request_id: str) -> str:
+    return f"plate:answered:{request_id}"
+
+
 def _key_job(job_id: str) -> str:
     return f"plate:job:{job_id}"
 
@@ -130,17 +148,32 @@ class Store:
             return False
 
     # --- requests ------------------------------------------------------------------------------------
-    def create(self, request: Request, *, lock_env: str | None) -> dict[str, Any] | None:
+    def create(self, request: Request, *, lock_env: str | None, take_lock: bool = False) -> dict[str, Any] | None:
         """Save a new pending request in one round trip; returns the lock holder instead if `lock_env` is
-        busy. A duplicate delivery (same id) is a Conflict."""
+        busy. A duplicate delivery (same id) is a Conflict. With `take_lock` (a request that goes straight
+        to the queue) the lock is taken here, for LOCK_CLAIM seconds until the enqueue extends it, so no
+        card is ever posted for a request that would then be cancelled as busy."""
         with _available(), self.redis.pipeline() as pipe:
+            if lock_env and take_lock:
+                claim = _holder(request, "claimed")
+                pipe.set(_key_lock(lock_env), json.dumps(claim), nx=True, px=LOCK_CLAIM * 1000)
             if lock_env:
                 pipe.get(_key_lock(lock_env))
+            pipe.exists(_key_answered(request.id))
             pipe.set(_key_req(request.id), request.for_storage(), nx=True, ex=RETENTION)
             pipe.zadd(PENDING, {request.id: request.expires_at}, nx=True)
             results = pipe.execute()
-        holder = json.loads(results[0]) if lock_env and results[0] else None
-        created = results[-2]
+        held = json.loads(results[-4]) if lock_env and results[-4] else None
+        holder = held if held is not None and held.get("request") != request.id else None
+        claimed = bool(lock_env and take_lock and results[0])
+        answered, created = results[-3], results[-2]
+        if claimed and (answered or not created):
+            self.release_lock(str(lock_env), request.id)  # a replay or redelivery must not hold the lock
+        if answered and created:  # refused before as busy: a replay, not a new command
+            with _available():
+                self.redis.delete(_key_req(request.id))
+                self.redis.zrem(PENDING, request.id)
+            raise Conflict("This command was already answered.")
         if not created:
             # A redelivery: the first copy answered. Checked before the lock, which the first copy may hold
             # itself; and the ZADD must not put a request that was decided meanwhile back on the sweep list.
@@ -150,9 +183,11 @@ class Store:
                     self.redis.zrem(PENDING, request.id)
             raise Conflict("This command was already received.")
         if holder is not None:
-            with _available():
-                self.redis.delete(_key_req(request.id))
-                self.redis.zrem(PENDING, request.id)
+            with _available(), self.redis.pipeline() as pipe:
+                pipe.delete(_key_req(request.id))
+                pipe.zrem(PENDING, request.id)
+                pipe.set(_key_answered(request.id), "busy", ex=ANSWERED_TTL)
+                pipe.execute()
             return holder
         return None
 
@@ -194,13 +229,7 @@ class Store:
                     if new.status.final:
                         pipe.zrem(PENDING, new.id)
                     if take_lock:
-                        holder = {
-                            "request": new.id,
-                            "verb": new.verb,
-                            "user": new.requester,
-                            "since": time.time(),
-                            "state": "queued",
-                        }
+                        holder = _holder(new, "queued")
                         pipe.set(lock_key, json.dumps(holder), px=int((lock_ttl + LOCK_QUEUE_ALLOWANCE) * 1000))
                     if on_commit is not None and old.status is not new.status:
                         on_commit(pipe, old, new)
@@ -242,22 +271,45 @@ class Store:
             pipe.execute()
 
     # --- backups taken before a change ----------------------------------------------------------------
-    def save_backup(self, env: str, revision: int, *, values: str, manifest: str, meta: dict[str, Any]) -> None:
+    def save_backup(
+        self,
+        env: str,
+        revision: int,
+        *,
+        values: str,
+        manifest: str,
+        meta: dict[str, Any],
+        seal: Callable[[str], str] | None = None,
+    ) -> None:
+        """Keep a backup; `seal` (bot.backupkeys) encrypts values and manifest, marked `enc: fernet`.
+        Records are versioned (`v`); one without `v` or `enc` (before 0.2) is plaintext."""
         key, index = f"plate:backup:{env}:{revision}", f"plate:backups:{env}"
         now = time.time()
+        record: dict[str, Any] = {"v": BACKUP_FORMAT, "meta": json.dumps(meta), "taken_at": now}
+        if seal is not None:
+            record.update(values=seal(values), manifest=seal(manifest), enc="fernet")
+        else:
+            record.update(values=values, manifest=manifest)
         with self.redis.pipeline() as pipe:
-            pipe.hset(key, mapping={"values": values, "manifest": manifest, "meta": json.dumps(meta), "taken_at": now})
+            pipe.delete(key)  # a plaintext field must not outlive an encrypted rewrite of the same revision
+            pipe.hset(key, mapping=record)
             pipe.expire(key, BACKUP_RETENTION)
             pipe.zadd(index, {str(revision): revision})
             pipe.zremrangebyrank(index, 0, -BACKUPS_KEPT - 1)
             pipe.expire(index, BACKUP_RETENTION)
             pipe.execute()
 
-    def backup(self, env: str, revision: int) -> dict[str, Any] | None:
+    def backup(self, env: str, revision: int, open_: Callable[[str], str] | None = None) -> dict[str, Any] | None:
+        """A backup with values and manifest in clear: `open_` (bot.backupkeys) decrypts an encrypted one
+        (without it, reading one raises ValueError); plaintext records, old or new, are read as they are."""
         raw = self.redis.hgetall(f"plate:backup:{env}:{revision}")
         if not raw:
             return None
         data = {k.decode(): v.decode() for k, v in raw.items()}
+        if data.pop("enc", None) == "fernet":
+            if open_ is None:
+                raise ValueError(f"backup {env}:{revision} is encrypted; a key is needed to read it")
+            data["values"], data["manifest"] = open_(data["values"]), open_(data["manifest"])
         return {**data, "meta": json.loads(data["meta"]), "taken_at": float(data["taken_at"])}
 
     def backup_revisions(self, env: str) -> list[int]:

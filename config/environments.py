@@ -114,11 +114,29 @@ class Environment(BaseModel):
         return self
 
 
+class SlackWorkspace(BaseModel):
+    """Whose Slack requests count. Slack Connect and Enterprise Grid put people from other workspaces and
+    organisations in shared channels, where they can type `/plate` and click buttons."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The installed workspace; unset: the bot token's own (auth.test), learned at start-up.
+    team_id: str | None = Field(default=None, pattern=r"^T[A-Z0-9]{2,30}$")
+    # An Enterprise Grid organisation: requests from any of its workspaces count (team_id then optional).
+    enterprise_id: str | None = Field(default=None, pattern=r"^E[A-Z0-9]{2,30}$")
+    # The Slack app's id (api_app_id in every payload); unset: not checked.
+    app_id: str | None = Field(default=None, pattern=r"^A[A-Z0-9]{2,30}$")
+    # Guests and people from other organisations may never request or approve changes, whatever
+    # `requesters`/`approvers` say, unless listed here by user id.
+    allowed_external_users: list[Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,30}$")]] = []
+
+
 class PlateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     incident_channel: SlackChannel | None = None
     audit_channel: SlackChannel | None = None
+    slack: SlackWorkspace = SlackWorkspace()
     environments: dict[Annotated[str, Field(pattern=ENV_NAME)], Environment]
 
     @field_validator("environments")

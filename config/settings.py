@@ -31,3 +31,12 @@ class Settings(BaseSettings):
     plate_worker_heartbeat: int = Field(default=5, ge=1, le=30)
     # Seconds between the bot's housekeeping rounds (request expiry, lost-job sweep).
     plate_housekeeping_interval: float = Field(default=5.0, gt=0, le=60)
+    # Backups of helm values in Redis (bot/backupkeys.py): Fernet keys, comma-separated, the first one
+    # encrypts; and encrypted | plaintext | off (default: encrypted with a key, plaintext when embedded).
+    plate_backup_key: SecretStr | None = None
+    plate_backups: str | None = Field(default=None, pattern=r"^(encrypted|plaintext|off)$")
+    # serve's HTTP limits (docs/operations.md): open connections, idle keep-alive seconds, and seconds
+    # from a request's first byte to its last (a client trickling a body in is cut off after it).
+    plate_http_connection_limit: int = Field(default=100, ge=1, le=10_000)
+    plate_http_idle_timeout: int = Field(default=60, ge=1, le=3600)
+    plate_http_request_timeout: float = Field(default=10.0, gt=0, le=300)

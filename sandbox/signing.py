@@ -48,10 +48,13 @@ def slash_body(
     response_url: str = _RESPONSE_URL,
     team: str = "T0FAKE",
     trigger_id: str = _TRIGGER_ID,
+    app_id: str = _APP_ID,
+    enterprise: str | None = None,
 ) -> str:
     """Form body of a slash command invocation, with the fields Slack sends."""
     return urllib.parse.urlencode(
         {
+            **({"enterprise_id": enterprise} if enterprise else {}),
             "token": _VERIFICATION_TOKEN,
             "team_id": team,
             "team_domain": "fake",
@@ -61,7 +64,7 @@ def slash_body(
             "user_name": user.lower(),
             "command": command,
             "text": text,
-            "api_app_id": _APP_ID,
+            "api_app_id": app_id,
             "is_enterprise_install": "false",
             "response_url": response_url,
             "trigger_id": trigger_id,
@@ -79,14 +82,18 @@ def action_body(
     response_url: str = _RESPONSE_URL,
     team: str = "T0FAKE",
     block_id: str = "plate_actions",
+    user_team: str | None = None,
+    app_id: str = _APP_ID,
+    enterprise: str | None = None,
 ) -> str:
-    """Form body (`payload=<json>`) of a block_actions button click on a message."""
+    """Form body (`payload=<json>`) of a block_actions button click on a message. `user_team` other than
+    `team`: someone from another workspace clicking in a shared (Slack Connect) channel."""
     now = f"{time.time():.6f}"
     payload = {
         "type": "block_actions",
         "team": {"id": team, "domain": "fake"},
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
-        "api_app_id": _APP_ID,
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": user_team or team},
+        "api_app_id": app_id,
         "token": _VERIFICATION_TOKEN,
         "container": {
             "type": "message",
@@ -110,7 +117,7 @@ def action_body(
             }
         ],
         "is_enterprise_install": False,
-        "enterprise": None,
+        "enterprise": {"id": enterprise, "name": "Org"} if enterprise else None,
     }
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
 

@@ -13,7 +13,7 @@ HTTP = ROOT / "slack-app-manifest.yaml"
 SOCKET = ROOT / "slack-app-manifest.socket.yaml"
 
 REQUEST_URL = "https://plate-bot.example.com/slack/events"
-BOT_SCOPES = {"commands", "chat:write", "usergroups:read"}
+BOT_SCOPES = {"commands", "chat:write", "usergroups:read", "users:read"}
 TOP_LEVEL = {"_metadata", "display_information", "features", "oauth_config", "settings"}
 SETTINGS = {
     "interactivity",

@@ -4,6 +4,8 @@ never a 500; refused requests change nothing: no request in Redis, no job, no Sl
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 import urllib.parse
@@ -77,18 +79,24 @@ def test_oversized_body_is_refused_before_parsing(service: Service) -> None:
 )  # fmt: skip
 def test_malformed_interaction_payload_is_a_400(service: Service, payload: str) -> None:
     """`payload=` that is not a JSON object, or whose `actions`/`user` have the wrong types: 400 (it
-    was a 500: Bolt raised while parsing), signed or not, and nothing happens."""
+    was a 500: Bolt raised while parsing); unsigned, the signature is checked first: 401. Nothing happens."""
     body = urllib.parse.urlencode({"payload": payload})
     status, data = _send(service, body, sign(SIGNING_SECRET, body))
     assert status == 400, data
-    assert _send(service, body, {"Content-Type": "application/x-www-form-urlencoded"})[0] == 400
+    assert _send(service, body, {"Content-Type": "application/x-www-form-urlencoded"})[0] == 401
     _nothing_happened(service)
 
 
 def test_body_that_is_not_utf8_or_not_json_is_a_400(service: Service) -> None:
     raw = b"payload=%7B%22type%22%3A\xff\xfe"
-    headers = {**sign(SIGNING_SECRET, "x"), "Content-Type": "application/x-www-form-urlencoded"}
-    assert _send(service, raw, headers)[0] == 400
+    ts = str(int(time.time()))
+    mac = hmac.new(SIGNING_SECRET.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
+    headers = {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={mac}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    assert _send(service, raw, headers)[0] == 400  # signed over the raw bytes, as Slack signs
     body = '{"type": "event_callback", "event": '
     assert _send(service, body, {**sign(SIGNING_SECRET, body), "Content-Type": "application/json"})[0] == 400
     _nothing_happened(service)

@@ -9,7 +9,7 @@ import pytest
 from bot.errors import NotAllowed
 from bot.grammar import Verb
 from bot.policy import approvals_needed, check_request, groups_in, is_approver
-from config.environments import Environment, parse_config
+from config.environments import Environment, SlackWorkspace, parse_config
 
 MEMBERS = {"S0SRE": frozenset({"U0CAROL", "U0DAVE"}), "S0DEVS": frozenset({"U0BOB"})}
 
@@ -120,3 +120,66 @@ def test_approvals_needed(required: int, verb: Verb, dry_run: bool, extra: int, 
 )
 def test_groups_in(ids: list[str], groups: list[str]) -> None:
     assert groups_in(ids) == groups
+
+
+# --- whose requests count (Slack Connect, Enterprise Grid, other apps) -----------------------------------
+def _ws(**kw: object) -> SlackWorkspace:
+    return SlackWorkspace.model_validate(kw)
+
+
+def test_origin_of_a_slash_command_a_click_and_an_event() -> None:
+    from bot.policy import Origin, origin_of
+
+    assert origin_of({"team_id": "T01", "api_app_id": "A01", "enterprise_id": "E01", "user_id": "U01"}) == Origin(
+        "T01", "E01", "A01", None
+    )
+    click = {"team": {"id": "T01"}, "user": {"id": "U01", "team_id": "T02"}, "enterprise": None, "api_app_id": "A01"}
+    assert origin_of(click) == Origin("T01", None, "A01", "T02")
+    assert origin_of({"team": "junk", "user": 5}) == Origin(None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("origin", "workspace", "installed", "reason"),
+    [
+        (("T01", None, "A01", None), {}, "T01", None),
+        (("T01", None, "A01", "T01"), {}, "T01", None),
+        (("T02", None, "A01", None), {}, "T01", "another workspace (T02)"),
+        ((None, None, "A01", None), {}, "T01", "another workspace (none)"),
+        (("T01", None, "A01", "T09"), {}, "T01", "a user of another workspace (T09)"),
+        (("T01", None, "A01", None), {}, None, "plate-bot does not know its own workspace yet"),
+        (("T01", None, "A01", None), {"team_id": "T01"}, None, None),
+        (("T01", None, "A02", None), {"app_id": "A01"}, "T01", "another Slack app (A02)"),
+        (("T07", "E01", "A01", "T08"), {"enterprise_id": "E01"}, None, None),
+        (("T07", "E02", "A01", None), {"enterprise_id": "E01"}, None, "another organisation (E02)"),
+        (("T07", "E01", "A01", None), {"enterprise_id": "E01", "team_id": "T01"}, None, "another workspace (T07)"),
+    ],
+)
+def test_foreign_origins(origin: tuple, workspace: dict, installed: str | None, reason: str | None) -> None:
+    from bot.policy import Origin, foreign
+
+    assert foreign(Origin(*origin), _ws(**workspace), installed) == reason
+
+
+@pytest.mark.parametrize(
+    ("profile", "workspace", "reason"),
+    [
+        ({"team_id": "T01"}, {}, None),
+        ({"team_id": "T01", "is_restricted": True}, {}, "a guest of this workspace"),
+        ({"team_id": "T01", "is_ultra_restricted": True}, {}, "a guest of this workspace"),
+        ({"team_id": "T01", "is_stranger": True}, {}, "from another organisation"),
+        ({"team_id": "T02"}, {}, "from another workspace"),
+        ({"team_id": "T01", "deleted": True}, {}, "not a person of this workspace"),
+        ({}, {}, "from another workspace"),
+        ({"team_id": "T01", "is_restricted": True}, {"allowed_external_users": ["U01"]}, None),
+        ({"team_id": "T05", "enterprise_user": {"enterprise_id": "E01"}}, {"enterprise_id": "E01"}, None),
+        (
+            {"team_id": "T05", "enterprise_user": {"enterprise_id": "E02"}},
+            {"enterprise_id": "E01"},
+            "from another organisation",
+        ),
+    ],
+)
+def test_outsiders_never_request_or_approve(profile: dict, workspace: dict, reason: str | None) -> None:
+    from bot.policy import outsider
+
+    assert outsider("U01", profile, _ws(**workspace), "T01") == reason
