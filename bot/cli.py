@@ -33,6 +33,18 @@ def _require(settings: Settings, *names: str) -> None:
         raise SystemExit(2)
 
 
+def _backups(settings: Settings) -> None:
+    """A worker that would store helm values in plaintext without being told to does not start."""
+    from bot.backupkeys import BackupKeyError, backup_policy
+
+    try:
+        policy = backup_policy(settings)
+    except BackupKeyError as exc:
+        print(f"plate-bot: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log.info("backups", extra={"mode": policy.mode})
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot import logs
     from bot.redisconn import shown_url
@@ -88,6 +100,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported only here: it loads the job code and the kubernetes client, which the bot alone never uses.
     from workers.runner import PlateWorker
 
+    _backups(settings)
     http = threading.Thread(target=runtime.run_http, args=(server,), name="plate-http", daemon=True)
     http.start()
     worker = _signal_aware(PlateWorker, on_stop=runtime.web.draining.set)(
@@ -112,6 +125,7 @@ def work(args: argparse.Namespace, settings: Settings) -> int:
 
     logs.configure(settings.log_level)
     _load(settings)
+    _backups(settings)
     connection = connect(settings, for_worker=True)
     # /metrics reads the job stats and queue length through its own connection (bot-side timeouts).
     scrape = queue_for(connect(settings))

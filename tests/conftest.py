@@ -27,6 +27,7 @@ from sandbox.slack import FakeSlack
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-0000000000-abcdefghijkl"
+BACKUP_KEY = "cGxhdGUtYm90LXRlc3QtYmFja3VwLWtleS0zMmJ5dGU="  # a Fernet key: 32 url-safe base64 bytes
 _OUTER_REDIS_URL = os.environ.get("REDIS_URL")
 _db_numbers = itertools.cycle(range(1, 16))
 # Build every record plate-bot logs (a bad `extra` key only fails when a record is actually made).
@@ -163,6 +164,8 @@ def plate_env(
         "PLATE_CONFIG": str(config_path),
         "HELM_BIN": str(helm_bin),
         "KUBECONFIG": kubeconfig,
+        # Backups encrypted, as in production (a worker with REDIS_URL and no key does not start).
+        "PLATE_BACKUP_KEY": BACKUP_KEY,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from bot import messages
+from bot.backupkeys import BackupKeyError, backup_policy
 from bot.errors import Conflict
 from workers import evidence, observe, summary
 from workers.errors import HelmError, KubeError, StepFailed
@@ -58,8 +59,16 @@ def verify_cluster(ctx: JobContext) -> str:
 
 
 def backup_release(ctx: JobContext) -> str:
-    """`helm get values --all` and `helm get manifest` of the live release, kept in Redis by revision."""
+    """`helm get values --all` and `helm get manifest` of the live release, kept in Redis by revision,
+    encrypted with PLATE_BACKUP_KEY (bot.backupkeys), in plaintext only where that was chosen, or not
+    at all with PLATE_BACKUPS=off."""
     env = ctx.env
+    try:
+        policy = backup_policy(ctx.settings)
+    except BackupKeyError as exc:
+        raise StepFailed(f"no backup taken, nothing changed: {exc}") from None
+    if policy.mode == "off":
+        return "backups are off (PLATE_BACKUPS=off): nothing stored"
     live = ctx.helm.status(env.release)
     if live is None:
         return "first install: nothing to back up"
@@ -72,8 +81,12 @@ def backup_release(ctx: JobContext) -> str:
         "request": ctx.request.id,
         "status": (live.get("info") or {}).get("status"),
     }
-    ctx.store.save_backup(env.name, revision, values=values, manifest=manifest, meta=meta)
-    return f"revision {revision} saved ({len(manifest.splitlines())} manifest lines)"
+    sealed = policy.mode == "encrypted"
+    ctx.store.save_backup(
+        env.name, revision, values=values, manifest=manifest, meta=meta, seal=policy.seal if sealed else None
+    )
+    how = "encrypted" if sealed else "in plaintext (PLATE_BACKUPS=plaintext or embedded Redis)"
+    return f"revision {revision} saved {how} ({len(manifest.splitlines())} manifest lines)"
 
 
 def verify_rollout(ctx: JobContext, workloads: tuple[str, ...]) -> str:

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from bot.approvals import Status
+from bot.backupkeys import backup_policy
 from config.environments import load_config
+from config.settings import Settings
 from sandbox.cluster import SimulatedCluster
 from sandbox.helm import read_releases, recorded_argv, set_behaviour
 from sandbox.kubeapi import FakeKubeAPI
@@ -128,7 +130,7 @@ def test_prod_deploy_success_runs_every_step_in_order(service, cluster, helm_bin
     assert [r["info"]["status"] for r in revisions] == ["superseded", "deployed"]
     assert service.runtime.store.lock_holder("prod") is None
     assert service.runtime.store.backup_revisions("prod") == [1]
-    backup = service.runtime.store.backup("prod", 1)
+    backup = service.runtime.store.backup("prod", 1, backup_policy(Settings()).open)
     assert "plate-web:1.4.0" in backup["manifest"] and backup["meta"]["chart"] == "plate-web-1.4.0"
     text = thread_text(service)
     assert "Image: `harbor.example.com/plate/plate-web:1.4.0` → `harbor.example.com/plate/plate-web:1.5.0`" in text
