@@ -29,7 +29,7 @@ PLATE_SECRETS = {
     "REDIS_PASSWORD": "redis-pass",
     "REDISCLI_AUTH": "redis-pass",
     "PLATE_BACKUP_KEY": "x" * 43 + "=",
-    "PLATE_BACKUPS": "on",
+    "PLATE_BACKUPS": "encrypted",
     "PLATE_CONFIG": "/etc/plate/environments.yaml",
     "DATABASE_PASSWORD": "not-listed-so-not-passed",
 }
