@@ -235,6 +235,7 @@ def test_default_values_satisfy_schema():
         ({"worker": {"replicas": -1}}, "/worker/replicas"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"logLevel": "LOUD"}, "/logLevel"),
+        ({"logLevel": "CRITICAL"}, "/logLevel"),  # plate-bot's settings refuse it: the pods would not start
         (
             {
                 "config": {
