@@ -42,8 +42,7 @@ VALUE_LIMIT = 80
 
 
 def _clean(value: object, limit: int) -> str:
-    text = " ".join(str(value).split())  # one line, whatever came in
-    text = REDACTOR(text)
+    text = " ".join(REDACTOR(str(value)).split())  # redacted before anything changes it; one line
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

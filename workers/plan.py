@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from bot.redact import REDACTOR
+
 Obj = dict[str, Any]
 EXCERPT_LINES = 14
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
@@ -78,7 +80,7 @@ class Plan:
             parts.append(f"{head} {change.ref}")
             if change.excerpt:
                 parts.append(change.excerpt)
-        text = "\n".join(parts) or "no changes"
+        text = REDACTOR.text("\n".join(parts)) or "no changes"  # redacted before it is cut
         if len(text) > limit:
             cut = text[:limit]
             text = cut + f"\n… {len(text) - limit} more characters of diff not shown"

@@ -6,6 +6,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from bot.redact import REDACTOR
+
 Obj = dict[str, Any]
 MESSAGE_LIMIT = 240
 
@@ -33,8 +35,15 @@ def age(value: str | None, now: float) -> str:
 
 
 def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """Shorten from the middle: the start names the operation, the end usually says why it failed."""
-    text = " ".join(str(text).split())
+    """Redact, then shorten from the middle: the start names the operation, the end usually says why it
+    failed. Redacting first matters: a secret cut in two by the ellipsis no longer matches its value."""
+    return _clip(str(text), limit, REDACTOR.generation)
+
+
+@lru_cache(maxsize=4096)
+def _clip(text: str, limit: int, _generation: int) -> str:
+    # Cached per registry generation: the watcher clips the same pod and event messages over and over.
+    text = " ".join(REDACTOR.text(text).split())
     if len(text) <= limit:
         return text
     if limit < 20:

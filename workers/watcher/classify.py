@@ -14,6 +14,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from bot.redact import REDACTOR
 from workers.summary import clip, event_time, is_ready, parse_time, restarts
 
 Obj = dict[str, Any]
@@ -213,12 +214,13 @@ def event_reason(event: Obj) -> Reason | None:
 
 
 def event_line(event: Obj) -> str:
-    return _event_line(str(event.get("reason", "")), str(event.get("message", "")))
+    return _event_line(str(event.get("reason", "")), str(event.get("message", "")), REDACTOR.generation)
 
 
 @lru_cache(maxsize=4096)
-def _event_line(reason: str, message: str) -> str:
-    # Cached: a recurring warning repeats its message word for word, and clip() is the costly part.
+def _event_line(reason: str, message: str, _generation: int) -> str:
+    # Cached: a recurring warning repeats its message word for word, and clip() (redaction) is the costly
+    # part; per registry generation, so a Secret learnt later is cut from lines made after it.
     return f"{reason}: {clip(message, 200)}"
 
 

@@ -1,7 +1,7 @@
 """PURE. What incidents and diagnoses look like in Slack: `(text, blocks)` pairs.
 
-Texts are bounded (Slack refuses a section over 3,000 characters); logs and events pass through the
-Slack adapter's redaction when posted.
+Texts are bounded (Slack refuses a section over 3,000 characters) after they are redacted: a log tail or a
+section is never cut before its secrets are replaced, and the Slack adapter redacts again when posting.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.messages import REQUEST_ROLLBACK
+from bot.redact import REDACTOR
 from workers.watcher.incidents import Incident, Phase
 
 Blocks = list[dict[str, Any]]
@@ -25,6 +26,8 @@ def hhmm(ts: float) -> str:
 
 
 def bounded(text: str, limit: int = SECTION_LIMIT) -> str:
+    """Redacted, then cut to `limit` (never the other way round: a cut secret would no longer match)."""
+    text = REDACTOR.text(text)
     if len(text) <= limit:
         return text
     cut = len(text) - limit + 40
@@ -117,7 +120,7 @@ def diagnosis_messages(d: Diagnosis) -> list[Message]:
     if d.logs:
         parts = []
         for where, text in d.logs[:2]:
-            tail = text.strip().replace("```", "'''")  # a fence inside the log must not close ours
+            tail = REDACTOR.text(text).strip().replace("```", "'''")  # a fence inside must not close ours
             tail = tail if len(tail) <= LOG_LIMIT else "…" + tail[-LOG_LIMIT:]
             parts.append(f"*Last log lines* `{where}` (previous run)\n```{tail or '(empty)'}```")
         out.append((bounded("\n".join(parts)), None))
