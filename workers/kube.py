@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
+import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +27,7 @@ from kubernetes.config.config_exception import ConfigException
 from bot.redact import REDACTOR, secret_values
 from workers.errors import KubeError
 
+log = logging.getLogger("plate.kube")
 Obj = dict[str, Any]
 TIMEOUT = (5, 30)  # connect, read seconds for every call
 
@@ -52,7 +55,8 @@ def _reason(exc: ApiException) -> str:
         message = json.loads(exc.body or "{}").get("message", "")
     except (ValueError, AttributeError):
         message = ""
-    return str(message or exc.reason or "error")[:300]
+    # A 422 echoes the value it refused (`data[token]: Invalid value: "…"`): redacted before it is cut.
+    return REDACTOR.text(str(message or exc.reason or "error"))[:300]
 
 
 @contextmanager
@@ -88,6 +92,7 @@ class KubeGateway:
         self.autoscaling = client.AutoscalingV2Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self._versions: dict[str, str] = {}  # custom kind -> the API version this cluster serves
+        self.context: str | None = None  # the kube context (cluster) it talks to; names its Secrets' sources
 
     @classmethod
     def connect(cls, kube_context: str | None, kubeconfig: str | None = None) -> KubeGateway:
@@ -103,7 +108,9 @@ class KubeGateway:
         except (ConfigException, OSError) as exc:
             raise KubeError(f"cannot load Kubernetes credentials: {exc}") from None
         configuration.retries = read_retries()  # read by the pool manager the ApiClient makes
-        return cls(client.ApiClient(configuration))
+        gateway = cls(client.ApiClient(configuration))
+        gateway.context = kube_context
+        return gateway
 
     def _raw(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with _api(what):
@@ -198,8 +205,44 @@ class KubeGateway:
         """A Secret with its values; every value is registered with the redaction layer before it is returned."""
         obj = self._optional(f"read Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
         if obj is not None:
-            REDACTOR.add(*secret_values(obj))
+            REDACTOR.set(self.secret_source(namespace, name), secret_values(obj))
         return obj
+
+    # --- the redaction layer's exact values: every Secret of the namespaces this process talks about -------
+    def secret_source(self, namespace: str, name: str) -> tuple[str, str, str, str]:
+        """The registry key of a Secret's values: a changed Secret replaces them, a deleted one drops them."""
+        return ("secret", self.context or "", namespace, name)
+
+    def list_secrets(self, namespace: str) -> tuple[list[Obj], str]:
+        """The Secrets of `namespace` that hold credentials (not helm's release records, skipped by the API
+        server with a field selector), and the list's resourceVersion."""
+        data = self._raw(
+            f"list secrets in {namespace}",
+            self.core.list_namespaced_secret,
+            namespace,
+            field_selector=SECRETS_SELECTOR,
+        )
+        return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
+
+    def learn_secrets(self, namespaces: Iterable[str]) -> list[str]:
+        """Register the values of every Secret in `namespaces` with the redaction layer (replacing what was
+        known of those namespaces), before any cluster text is posted or logged. Best effort: a namespace
+        that cannot be listed (RBAC's 403, the API down) is logged once, without values, and skipped:
+        redaction goes on with the patterns and whatever else is known. Returns the namespaces learnt."""
+        lists: dict[tuple[str, ...], dict[tuple[str, ...], list[str]]] = {}
+        for namespace in dict.fromkeys(namespaces):
+            try:
+                items, _version = self.list_secrets(namespace)
+            except KubeError as exc:
+                _warn_once(self.context, namespace, exc)
+                continue
+            lists[("secret", self.context or "", namespace)] = {
+                self.secret_source(namespace, str((s.get("metadata") or {}).get("name"))): secret_values(s)
+                for s in items
+            }
+        if lists:
+            REDACTOR.replace_all(lists)
+        return [scope[2] for scope in lists]
 
     def service_account(self, namespace: str, name: str) -> Obj | None:
         return self._optional(
@@ -333,14 +376,16 @@ class KubeGateway:
             return self.core.list_namespaced_pod, (namespace,)
         if kind == "events":
             return self.core.list_namespaced_event, (namespace,)
+        if kind == "secrets":
+            return functools.partial(self.core.list_namespaced_secret, field_selector=SECRETS_SELECTOR), (namespace,)
         group, plural, versions = _CUSTOM[kind]
         version = self._versions.get(kind, versions[0])
         return self.custom.list_namespaced_custom_object, (group, version, namespace, plural)
 
     def _with_version(self, kind: str, fetch: Callable[..., Any], namespace: str, *name: str) -> Any:
         """Core kinds directly; custom kinds in the first served version (ESO v1, else v1beta1), remembered."""
-        if kind in ("pods", "events"):
-            call = self.core.list_namespaced_pod if kind == "pods" else self.core.list_namespaced_event
+        if kind in _CORE:
+            call, _args = self._watch_call(kind, namespace)
             return fetch(call, namespace)
         group, plural, versions = _CUSTOM[kind]
         tried = [self._versions[kind]] if kind in self._versions else list(versions)
@@ -366,7 +411,24 @@ _CUSTOM: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "secretstores": ("external-secrets.io", "secretstores", ("v1", "v1beta1")),
     "applications": ("argoproj.io", "applications", ("v1alpha1",)),
 }
-WATCHABLE = ("pods", "events", *_CUSTOM)
+_CORE = ("pods", "events", "secrets")
+WATCHABLE = (*_CORE, *_CUSTOM)
+# helm's release records (`helm.sh/release.v1`) are large gzip'd manifests, not credentials.
+SECRETS_SELECTOR = "type!=helm.sh/release.v1"
+_warned: set[tuple[str | None, str]] = set()
+
+
+def _warn_once(context: str | None, namespace: str, exc: KubeError) -> None:
+    """Say once per process and namespace that its Secrets are unknown to the redaction layer."""
+    if (context, namespace) in _warned:
+        return
+    _warned.add((context, namespace))
+    log.warning(
+        "cannot list the Secrets of %s: exact-value redaction goes on without them (patterns still apply): %s",
+        namespace,
+        exc.message,
+        extra={"kube_context": context or "in-cluster", "namespace": namespace},
+    )
 
 
 class WatchExpired(KubeError):
@@ -412,7 +474,7 @@ class WatchStream:
                 obj = event.get("object")
                 if event.get("type") == "ERROR":
                     code = int((obj or {}).get("code") or 0)
-                    message = str((obj or {}).get("message", ""))[:300]
+                    message = REDACTOR.text(str((obj or {}).get("message", "")))[:300]
                     if code == 410:
                         raise WatchExpired(f"{self._what}: resourceVersion expired (410 Gone)", 410)
                     raise KubeError(f"Kubernetes could not {self._what} ({code}): {message}", code)

@@ -6,6 +6,7 @@ A new verb adds a module with one `@procedure(...)` function; nothing else chang
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +19,11 @@ from bot.slack import SlackGateway
 from bot.store import Store
 from config.environments import Environment, PlateConfig
 from config.settings import Settings
-from workers.errors import StepFailed
+from workers.errors import KubeError, StepFailed
 from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.reporting import ThreadReporter
+from workers.secrets import secret_namespaces
 
 Body = Callable[["JobContext"], str]
 
@@ -65,6 +67,7 @@ class JobContext:
 
     @cached_property
     def helm(self) -> Helm:
+        self.learn_secrets()  # helm's stderr echoes values and manifests
         return Helm(
             self.settings.helm_bin,
             namespace=self.env.namespace,
@@ -74,7 +77,16 @@ class JobContext:
 
     @cached_property
     def kube(self) -> KubeGateway:
-        return KubeGateway.connect(self.env.kube_context, self.settings.kubeconfig)
+        kube = KubeGateway.connect(self.env.kube_context, self.settings.kubeconfig)
+        kube.learn_secrets(secret_namespaces(self.env))
+        return kube
+
+    def learn_secrets(self) -> None:
+        """Before the job reports anything read from the cluster or helm: the environment's Secret values
+        into the redaction registry (the first use of `kube` lists them). A cluster that cannot be reached
+        is not this step's failure: the step that needs it reports it."""
+        with contextlib.suppress(KubeError):
+            self.kube  # noqa: B018 - the property does the work
 
     @cached_property
     def audit(self) -> Auditor:

@@ -30,6 +30,7 @@ from bot.store import Store
 from config.environments import Environment, PlateConfig
 from workers.helm import Helm
 from workers.kube import KubeGateway
+from workers.secrets import SecretSink, secret_namespaces
 from workers.watcher import incidents as core
 from workers.watcher.classify import EnvView, Workload
 from workers.watcher.gather import ReplicaSets, WatchSources, diagnose_incident
@@ -57,6 +58,7 @@ class Tuning:
     backoff_max: float = 30.0
     tick: float = 0.2
     batch: int = 2000  # queue items handled per round before Slack gets its turn
+    secrets_wait: float = 10.0  # at most this long for the Secrets' first list before the other streams start
 
 
 class Lease:
@@ -162,6 +164,25 @@ class Watcher:
                 routes.setdefault(key, []).append(env.name)
         return routes
 
+    def _secret_keys(self) -> list[StreamKey]:
+        """One Secrets stream per (cluster, namespace) of the watched environments and their Harbor chains."""
+        keys: dict[StreamKey, None] = {}
+        for env in self.config.environments.values():
+            if self.channel_of(env) is not None:
+                for namespace in secret_namespaces(env):
+                    keys[StreamKey(env.kube_context, "secrets", namespace)] = None
+        return list(keys)
+
+    def _await_secrets(self, streams: list[Stream]) -> None:
+        """Until every Secrets stream has listed once or failed once (403: RBAC forbids it; the stream logs
+        that and keeps trying), at most `secrets_wait` seconds: then the other streams start."""
+        deadline = time.monotonic() + self.tuning.secrets_wait
+        while time.monotonic() < deadline:
+            if all(s.out.listed.is_set() or s.failures_total for s in streams):  # type: ignore[attr-defined]
+                return
+            time.sleep(0.01)
+        log.warning("Secrets not listed within %.0fs; watching anyway", self.tuning.secrets_wait)
+
     def gateway(self, context: str | None) -> KubeGateway:
         if context not in self._gateways:
             env = next(e for e in self.config.environments.values() if e.kube_context == context)
@@ -212,19 +233,20 @@ class Watcher:
             if self.channel_of(env) is not None:
                 self.views[env.name] = EnvView(env.name, env.namespace, env.argocd_app)
         t = self.tuning
-        self.streams = [
-            Stream(
-                key,
-                self.gateway(key.context),
-                self.queue,
-                timeout=t.watch_timeout,
-                backoff_base=t.backoff_base,
-                backoff_max=t.backoff_max,
-            )
-            for key in self._routes
-        ]
-        for stream in self.streams:
-            stream.start()
+
+        def stream(key: StreamKey, out: queue.Queue[Item] | SecretSink) -> Stream:
+            gateway = self.gateway(key.context)
+            return Stream(key, gateway, out, timeout=t.watch_timeout, backoff_base=t.backoff_base,  # type: ignore[arg-type]
+                          backoff_max=t.backoff_max)  # fmt: skip
+
+        # The Secrets first: their values must be known before any cluster text is posted or logged.
+        secrets = [stream(key, SecretSink(key.context, key.namespace)) for key in self._secret_keys()]
+        for s in secrets:
+            s.start()
+        self._await_secrets(secrets)
+        self.streams = secrets + [stream(key, self.queue) for key in self._routes]
+        for s in self.streams[len(secrets) :]:
+            s.start()
         self.active = True
         log.info("watching", extra={"streams": len(self.streams), "open_incidents": len(self.incidents)})
 
