@@ -119,6 +119,10 @@ class Plate:
             return cmd.verb.value, "duplicate"
         except Unavailable:
             ack(text=messages.unavailable())
+            if locks and straight:
+                # The writes may still run when Redis answers again (a frozen node executes what it was
+                # sent): undo the lock claim and the request as soon as it does.
+                self.s.listener_executor.submit(self._forget_later, env.name, request.id)
             return cmd.verb.value, "unavailable"
         if holder is not None:
             # Answered for good: a replay of this signed delivery (Slack's 5-minute window) after the
@@ -132,6 +136,16 @@ class Plate:
         log.info("request created", extra={"verb": cmd.verb.value, "env": env.name, "command_args": cmd.args()})
         self._post_card(request, env, respond)
         return cmd.verb.value, "accepted"
+
+    def _forget_later(self, env: str, request_id: str, patience: float = 30.0) -> None:
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            try:
+                self.s.store.forget(request_id, lock_env=env)
+                return
+            except Unavailable:
+                time.sleep(0.5)
+        log.warning("could not undo a request made while Redis was away", extra={"env": env})
 
     def _new_request(
         self, cmd: Command, env: Environment, user: str, channel: str, request_id: str, frozen: str | None = None

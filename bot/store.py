@@ -191,6 +191,15 @@ class Store:
             return holder
         return None
 
+    def forget(self, request_id: str, *, lock_env: str) -> None:
+        """Undo a `create` whose answer never came back: the request, and its lock claim if it made one."""
+        with _available():
+            self._release(keys=[_key_lock(lock_env)], args=[request_id])
+            with self.redis.pipeline() as pipe:
+                pipe.delete(_key_req(request_id))
+                pipe.zrem(PENDING, request_id)
+                pipe.execute()
+
     def get(self, request_id: str) -> Request | None:
         with _available():
             raw = self.redis.get(_key_req(request_id))

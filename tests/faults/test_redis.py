@@ -104,13 +104,17 @@ def test_redis_frozen_answers_within_slacks_deadline(service_on_private_redis, p
 
     service = service_on_private_redis
     assert slack_command(service, "status stg")[0] == 200  # a pooled, healthy connection first
+    before = wait_for(service.request_ids, 10, "the status request")
     os.kill(private_redis.proc.pid, signal.SIGSTOP)
     try:
         status, body = slack_command(service, "deploy stg 1.5.0", user="U0DAVE")
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)
     assert status == 200 and "cannot reach" in body, (status, body)
-    assert service.runtime.store.lock_holder("stg") is None
+    # The commands sent to the frozen node run when it resumes (the lock is claimed with the request);
+    # plate-bot undoes them as soon as Redis answers again.
+    wait_for(lambda: service.runtime.store.lock_holder("stg") is None, 10, "the lock claim to be undone")
+    wait_for(lambda: service.request_ids() == before, 10, "the request to be undone")
 
 
 def test_redis_lost_between_ack_and_card_says_so_on_the_card(service_on_private_redis, private_redis) -> None:
