@@ -141,7 +141,7 @@ LEAKS: tuple[Leak, ...] = (
          "AKIAIOSFODNN7EXAMPLE", "s3: AccessDenied (Service: S3; Status Code: 403; Request ID: 7TXBZ3V9ZK4NPQ2M)"),
     Leak("AWS secret access key", f"aws_secret_access_key = {AWS_SECRET}", AWS_SECRET, "aws_region = eu-central-1"),
     Leak("JWT", f"id_token {JWT}", JWT, "request 123e4567-e89b-12d3-a456-426614174000 at 2026-11-27T10:41:07.512Z"),
-    Leak("Bearer credentials", "Authorization: Bearer 9f8e7d6c5b4a39f8e7d6c5b4a3", "9f8e7d6c5b4a39f8e7d6c5b4a3",
+    Leak("Bearer credentials", "Authorization: Bearer Zk4r7Qp2Lm9Xw3Vt8Ny5Hb6", "Zk4r7Qp2Lm9Xw3Vt8Ny5Hb6",
          "Bearer authentication required"),
     Leak("Basic credentials", "Authorization: Basic cm9ib3Q6WnE4cHdIYXJib3I=", "cm9ib3Q6WnE4cHdIYXJib3I=",
          'WWW-Authenticate: Basic realm="Harbor"'),
