@@ -191,9 +191,17 @@ def run_floor(lines: list[tuple[float, str]]) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="5,000 lines, one round")
+    parser.add_argument("--secrets", type=int, default=0, help="Secret values the redaction layer knows")
     args = parser.parse_args(argv[1:])
     total, rounds = (5_000, 1) if args.quick else (50_000, 5)
     header(f"Watcher throughput: {total:,} watch lines, {WORKLOADS} broken workloads, best of {rounds}", argv)
+    if args.secrets:  # as a watcher that has listed its namespaces' Secrets (every clip redacts with them)
+        from bot.redact import REDACTOR
+
+        rng = random.Random(3)
+        for i in range(args.secrets):
+            REDACTOR.set(("secret", "bench", "plate-prod", f"s{i}"), [f"{rng.getrandbits(96):x}Zq{i}"])
+        print(f"redaction registry: {args.secrets:,} Secret values ({len(REDACTOR.known):,} forms)")
     lines = Stream(total, t0=time.time() - SPAN).lines()
     best_core, best_floor = float("inf"), float("inf")
     effects: Counter[str] = Counter()
