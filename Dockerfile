@@ -17,10 +17,11 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 
 COPY pyproject.toml README.md ./
+COPY core/ core/
 COPY bot/ bot/
 COPY workers/ workers/
 COPY config/ config/
-COPY sandbox/ sandbox/
+# Not sandbox/: the loopback fakes and the demo stay out of the production image.
 
 # Build the project wheel, then install it (with its dependencies) into the venv.
 # pip byte-compiles while installing, so nothing needs writing at runtime.

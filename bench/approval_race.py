@@ -84,8 +84,8 @@ def main(argv: list[str]) -> int:
     import redis
 
     from bot.app import request_id_for
-    from bot.approvals import Status
-    from bot.store import Store
+    from core.requests import Status
+    from core.store import Store
 
     rows = []
     with Sandbox(cluster=True) as box:
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> int:
             settle = time.perf_counter() - released
             time.sleep(0.5)  # anything late (a second edit, a second job) would show now
             seen = settled() or seen
-            from bot.queue import queue_for
+            from core.queue import queue_for
 
             jobs = [j for j in queue_for(store.redis).job_ids if rid in j]
             approvals = len(store.get(rid).approvals)

@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     from rq import Queue
 
     from bot.app import request_id_for
-    from bot.store import Store
+    from core.store import Store
 
     starts, firsts, floors = [], [], []
     with Sandbox(cluster=True) as box:

@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     import redis
 
     from bot.app import request_id_for
-    from bot.store import Store
+    from core.store import Store
 
     sys.path.insert(0, str(ROOT / "bench"))
     import ack_latency
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
             ack_latency.load(url, 50, load_s, ack_latency.plate_mix("mem", response_url))
         rows.append(("plate-bot serve", "50 commands/s", peak.rss, peak.pss))
         # The status jobs queued by that load would keep the worker busy: drop them.
-        from bot.queue import queue_for
+        from core.queue import queue_for
 
         queue_for(store.redis).empty()
         with Peak(worker.pid) as wpeak, Peak(watch.pid) as tpeak:

@@ -1,4 +1,4 @@
-"""Redaction speed: `bot.redact` on the texts it sees, with registries of realistic sizes.
+"""Redaction speed: `core.redact` on the texts it sees, with registries of realistic sizes.
 
 Every Slack post, every log record and every `clip` of cluster text goes through the redaction layer, and
 the watcher clips on its hot path. Measured, per call (median of repeated runs):
@@ -14,7 +14,7 @@ Floor: `str.replace` of one value over the same text (the least any exact-value 
 
     .venv/bin/python bench/redact_speed.py
     .venv/bin/python bench/redact_speed.py --quick
-    PYTHONPATH=<dir with the old bot/redact.py> .venv/bin/python bench/redact_speed.py --legacy   # before
+    PYTHONPATH=<dir with the old core/redact.py> .venv/bin/python bench/redact_speed.py --legacy   # before
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--legacy", action="store_true", help="the old API: Redactor.add only, no sources")
     args = parser.parse_args(argv[1:])
-    header("Redaction speed: bot.redact per call", argv)
+    header("Redaction speed: core.redact per call", argv)
     repeat, number = (3, 200) if args.quick else (7, 1000)
     rng = random.Random(12)
     clean = typical_text()

@@ -57,7 +57,7 @@ def _count(state: dict[str, Any]) -> tuple[Counter[str], int]:
 def per_deploy() -> list[tuple[str, Counter[str], int]]:
     import redis
 
-    from bot.store import Store
+    from core.store import Store
     from sandbox.helm import set_behaviour
 
     rows = []
@@ -83,7 +83,7 @@ def per_deploy() -> list[tuple[str, Counter[str], int]]:
 def burst(count: int) -> dict[str, Any]:
     import redis
 
-    from bot.store import Store
+    from core.store import Store
 
     envs = tuple(f"env{i:02d}" for i in range(count))
     with Sandbox(envs=envs, rate_limits=True, cluster=True) as box:

@@ -196,7 +196,7 @@ def main(argv: list[str]) -> int:
     total, rounds = (5_000, 1) if args.quick else (50_000, 5)
     header(f"Watcher throughput: {total:,} watch lines, {WORKLOADS} broken workloads, best of {rounds}", argv)
     if args.secrets:  # as a watcher that has listed its namespaces' Secrets (every clip redacts with them)
-        from bot.redact import REDACTOR
+        from core.redact import REDACTOR
 
         rng = random.Random(3)
         for i in range(args.secrets):

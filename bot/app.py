@@ -15,22 +15,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rq import Queue
 from slack_bolt import Ack, App, BoltResponse, Respond
+from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot import ingress, messages, policy
-from bot.approvals import PAUSE_AUTOSYNC, Request, Status, new_request
-from bot.audit import Event, args_text
-from bot.auditor import Auditor
-from bot.errors import Conflict, NotAllowed, Unavailable, UsageError, UserError
+from bot import ingress
 from bot.grammar import Command, Verb, help_text, parse
-from bot.hometab import HomeTab
-from bot.logs import bind
-from bot.metrics import METRICS
-from bot.queue import enqueue, enqueue_plan
-from bot.slack import SlackError, SlackGateway
-from bot.store import LockHeld, Store
 from config.environments import Environment, PlateConfig
+from core import messages, policy
+from core.audit import Auditor, Event, args_text
+from core.errors import Conflict, NotAllowed, Unavailable, UsageError, UserError
+from core.home import HomeTab
+from core.logs import bind
+from core.metrics import METRICS
+from core.queue import Queue, enqueue, enqueue_plan
+from core.requests import PAUSE_AUTOSYNC, Request, Status, new_request
+from core.slack import SlackError, SlackGateway
+from core.store import LockHeld, Store
 
 log = logging.getLogger("plate.bot")
 security_log = logging.getLogger("plate.security")
@@ -419,3 +419,16 @@ def build_app(services: Services) -> App:
 
     app.plate = plate  # type: ignore[attr-defined]  # the sweeper and tests reach the listeners through it
     return app
+
+
+# The two ways Slack reaches the app; bot.app is the only module that touches Bolt.
+def wsgi_handler(app: App) -> Callable[..., Any]:
+    """Bolt's WSGI adapter for `app` (bot.server puts its own checks in front of it)."""
+    return SlackRequestHandler(app)
+
+
+def socket_mode(app: App, app_token: str) -> Any:
+    """Bolt's Socket Mode handler for `app` (imported here only: HTTP serving never loads it)."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    return SocketModeHandler(app, app_token)

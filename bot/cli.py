@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -35,7 +36,7 @@ def _require(settings: Settings, *names: str) -> None:
 
 def _backups(settings: Settings) -> None:
     """A worker that would store helm values in plaintext without being told to does not start."""
-    from bot.backupkeys import BackupKeyError, backup_policy
+    from core.backupkeys import BackupKeyError, backup_policy
 
     try:
         policy = backup_policy(settings)
@@ -46,9 +47,9 @@ def _backups(settings: Settings) -> None:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    from bot import logs
-    from bot.redisconn import shown_url
     from bot.runtime import build_runtime
+    from core import logs
+    from core.redisconn import shown_url
 
     logs.configure(settings.log_level)
     # Acks wait for the GIL behind post-ack work (cards, Redis, Slack calls) in other threads; a 1 ms
@@ -62,10 +63,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     server = runtime.http_server(args.host, args.port)  # also in Socket Mode: probes and metrics
     embedded_worker = settings.redis_url is None
     if args.socket_mode:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        from bot.app import socket_mode
 
         assert settings.slack_app_token is not None
-        runtime.socket_mode = SocketModeHandler(runtime.app, settings.slack_app_token.get_secret_value())
+        runtime.socket_mode = socket_mode(runtime.app, settings.slack_app_token.get_secret_value())
         try:
             runtime.socket_mode.connect()
         except Exception as exc:
@@ -114,12 +115,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def work(args: argparse.Namespace, settings: Settings) -> int:
-    from bot import logs
-    from bot.metrics import METRICS
-    from bot.probes import ProbeServer
-    from bot.queue import QUEUE_NAME, queue_for
-    from bot.redisconn import connect, shown_url
-    from bot.store import Store
+    from core import logs
+    from core.metrics import METRICS
+    from core.probes import ProbeServer
+    from core.queue import QUEUE_NAME, queue_for
+    from core.redisconn import connect, shown_url
+    from core.store import Store
     from workers import jobs  # noqa: F401 - imported once here, every forked job inherits it (~1 s each)
     from workers.runner import PlateWorker
 
@@ -151,7 +152,7 @@ def work(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def watch(args: argparse.Namespace, settings: Settings) -> int:
-    from bot import logs
+    from core import logs
     from workers.watcher.main import main as watch_main
 
     logs.configure(settings.log_level)
@@ -161,7 +162,13 @@ def watch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def demo(args: argparse.Namespace, _settings: Settings) -> int:
-    from bot.demo import main as demo_main
+    # Loaded by name, and only here: the loopback fakes are no part of the service (the layers contract
+    # keeps bot, workers and core from importing them; the production image does not contain them).
+    try:
+        demo_main = importlib.import_module("sandbox.demo").main
+    except ModuleNotFoundError:
+        print("plate-bot demo runs from a source checkout: pip install -e '.[demo]'", file=sys.stderr)
+        return 2
 
     return demo_main(quiet=args.quiet)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
-from bot.errors import UsageError
+from core.errors import UsageError
+from core.requests import Verb
 
 MAX_TEXT = 300
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -19,23 +19,6 @@ REVISION = re.compile(r"^[1-9][0-9]{0,6}$")
 # A pod or workload, optionally with its kind: `web-7d9f`, `deployment/web`, `sts/db`.
 OBJECT_REF = re.compile(r"^(?:(deployment|deploy|statefulset|sts|job|pod|po)/)?([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$")
 ARGOCD_APP = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-class Verb(StrEnum):
-    DEPLOY = "deploy"
-    ROLLBACK = "rollback"
-    HARBOR_VERIFY = "harbor-verify"
-    HARBOR_BOOTSTRAP = "harbor-bootstrap"
-    STATUS = "status"
-    HISTORY = "history"
-    DIAGNOSE = "diagnose"
-    ARGOCD = "argocd"  # takes an Argo CD application name; the environment is the one it deploys
-    HELP = "help"
-
-    @property
-    def mutating(self) -> bool:
-        """Verbs that change the cluster: approval rules and the environment lock apply."""
-        return self in (Verb.DEPLOY, Verb.ROLLBACK, Verb.HARBOR_BOOTSTRAP)
 
 
 VERB_ALIASES = {"verify-harbor": Verb.HARBOR_VERIFY}

@@ -11,20 +11,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-from rq import Queue
-from slack_bolt import App
-
-from bot.app import Services, build_app
+from bot.app import App, Services, build_app, wsgi_handler
 from bot.lifecycle import HttpLimits, HttpLoop, drain_executor, make_server, remaining
-from bot.metrics import METRICS
-from bot.queue import queue_for
-from bot.redisconn import connect
 from bot.server import Housekeeper, WebApp
-from bot.slack import SlackGateway
-from bot.store import Store
 from config.environments import PlateConfig
 from config.settings import Settings
+from core.metrics import METRICS
+from core.queue import Queue, queue_for
+from core.redisconn import Redis, connect
+from core.slack import SlackGateway
+from core.store import Store
 
 log = logging.getLogger("plate.runtime")
 DRAIN_TIMEOUT = 20.0  # below the chart's 30 s grace period for serve
@@ -34,7 +30,7 @@ DRAIN_TIMEOUT = 20.0  # below the chart's 30 s grace period for serve
 class Runtime:
     settings: Settings
     config: PlateConfig
-    connection: redis.Redis
+    connection: Redis
     store: Store
     slack: SlackGateway
     queue: Queue
@@ -51,7 +47,7 @@ class Runtime:
         self._servers.append(server)
         return server
 
-    def worker_connection(self) -> redis.Redis:
+    def worker_connection(self) -> Redis:
         return connect(self.settings, for_worker=True)
 
     def run_http(self, server: Any) -> None:
@@ -114,7 +110,7 @@ def build_runtime(settings: Settings, config: PlateConfig, *, housekeeping_inter
         signing_secret=settings.slack_signing_secret.get_secret_value(),
     )
     app = build_app(services)
-    web = WebApp(app, store, slack, services.signing_secret)
+    web = WebApp(wsgi_handler(app), store, slack, services.signing_secret)
     interval = housekeeping_interval or settings.plate_housekeeping_interval
     keeper = Housekeeper(app.plate, queue, interval=interval)  # type: ignore[attr-defined]
     METRICS.share(store.stats, lambda: queue.count)

@@ -15,17 +15,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rq import Queue, Worker
-from rq.job import JobStatus
-from rq.registry import StartedJobRegistry
-from rq.timeouts import TimerDeathPenalty
-from slack_bolt import App
-from slack_bolt.adapter.wsgi import SlackRequestHandler
-
 from bot import ingress
-from bot.metrics import METRICS
-from bot.slack import SlackGateway
-from bot.store import Store
+from core.metrics import METRICS
+from core.queue import Queue, sweep_abandoned
+from core.slack import SlackGateway
+from core.store import Store
 
 log = logging.getLogger("plate.server")
 
@@ -44,13 +38,13 @@ class WebApp:
 
     def __init__(
         self,
-        app: App,
+        bolt: Callable[..., Iterable[bytes]],
         store: Store,
         slack: SlackGateway,
         signing_secret: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.bolt = SlackRequestHandler(app)
+        self.bolt = bolt  # bot.app.wsgi_handler: Bolt's WSGI adapter
         self.signing_secret = signing_secret
         self.clock = clock
         self.store = store
@@ -144,14 +138,7 @@ class Housekeeper(threading.Thread):
 
     def run_once(self) -> None:
         self.plate.expire_due()
-        # cleanup() moves abandoned jobs to the failed registry and runs their on_failure callback here
-        # (workers.lost: lock, thread, no cluster access; the helm status follows from a worker). JSON
-        # jobs and plate's Job class: nothing read here is unpickled or imports code a job names.
-        # RQ's default SIGALRM time limit on that callback only works in a main thread: use a timer.
-        abandon_orphans(self.queue)
-        StartedJobRegistry(
-            queue=self.queue, job_class=self.queue.job_class, death_penalty_class=TimerDeathPenalty
-        ).cleanup()
+        sweep_abandoned(self.queue)
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
@@ -162,30 +149,3 @@ class Housekeeper(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
-
-
-def abandon_orphans(queue: Queue) -> list[str]:
-    """Started jobs whose worker is gone are abandoned now rather than when their heartbeat lapses.
-
-    A worker cold-shut-down past its grace period (second SIGTERM) kills its work-horse and deregisters,
-    but the job stays STARTED with a registry score 60-90 s ahead. Pulling that score into the past lets
-    the `cleanup()` that follows handle it the usual way: on_failure tells the thread, frees the lock.
-    A SIGKILLed worker stays registered until its key expires, so that case keeps RQ's own timing.
-    """
-    registry = StartedJobRegistry(queue=queue)
-    entries = registry.connection.zrange(registry.key, 0, -1)
-    if not entries:
-        return []
-    live = {w.name for w in Worker.all(queue=queue)}
-    orphans = []
-    for raw in entries:
-        entry = raw.decode() if isinstance(raw, bytes) else str(raw)
-        job = queue.job_class.fetch_many([entry.split(":", 1)[0]], queue.connection, serializer=queue.serializer)[0]
-        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
-            continue
-        if job.worker_name and job.worker_name not in live:
-            registry.connection.zadd(registry.key, {entry: 0}, xx=True)
-            orphans.append(job.id)
-    if orphans:
-        log.warning("jobs of workers that shut down", extra={"jobs": orphans})
-    return orphans

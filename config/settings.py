@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     plate_worker_heartbeat: int = Field(default=5, ge=1, le=30)
     # Seconds between the bot's housekeeping rounds (request expiry, lost-job sweep).
     plate_housekeeping_interval: float = Field(default=5.0, gt=0, le=60)
-    # Backups of helm values in Redis (bot/backupkeys.py): Fernet keys, comma-separated, the first one
+    # Backups of helm values in Redis (core/backupkeys.py): Fernet keys, comma-separated, the first one
     # encrypts; and encrypted | plaintext | off (default: encrypted with a key, plaintext when embedded).
     plate_backup_key: SecretStr | None = None
     plate_backups: str | None = Field(default=None, pattern=r"^(encrypted|plaintext|off)$")

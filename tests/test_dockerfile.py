@@ -163,8 +163,9 @@ def test_builder_builds_the_project_into_a_venv():
     assert "venv /opt/venv" in run
     assert "pip wheel" in run and "pip install" in run and "--no-cache-dir" in run
     copied = " ".join(args_of(builder, "COPY"))
-    for path in ("pyproject.toml", "bot/", "workers/", "config/", "sandbox/"):
+    for path in ("pyproject.toml", "core/", "bot/", "workers/", "config/"):
         assert path in copied
+    assert "sandbox" not in copied  # the loopback fakes and the demo stay out of the production image
     assert "--from=builder /opt/venv /opt/venv" in args_of(FINAL, "COPY")
 
 
@@ -214,5 +215,5 @@ def test_dockerignore_is_an_allow_list():
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "bot", "workers", "config", "sandbox"}
+    assert allowed == {"pyproject.toml", "README.md", "core", "bot", "workers", "config"}
     assert "**/__pycache__" in lines

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from bot import messages
-from bot.backupkeys import BackupKeyError, backup_policy
-from bot.errors import Conflict
+from core import messages
+from core.backupkeys import BackupKeyError, backup_policy
+from core.errors import Conflict
 from workers import evidence, observe, summary
 from workers.errors import HelmError, KubeError, StepFailed
 from workers.kube import context_cluster
@@ -60,7 +60,7 @@ def verify_cluster(ctx: JobContext) -> str:
 
 def backup_release(ctx: JobContext) -> str:
     """`helm get values --all` and `helm get manifest` of the live release, kept in Redis by revision,
-    encrypted with PLATE_BACKUP_KEY (bot.backupkeys), in plaintext only where that was chosen, or not
+    encrypted with PLATE_BACKUP_KEY (core.backupkeys), in plaintext only where that was chosen, or not
     at all with PLATE_BACKUPS=off."""
     env = ctx.env
     try:

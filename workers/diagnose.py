@@ -7,6 +7,7 @@ with one, the named pod or workload.
 
 from __future__ import annotations
 
+from core.text import clip
 from workers import summary
 from workers.errors import KubeError, StepFailed
 from workers.procedures import JobContext, procedure
@@ -134,7 +135,7 @@ def argocd(ctx: JobContext) -> str:
             ctx.report.reply(text)
         lines = d.sections[0][1] if d.sections else []
         cause = next((line for line in lines if line.startswith(":point_right:")), None)
-        headline = summary.clip((cause or (lines[0] if lines else name)).replace("*", ""), 200)
+        headline = clip((cause or (lines[0] if lines else name)).replace("*", ""), 200)
         note.text = headline.removeprefix(":point_right: ")
     with ctx.step("change"):
         lines, rollback_env = recent_change(ctx)

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from bot.redact import REDACTOR, secret_values
+from core.redact import REDACTOR, secret_values
+from core.text import parse_time
 from workers import summary
 from workers.errors import KubeError, StepFailed
 from workers.harbor_chain import (
@@ -306,7 +307,7 @@ class Checks:
             meta, phase = pod.get("metadata") or {}, (pod.get("status") or {}).get("phase")
             if (meta.get("labels") or {}).get(LABEL) != "true":
                 continue
-            born = summary.parse_time(meta.get("creationTimestamp"))
+            born = parse_time(meta.get("creationTimestamp"))
             stale = phase in ("Succeeded", "Failed") or born is None or now - born > limit
             if stale and self.kube.delete_pod(ns, meta.get("name", "")):
                 removed += 1

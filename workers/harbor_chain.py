@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from config.environments import Environment
-from workers.summary import age, clip
+from core.text import age, clip
 
 Obj = Mapping[str, Any]
 LABEL = "plate-bot/harbor-verify"

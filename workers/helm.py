@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.redact import REDACTOR
+from core.redact import REDACTOR
 from workers.errors import HelmError
 from workers.lifetime import preexec_die_with_parent
 

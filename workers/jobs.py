@@ -1,4 +1,4 @@
-"""RQ entry points (the allow-list is `bot.queue.ENTRY_POINTS`). `run` executes the procedure a request
+"""RQ entry points (the allow-list is `core.queue.ENTRY_POINTS`). `run` executes the procedure a request
 names; `plan` is its pre-approval job; `report_lost` adds the helm status to a lost job's report
 (`workers.lost.on_failure` covers what `run` could not report itself: RQ's hard timeout and workers
 that died mid-job, and may run in serve, which has no cluster access).
@@ -14,18 +14,17 @@ import time
 import uuid
 from typing import Any
 
-import redis
-from rq import get_current_job
-from rq.timeouts import JobTimeoutException
-
-from bot import messages
-from bot.approvals import Request
-from bot.audit import Event
-from bot.logs import bind
-from bot.metrics import METRICS
-from bot.slack import SlackGateway
-from bot.store import Store
 from config.settings import Settings
+from core import messages
+from core.audit import Event
+from core.logs import bind
+from core.metrics import METRICS
+from core.progress import Progress
+from core.queue import JobTimeout, job_connection
+from core.redisconn import Redis
+from core.requests import Request
+from core.slack import SlackGateway
+from core.store import Store
 from workers import deploy as _deploy  # noqa: F401  - importing registers the procedures
 from workers import diagnose as _diagnose  # noqa: F401
 from workers import harbor as _harbor  # noqa: F401
@@ -36,7 +35,6 @@ from workers import status as _status  # noqa: F401
 from workers.errors import StepFailed
 from workers.helm import Helm
 from workers.procedures import PROCEDURES, JobContext
-from workers.progress import Progress
 from workers.reporting import ThreadReporter
 from workers.revisions import change_record
 from workers.summary import helm_line
@@ -47,16 +45,16 @@ log = logging.getLogger("plate.worker")
 _config = lost._config
 
 
-def _connection() -> redis.Redis:
-    job = get_current_job()
-    if job is not None:
-        return job.connection
-    from bot.redisconn import connect
+def _connection() -> Redis:
+    connection = job_connection()
+    if connection is not None:
+        return connection
+    from core.redisconn import connect
 
     return connect(Settings())
 
 
-# The pre-approval job of each verb that has one (bot.queue.enqueue_plan queues `<job id>-plan`).
+# The pre-approval job of each verb that has one (core.queue.enqueue_plan queues `<job id>-plan`).
 PLAN_PROCEDURES = {"deploy": "plan", "rollback": "rollback-plan"}
 
 
@@ -118,7 +116,7 @@ def _execute(ctx: JobContext, body: Any, *, mutating: bool) -> str:
         if exc.details:
             reporter.reply("\n".join(exc.details))
         return f"failed: {exc.message}"
-    except JobTimeoutException:
+    except JobTimeout:
         result = f"stopped: the job ran past its {env.job_timeout}s limit"
         reporter.finish(ok=False, summary=result)
         outcome = "timeout"

@@ -24,7 +24,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from bot.redact import REDACTOR, secret_values
+from core.redact import REDACTOR, secret_values
 from workers.errors import KubeError
 
 log = logging.getLogger("plate.kube")

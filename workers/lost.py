@@ -7,7 +7,7 @@ Housekeeper, which has no kubeconfig and no helm. So it only uses Redis and Slac
 records the outcome once, tells the thread at once, and queues `workers.jobs.report_lost` so a worker
 adds the release's current helm status to the thread.
 
-`report_refused` tells the thread of a job the worker refused to run (bot.queue.refusal): a pickled job
+`report_refused` tells the thread of a job the worker refused to run (core.queue.refusal): a pickled job
 queued by plate-bot before 0.2 is the expected case during an upgrade; anything else is logged as a
 security event by the worker.
 
@@ -23,18 +23,17 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from bot import messages
-from bot.approvals import Request
-from bot.audit import Event
-from bot.auditor import Auditor
-from bot.logs import bind
-from bot.queue import enqueue_lost_report
-from bot.slack import SlackGateway
-from bot.store import Store
 from config.environments import PlateConfig, load_config
 from config.settings import Settings
+from core import messages
+from core.audit import Auditor, Event
+from core.logs import bind
+from core.progress import Progress
+from core.queue import enqueue_lost_report
+from core.requests import Request
+from core.slack import SlackGateway
+from core.store import Store
 from workers import observe
-from workers.progress import Progress
 
 log = logging.getLogger("plate.worker")
 _JOB_ID = re.compile(r"^plate-(?P<request>[A-Za-z0-9_.:-]+?)(?P<plan>-plan)?$")

@@ -13,13 +13,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bot.approvals import Request
-from bot.home import operation_entry, release_record
-from bot.hometab import HomeTab
-from bot.metrics import METRICS, job_increments
-from bot.slack import SlackGateway
-from bot.store import Store
 from config.environments import PlateConfig
+from core.home import HomeTab, operation_entry, release_record
+from core.metrics import METRICS, job_increments
+from core.requests import Request
+from core.slack import SlackGateway
+from core.store import Store
 
 log = logging.getLogger("plate.worker")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bot.redact import REDACTOR
+from core.redact import REDACTOR
 
 Obj = dict[str, Any]
 EXCERPT_LINES = 14

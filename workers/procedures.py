@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from bot.approvals import Request
-from bot.auditor import Auditor
-from bot.slack import SlackGateway
-from bot.store import Store
 from config.environments import Environment, PlateConfig
 from config.settings import Settings
+from core.audit import Auditor
+from core.requests import Request
+from core.slack import SlackGateway
+from core.store import Store
 from workers.errors import KubeError, StepFailed
 from workers.helm import Helm
 from workers.kube import KubeGateway

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from bot.redact import REDACTOR
+from core.redact import REDACTOR
+from core.text import clip
 from workers.harbor_chain import MANIFEST_ACCEPT, Cause, ImageRef, parse_challenge, registry_errors
-from workers.summary import clip
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 USER_AGENT = "plate-bot harbor-verify (containerd-compatible pull check)"

@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from bot import messages
-from bot.approvals import Request
-from bot.slack import SlackError, SlackGateway
-from bot.store import Store
-from workers.progress import Progress
+from core import messages
+from core.progress import Progress
+from core.requests import Request
+from core.slack import SlackError, SlackGateway
+from core.store import Store
 
 log = logging.getLogger("plate.report")
 MAX_REPLIES = 8

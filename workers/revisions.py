@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.approvals import PAUSE_AUTOSYNC, Request
+from core.requests import PAUSE_AUTOSYNC, Request
 from workers.plan import parse_stream
 
 SUCCESSFUL = ("deployed", "superseded")

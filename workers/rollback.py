@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 
-from bot.approvals import PAUSE_AUTOSYNC
-from bot.audit import Event
-from bot.errors import Conflict
-from bot.slack import SlackError
+from core.audit import Event
+from core.errors import Conflict
+from core.requests import PAUSE_AUTOSYNC
+from core.slack import SlackError
 from workers.deploy import (
     _close_request,
     _refresh_card,

@@ -14,7 +14,7 @@ Gaps RQ leaves are closed as well:
 - a worker SIGKILLed as a whole leaves its horse (own process group) running: the horse asks the
   kernel to die with its parent (workers.lifetime), and helm dies with the horse;
 - RQ imports and runs whatever a job hash names: jobs are JSON, and a job that is not one of
-  plate-bot's entry points (bot.queue.refusal) is failed in this process, before any fork, and
+  plate-bot's entry points (core.queue.refusal) is failed in this process, before any fork, and
   logged on `plate.security`; its thread (if it has one) is told;
 - a heartbeat that cannot reach Redis made RQ's worker quit, which killed the horse and helm (and
   `--atomic` rolled production back) over a 2 s Redis blip. Heartbeats are now retried every second;
@@ -38,8 +38,8 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.utils import now
 
-from bot.queue import PlateJob, refusal, worker_options
-from bot.store import Store
+from core.queue import PlateJob, refusal, worker_options
+from core.store import Store
 
 # Imported here, in the worker's main process, so every forked horse starts with the job code, the
 # kubernetes client and the procedures loaded: importing them in each horse cost ~1 s per job

@@ -1,6 +1,6 @@
 """The Secret values every process must know before it posts or logs cluster text.
 
-Exact-value redaction (bot.redact) can only cut a secret it knows. A job learns the Secrets of its
+Exact-value redaction (core.redact) can only cut a secret it knows. A job learns the Secrets of its
 environment's namespaces when it first reaches the cluster or helm (`JobContext`); the watcher lists them
 before its other streams start and then follows them with a watch stream per namespace whose items only
 update the registry (`SecretSink`), never the classification. A changed Secret replaces its values, a
@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from bot.redact import REDACTOR, Redactor, secret_values
 from config.environments import Environment
+from core.redact import REDACTOR, Redactor, secret_values
 from workers.watcher.streams import Change, Item, Sync
 
 Obj = dict[str, Any]

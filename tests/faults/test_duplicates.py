@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from bot.approvals import Status
+from core.requests import Status
 from sandbox.signing import action_body, post, sign, slash_body
 from tests.conftest import SIGNING_SECRET, Service
 from tests.faults.conftest import ephemeral_texts, running_service, wait_for

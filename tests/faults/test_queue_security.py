@@ -3,7 +3,7 @@ as anyone with write access to Redis could.
 
 RQ imports and calls whatever function a job names, and its default serializer is pickle, whose
 loading alone can run code. plate-bot's jobs are JSON, and its worker refuses, before forking, any job
-that is not one of plate-bot's entry points (bot.queue.refusal): the job is FAILED with the reason,
+that is not one of plate-bot's entry points (core.queue.refusal): the job is FAILED with the reason,
 logged on `plate.security`, never run, and the worker goes on with the next job.
 """
 

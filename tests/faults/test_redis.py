@@ -7,8 +7,8 @@ import pytest
 from rq import Worker
 from rq.job import JobStatus
 
-from bot.approvals import Status
-from bot.queue import fetch_job
+from core.queue import fetch_job
+from core.requests import Status
 from sandbox.signing import post, sign, slash_body
 from tests.conftest import SIGNING_SECRET, Service
 from tests.faults.conftest import PrivateRedis, ephemeral_texts, thread_text, wait_for

@@ -125,7 +125,7 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
 
 
 def _startup_url(printed: str, message: str, port: int) -> str:
-    """The Redis URL of the process's startup line: `rediss://:***@…` from bot.redisconn.shown_url, which
+    """The Redis URL of the process's startup line: `rediss://:***@…` from core.redisconn.shown_url, which
     the log layer's own redaction may show as `rediss://[REDACTED]@…`; either way the host is there."""
     lines = [json.loads(line) for line in printed.splitlines() if f'"message": "{message}"' in line]
     assert lines, f"no {message!r} line"
@@ -162,8 +162,8 @@ def test_rediss_with_a_password_end_to_end_and_never_logged(
     assert wrong.returncode != 0 and "wrong-pw-Xy81" not in wrong.stdout + wrong.stderr
     assert "AuthenticationError" in wrong.stderr or "WRONGPASS" in wrong.stderr or "invalid" in wrong.stderr
 
-    from bot.redisconn import connect
     from config.settings import Settings
+    from core.redisconn import connect
 
     monkeypatch.setenv("REDIS_URL", tls_redis.url(ca=tls_redis.other_ca))
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):

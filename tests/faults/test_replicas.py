@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.approvals import Status
+from core.requests import Status
 from sandbox.helm import recorded_argv
 from sandbox.signing import action_body, post, sign, slash_body
 from tests.conftest import SIGNING_SECRET, Service, plate_config

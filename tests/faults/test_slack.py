@@ -1,5 +1,5 @@
 """Slack misbehaving: 429 with Retry-After, 500s, answers that never come. The production client
-(bot.slack.make_client and its retry handlers) against the fake Slack Web API on loopback.
+(core.slack.make_client and its retry handlers) against the fake Slack Web API on loopback.
 
 The rule (docs/reliability.md): a 429 or a 5xx means Slack did not act, so every call is retried;
 a timeout is retried once too: harmless for chat.update and reads, at-least-once for chat.postMessage.
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from bot.slack import SlackError, SlackGateway, make_client
+from core.slack import SlackError, SlackGateway, make_client
 from sandbox.slack import FakeSlack
 from tests.conftest import BOT_TOKEN, Service
 from tests.faults.conftest import thread_text, wait_for

@@ -21,8 +21,8 @@ import psutil
 import pytest
 from rq.job import JobStatus
 
-from bot.approvals import Status
-from bot.queue import fetch_job
+from core.queue import fetch_job
+from core.requests import Status
 from sandbox.helm import read_releases, set_behaviour
 from tests.conftest import Service
 from tests.faults.conftest import install_release, processes_running, wait_for

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from bot.approvals import Request, Status
 from config.environments import load_config
+from core.requests import Request, Status
 from sandbox.cluster import SimulatedCluster
 from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import ROOT, Service, plate_config

@@ -7,8 +7,8 @@ import contextlib
 import json
 import threading
 
-from bot.approvals import Request, Status
-from bot.store import Store
+from core.requests import Request, Status
+from core.store import Store
 from tests.conftest import Service
 
 
@@ -185,8 +185,8 @@ def test_stg_needs_no_approval_and_queues_at_once(service: Service) -> None:
 
 
 def test_store_transition_is_atomic_with_enqueue(redis_conn) -> None:
-    from bot.approvals import new_request
-    from bot.queue import enqueue, queue_for
+    from core.queue import enqueue, queue_for
+    from core.requests import new_request
 
     store, queue = Store(redis_conn), queue_for(redis_conn)
     request = new_request(

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from bot.backupkeys import backup_policy
-from bot.store import Store
 from config.settings import Settings
+from core.backupkeys import backup_policy
+from core.store import Store
 from sandbox.cluster import SimulatedCluster
 from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import ROOT, Service

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from bot.approvals import Status
-from bot.backupkeys import backup_policy
 from config.environments import load_config
 from config.settings import Settings
+from core.backupkeys import backup_policy
+from core.requests import Status
 from sandbox.cluster import SimulatedCluster
 from sandbox.helm import read_releases, recorded_argv, set_behaviour
 from sandbox.kubeapi import FakeKubeAPI

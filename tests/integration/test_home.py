@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.approvals import Status
+from core.requests import Status
 from sandbox.cluster import SimulatedCluster
 from sandbox.helm import recorded_argv
 from sandbox.kubeapi import FakeKubeAPI

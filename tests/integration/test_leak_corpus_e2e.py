@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from bot.redact import REDACTOR
 from config.environments import parse_config
+from core.redact import REDACTOR
 from sandbox.helm import set_behaviour
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.slack import FakeSlack

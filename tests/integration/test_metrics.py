@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot import logs
-from bot.approvals import Status
+from core import logs
+from core.requests import Status
 from sandbox.helm import set_behaviour
 from sandbox.slack import FakeSlack
 from tests.conftest import Service

@@ -98,7 +98,7 @@ def leaky_kubelet(api: FakeKubeAPI, registry: str, stop: threading.Event) -> Non
 @pytest.fixture
 def log_file(tmp_path: Path) -> Iterator[Path]:
     """Every JSON log record of this process and of the forked work-horses (they inherit the handler)."""
-    from bot import logs
+    from core import logs
 
     path = tmp_path / "plate.jsonl"
     root = logging.getLogger()

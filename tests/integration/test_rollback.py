@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bot.approvals import Status
+from core.requests import Status
 from sandbox.helm import read_releases, recorded_argv, set_behaviour
 from tests.conftest import Service
 from tests.integration.releases import (

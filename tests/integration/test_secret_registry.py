@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from bot.redact import MASK, REDACTOR
 from config.environments import parse_config
+from core.redact import MASK, REDACTOR
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.slack import FakeSlack
 from tests.conftest import plate_config

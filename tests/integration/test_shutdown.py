@@ -12,8 +12,8 @@ from typing import Any
 
 import redis
 
-from bot.approvals import Status
-from bot.store import Store
+from core.requests import Status
+from core.store import Store
 from sandbox.helm import set_behaviour
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.signing import post, sign, slash_body

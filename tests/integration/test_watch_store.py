@@ -1,4 +1,4 @@
-"""The watcher's Redis state in bot.store (real Redis): the leader lease and incident compare-and-set."""
+"""The watcher's Redis state in core.store (real Redis): the leader lease and incident compare-and-set."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any, cast
 import pytest
 import redis
 
-from bot.errors import UserError
-from bot.store import Store
+from core.errors import UserError
+from core.store import Store
 from workers.watcher.classify import Observation, Reason, Workload
 from workers.watcher.incidents import Effect, Incident, on_observation
 from workers.watcher.watcher import Lease, Watcher

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import redis
 
-from bot.approvals import new_request
-from bot.slack import SlackGateway, make_client
-from bot.store import Store
 from config.environments import parse_config
+from core.requests import new_request
+from core.slack import SlackGateway, make_client
+from core.store import Store
 from sandbox.cluster import SimulatedCluster
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.slack import Call, FakeSlack

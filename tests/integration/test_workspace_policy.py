@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.approvals import Status
+from core.requests import Status
 from sandbox.signing import action_body, post, sign, slash_body
 from tests.conftest import SIGNING_SECRET, Service
 
@@ -111,9 +111,7 @@ def test_guests_and_outsiders_cannot_request_changes(service: Service, flags: di
     assert any("U0GUEST" in json.dumps(e) for e in _refusals(service))
 
 
-def test_a_guest_approver_cannot_approve_unless_explicitly_allowed(
-    service: Service, plate_env: dict[str, Any]
-) -> None:
+def test_a_guest_approver_cannot_approve_unless_explicitly_allowed(service: Service, plate_env: dict[str, Any]) -> None:
     """U0ALICE is listed in prod's approvers, but she is a multi-channel guest: refused, nothing queued.
     Listed in slack.allowed_external_users, her approval counts."""
     from config.environments import load_config

@@ -1,4 +1,4 @@
-"""bot.approvals: the Request state machine, with time passed in."""
+"""core.requests: the Request state machine, with time passed in."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.approvals import Request, Status, Vote, already_decided, new_request
-from bot.errors import Conflict, NotAllowed
+from core.errors import Conflict, NotAllowed
+from core.requests import Request, Status, Vote, already_decided, new_request
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 TTL = 900  # expires 22:28 UTC

@@ -1,4 +1,4 @@
-"""The audit trail's records (bot.audit): pure, table-driven."""
+"""The audit trail's records (core.audit): pure, table-driven."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from bot.approvals import PAUSE_AUTOSYNC, Request, Status, Vote, new_request
-from bot.audit import FIELDS, Event, args_text, entry, for_transition, line
+from core.audit import FIELDS, Event, args_text, entry, for_transition, line
+from core.requests import PAUSE_AUTOSYNC, Request, Status, Vote, new_request
 
 
 def request(verb: str = "rollback", required: int = 1, **args: object) -> Request:

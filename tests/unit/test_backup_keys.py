@@ -1,12 +1,12 @@
-"""bot.backupkeys: which backups a worker keeps, encrypted with which keys (no I/O)."""
+"""core.backupkeys: which backups a worker keeps, encrypted with which keys (no I/O)."""
 
 from __future__ import annotations
 
 import pytest
 from cryptography.fernet import Fernet
 
-from bot.backupkeys import BackupKeyError, backup_policy, parse_keys
 from config.settings import Settings
+from core.backupkeys import BackupKeyError, backup_policy, parse_keys
 
 OLD, NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 

@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from bot.errors import NotAllowed
 from bot.grammar import Verb
-from bot.policy import approvals_needed, freeze_note
 from config.environments import Environment
 from config.freeze import Freeze, describe
+from core.errors import NotAllowed
+from core.policy import approvals_needed, freeze_note
 
 SEOUL = ZoneInfo("Asia/Seoul")
 

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.errors import UsageError
 from bot.grammar import (
     IMAGE_TAG,
     MAX_TEXT,
@@ -22,6 +21,7 @@ from bot.grammar import (
     parse,
 )
 from config.environments import parse_config
+from core.errors import UsageError
 
 CONFIG = parse_config(
     {

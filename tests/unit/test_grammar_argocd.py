@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import UsageError
 from bot.grammar import USAGE, Command, Verb, help_text, parse
+from core.errors import UsageError
 
 APPS = {"plate-web-prod": "prod", "plate-web-stg": "stg"}
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bot.errors import UsageError
 from bot.grammar import USAGE, Command, Verb, help_text, parse
-from bot.redact import secret_values
 from config.environments import ConfigError, parse_config
+from core.errors import UsageError
+from core.redact import secret_values
 from workers.harbor_chain import (
     EXTERNAL_SECRET_CAUSES,
     PULL_CAUSES,

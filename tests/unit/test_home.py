@@ -1,4 +1,4 @@
-"""bot.home (App Home: the release record jobs keep, the view) and the pure half of bot.metrics
+"""core.home (App Home: the release record jobs keep, the view) and the pure half of core.metrics
 (the stats-hash fields a job adds, and how the shared collector turns them into Prometheus samples)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.approvals import PAUSE_AUTOSYNC, Request, Vote, new_request
-from bot.home import MAX_BLOCKS, home_view, image_tag, operation_entry, release_record
-from bot.metrics import SharedCollector, job_increments
 from config.environments import Environment, parse_config
+from core.home import MAX_BLOCKS, home_view, image_tag, operation_entry, release_record
+from core.metrics import SharedCollector, job_increments
+from core.requests import PAUSE_AUTOSYNC, Request, Vote, new_request
 
 T0 = 1_700_000_000.0
 CONFIG = parse_config(

@@ -1,4 +1,4 @@
-"""bot.logs: every record is redacted with the process's registry and the patterns, whatever part of the
+"""core.logs: every record is redacted with the process's registry and the patterns, whatever part of the
 record carries the secret: the message, its %-args, extra fields, the traceback."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot import logs
-from bot.redact import MASK, REDACTOR
+from core import logs
+from core.redact import MASK, REDACTOR
 from tests.leaks import LEAKS, OPENBAO_TOKEN, known_secret
 from workers.kube import KubeGateway
 
@@ -20,7 +20,7 @@ SOURCE = ("secret", "test-logs", "plate-prod", "app-credentials")
 
 @pytest.fixture
 def records() -> Iterator[io.StringIO]:
-    from bot.redact import secret_values
+    from core.redact import secret_values
 
     stream = io.StringIO()
     root = logging.getLogger()

@@ -1,4 +1,4 @@
-"""workers.progress transitions and bot.messages rendering (request cards, decided cards, progress)."""
+"""core.progress transitions and core.messages rendering (request cards, decided cards, progress)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from bot.approvals import Request, Status, new_request
-from bot.messages import (
+from config.environments import Environment, parse_config
+from core.messages import (
     APPROVE,
     CANCEL,
     REJECT,
@@ -22,8 +22,8 @@ from bot.messages import (
     seconds,
     usage_reply,
 )
-from config.environments import Environment, parse_config
-from workers.progress import Outcome, Progress, Step, StepState
+from core.progress import Outcome, Progress, Step, StepState
+from core.requests import Request, Status, new_request
 
 T0 = 1_700_000_000.0  # 22:13:20 UTC
 ENV: Environment = parse_config(

@@ -1,4 +1,4 @@
-"""bot.policy: channels, requesters (`*`, users, groups), approvers via groups, approvals needed."""
+"""core.policy: channels, requesters (`*`, users, groups), approvers via groups, approvals needed."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from bot.errors import NotAllowed
 from bot.grammar import Verb
-from bot.policy import approvals_needed, check_request, groups_in, is_approver
 from config.environments import Environment, SlackWorkspace, parse_config
+from core.errors import NotAllowed
+from core.policy import approvals_needed, check_request, groups_in, is_approver
 
 MEMBERS = {"S0SRE": frozenset({"U0CAROL", "U0DAVE"}), "S0DEVS": frozenset({"U0BOB"})}
 
@@ -128,7 +128,7 @@ def _ws(**kw: object) -> SlackWorkspace:
 
 
 def test_origin_of_a_slash_command_a_click_and_an_event() -> None:
-    from bot.policy import Origin, origin_of
+    from core.policy import Origin, origin_of
 
     assert origin_of({"team_id": "T01", "api_app_id": "A01", "enterprise_id": "E01", "user_id": "U01"}) == Origin(
         "T01", "E01", "A01", None
@@ -155,7 +155,7 @@ def test_origin_of_a_slash_command_a_click_and_an_event() -> None:
     ],
 )
 def test_foreign_origins(origin: tuple, workspace: dict, installed: str | None, reason: str | None) -> None:
-    from bot.policy import Origin, foreign
+    from core.policy import Origin, foreign
 
     assert foreign(Origin(*origin), _ws(**workspace), installed) == reason
 
@@ -180,6 +180,6 @@ def test_foreign_origins(origin: tuple, workspace: dict, installed: str | None, 
     ],
 )
 def test_outsiders_never_request_or_approve(profile: dict, workspace: dict, reason: str | None) -> None:
-    from bot.policy import outsider
+    from core.policy import outsider
 
     assert outsider("U01", profile, _ws(**workspace), "T01") == reason

@@ -1,4 +1,4 @@
-"""bot.queue's allow-list: what a worker refuses before forking, and what PlateJob never imports."""
+"""core.queue's allow-list: what a worker refuses before forking, and what PlateJob never imports."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from rq.callbacks import Callback
 from rq.serializers import JSONSerializer
 
-from bot.approvals import Request
-from bot.queue import JOB_ENTRY, ON_FAILURE, PlateJob, RefusedJob, enqueue_plan, queue_for, refusal
+from core.queue import JOB_ENTRY, ON_FAILURE, PlateJob, RefusedJob, enqueue_plan, queue_for, refusal
+from core.requests import Request
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""bot.redact: realistic leaks must lose their secret; ordinary operator text must survive unchanged."""
+"""core.redact: realistic leaks must lose their secret; ordinary operator text must survive unchanged."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.redact import MASK, REDACTOR, Redactor, redact, redact_text, secret_values
+from core.redact import MASK, REDACTOR, Redactor, redact, redact_text, secret_values
+from core.text import clip
 from tests.leaks import CONFIG_VALUES, NEAR_MISSES, Leak, fragments, known_secret
 from tests.leaks import LEAKS as CORPUS
-from workers.summary import clip
 
 DOCKERCONFIG = json.dumps(
     {

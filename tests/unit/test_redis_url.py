@@ -1,10 +1,10 @@
-"""bot.redisconn.shown_url: REDIS_URL as it may be logged (never a password)."""
+"""core.redisconn.shown_url: REDIS_URL as it may be logged (never a password)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.redisconn import shown_url
+from core.redisconn import shown_url
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from bot import messages
-from bot.approvals import PAUSE_AUTOSYNC, new_request
-from bot.errors import Conflict
-from bot.redact import redact_text
 from config.environments import Environment
+from core import messages
+from core.errors import Conflict
+from core.redact import redact_text
+from core.requests import PAUSE_AUTOSYNC, new_request
 from workers.revisions import (
     ArgoSync,
     InvalidTarget,

@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
+from core.text import age, clip, parse_time
 from workers.summary import (
-    age,
-    clip,
     container_problems,
     event_excerpt,
     event_time,
@@ -16,7 +15,6 @@ from workers.summary import (
     hpa_line,
     ingress_line,
     is_ready,
-    parse_time,
     pod_line,
     restarts,
     service_line,

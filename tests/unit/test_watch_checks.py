@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.messages import REQUEST_ROLLBACK
+from core.messages import REQUEST_ROLLBACK
 from workers.watcher.checks import (
     argocd_cause,
     argocd_report,

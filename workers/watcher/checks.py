@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from workers.summary import age, clip, parse_time
+from core.text import age, clip, parse_time
 
 Obj = dict[str, Any]
 OK, BAD, WARN, INFO = ":white_check_mark:", ":x:", ":warning:", ":information_source:"

@@ -14,8 +14,9 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from bot.redact import REDACTOR
-from workers.summary import clip, event_time, is_ready, parse_time, restarts
+from core.redact import REDACTOR
+from core.text import clip, parse_time
+from workers.summary import event_time, is_ready, restarts
 
 Obj = dict[str, Any]
 # (namespace, ReplicaSet name) -> the ReplicaSet, or None when it cannot be read.

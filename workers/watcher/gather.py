@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.errors import UserError
-from bot.slack import SlackGateway
-from bot.store import Store
 from config.environments import Environment
+from core.errors import UserError
+from core.slack import SlackGateway
+from core.store import Store
 from workers import summary
 from workers.errors import HelmError, KubeError
 from workers.harbor import Checks

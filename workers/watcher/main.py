@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from bot.metrics import METRICS
-from bot.slack import SlackGateway
-from bot.store import Store
 from config.environments import Environment, PlateConfig
 from config.settings import Settings
+from core.metrics import METRICS
+from core.slack import SlackGateway
+from core.store import Store
 from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.watcher.watcher import Tuning, Watcher
@@ -84,7 +84,7 @@ def main(
     lease_ttl: float = 15.0,
     quiet: float = 120.0,
 ) -> int:
-    from bot.redisconn import connect
+    from core.redisconn import connect
 
     watcher = build(settings, config, Store(connect(settings)), Tuning(lease_ttl=lease_ttl, quiet=quiet))
     stop = threading.Event()

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.messages import REQUEST_ROLLBACK
-from bot.redact import REDACTOR
+from core.messages import REQUEST_ROLLBACK
+from core.redact import REDACTOR
 from workers.watcher.incidents import Incident, Phase
 
 Blocks = list[dict[str, Any]]

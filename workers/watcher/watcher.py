@@ -23,11 +23,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from bot.errors import UserError
-from bot.metrics import METRICS
-from bot.slack import SlackError, SlackGateway
-from bot.store import Store
 from config.environments import Environment, PlateConfig
+from core.errors import UserError
+from core.metrics import METRICS
+from core.slack import SlackError, SlackGateway
+from core.store import Store
 from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.secrets import SecretSink, secret_namespaces

@@ -70,10 +70,10 @@ class Demo:
         }
 
     def start(self) -> None:
-        from bot import logs
         from bot.runtime import build_runtime
         from config.environments import load_config
         from config.settings import Settings
+        from core import logs
 
         os.environ.update(self.environment())
         os.environ.pop("REDIS_URL", None)  # embedded Redis, as a newcomer's laptop has none
@@ -89,7 +89,7 @@ class Demo:
     def stop(self) -> None:
         if self.runtime is not None:
             self.runtime.shutdown()
-            from bot.redisconn import stop_embedded
+            from core.redisconn import stop_embedded
 
             stop_embedded()
         self.cluster.stop()
@@ -129,7 +129,7 @@ class Demo:
         """Drain the queue with a real forking RQ worker, as `plate-bot worker --burst` would."""
         from rq import Worker
 
-        from bot.queue import worker_options
+        from core.queue import worker_options
 
         self.wait(lambda: self.runtime.queue.count > 0)
         Worker([self.runtime.queue], connection=self.runtime.worker_connection(), **worker_options()).work(

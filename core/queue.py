@@ -21,14 +21,17 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
-from rq import Queue
+from rq import Queue, Worker, get_current_job
 from rq.callbacks import Callback
 from rq.exceptions import DeserializationError, DuplicateJobError
-from rq.job import Job
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 
-from bot.approvals import Request
-from bot.errors import Unavailable
+from core.errors import Unavailable
+from core.requests import Request
 
 QUEUE_NAME = "plate"
 JOB_ENTRY = "workers.jobs.run"
@@ -50,6 +53,7 @@ FAILURE_CALLBACKS = frozenset({ON_FAILURE, "workers.jobs.on_failure"})
 ENTRY_KWARGS = frozenset({"request", "procedure", "lost_job"})
 
 security = logging.getLogger("plate.security")
+log = logging.getLogger("plate.queue")
 
 
 class RefusedJob(Exception):
@@ -192,3 +196,51 @@ def enqueue_lost_report(connection: redis.Redis, request: Request, lost_job: str
             on_failure=False,
             extra={"lost_job": lost_job},
         )
+
+
+JobTimeout = JobTimeoutException
+"""What a job sees when RQ's hard time limit strikes (raised inside the job's own code)."""
+
+
+def job_connection() -> redis.Redis | None:
+    """The Redis connection of the job running in this process, if one is."""
+    job = get_current_job()
+    return job.connection if job is not None else None
+
+
+def sweep_abandoned(queue: Queue) -> list[str]:
+    """Report jobs whose worker is gone: serve's housekeeper calls this every few seconds instead of
+    waiting for RQ's 10-minute maintenance. Returns the ids of jobs abandoned early (see below).
+
+    RQ's `cleanup()` moves jobs whose heartbeat lapsed to the failed registry and runs their failure
+    callback here (workers.lost: lock, thread, no cluster access; the helm status follows from a worker).
+    JSON jobs and plate's Job class: nothing read here is unpickled or imports code a job names. RQ's
+    default SIGALRM time limit on that callback only works in a main thread: a timer instead.
+
+    A worker cold-shut-down past its grace period (second SIGTERM) kills its work-horse and deregisters,
+    but the job stays STARTED with a registry score 60-90 s ahead: its execution is re-scored as expired
+    so that the same `cleanup()` handles it now (found with RQ's public registry API, not by parsing
+    its entries). A SIGKILLed worker stays registered
+    until its key expires, so that case keeps RQ's own timing.
+    """
+    registry = StartedJobRegistry(queue=queue, job_class=queue.job_class, death_penalty_class=TimerDeathPenalty)
+    running = registry.get_job_and_execution_ids(cleanup=False)
+    orphans: list[str] = []
+    if running:
+        live = {w.name for w in Worker.all(queue=queue)}
+        jobs = queue.job_class.fetch_many([j for j, _ in running], queue.connection, serializer=queue.serializer)
+        with queue.connection.pipeline() as pipe:
+            for (job_id, execution_id), job in zip(running, jobs, strict=True):
+                if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+                    continue
+                if job.worker_name and job.worker_name not in live:
+                    # Expired now: the registry scores executions by expiry (add_execution cannot set a
+                    # past score: a negative ttl means "never"), so the entry is re-scored to 0.
+                    execution = Execution(execution_id, job_id, connection=queue.connection)
+                    pipe.zadd(registry.key, {execution.composite_key: 0}, xx=True)
+                    orphans.append(job_id)
+            pipe.execute()
+    if orphans:
+        log.warning("jobs of workers that shut down", extra={"jobs": orphans})
+    registry.cleanup()
+    return orphans

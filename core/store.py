@@ -17,7 +17,7 @@ enqueue, added through `on_commit` into the same MULTI) happen. Keys:
     plate:lease:<name>    STRING holder id                  (the watcher's leader lease: PX, holder-only renew)
     plate:incident:<key>  JSON incident, versioned by its `v` field  (compare-and-set; RETENTION)
     plate:incidents:active  SET incident keys open or with Slack messages still owed
-    plate:stats           HASH job counters and durations (fields from bot.metrics.job_increments), all workers
+    plate:stats           HASH job counters and durations (fields from core.metrics.job_increments), all workers
     plate:release:<env>   JSON last known live release, written by the jobs that read helm status (App Home)
     plate:ops:<env>       LIST JSON of the last operations, newest first, trimmed to OPS_KEPT (App Home)
     plate:home:viewers    ZSET user -> when they last opened the App Home tab (whose Home to refresh)
@@ -34,8 +34,8 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from bot.approvals import Request, Status
-from bot.errors import Conflict, Unavailable
+from core.errors import Conflict, Unavailable
+from core.requests import Request, Status
 
 RETENTION = 7 * 86400
 BACKUP_RETENTION = 30 * 86400
@@ -290,7 +290,7 @@ class Store:
         meta: dict[str, Any],
         seal: Callable[[str], str] | None = None,
     ) -> None:
-        """Keep a backup; `seal` (bot.backupkeys) encrypts values and manifest, marked `enc: fernet`.
+        """Keep a backup; `seal` (core.backupkeys) encrypts values and manifest, marked `enc: fernet`.
         Records are versioned (`v`); one without `v` or `enc` (before 0.2) is plaintext."""
         key, index = f"plate:backup:{env}:{revision}", f"plate:backups:{env}"
         now = time.time()
@@ -309,7 +309,7 @@ class Store:
             pipe.execute()
 
     def backup(self, env: str, revision: int, open_: Callable[[str], str] | None = None) -> dict[str, Any] | None:
-        """A backup with values and manifest in clear: `open_` (bot.backupkeys) decrypts an encrypted one
+        """A backup with values and manifest in clear: `open_` (core.backupkeys) decrypts an encrypted one
         (without it, reading one raises ValueError); plaintext records, old or new, are read as they are."""
         raw = self.redis.hgetall(f"plate:backup:{env}:{revision}")
         if not raw:

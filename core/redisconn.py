@@ -22,6 +22,8 @@ from redis.retry import Retry
 
 from config.settings import Settings
 
+Redis = redis.Redis  # the client type, for modules that pass connections around without importing redis
+
 log = logging.getLogger("plate.redis")
 _embedded = None
 _embedded_lock = threading.Lock()

@@ -1,21 +1,27 @@
-"""PURE. The App Home tab: per environment the live release (as the last job saw it), the lock holder,
+"""The App Home tab: per environment the live release (as the last job saw it), the lock holder,
 pending requests with Approve/Reject for those who may approve, and the last operations with links to
 their threads. Also the record jobs keep of a release, built from `helm status -o json`.
 
-Home never runs helm: the data comes from Redis (`Store.home_snapshot`), written by jobs as they end.
+The view is built by pure functions (`home_view`); `HomeTab` publishes it when a user opens Home, and
+again for recent viewers when something changes (a request is created or decided, a job ends), through
+the ports it is given (the store, the Slack client). Cheap by construction: the data is one Redis
+snapshot (no helm, no Kubernetes), and only users who opened Home within `RECENT` seconds are refreshed,
+at most `MAX_VIEWERS` of them. Publishing never raises: Home is a convenience, the request or job that
+triggered it has already happened.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Protocol
 
-from bot import messages
-from bot.approvals import PAUSE_AUTOSYNC, Request
-from config.environments import Environment
-from workers.summary import clip, parse_time
+from config.environments import Environment, PlateConfig
+from core import messages, policy
+from core.requests import PAUSE_AUTOSYNC, Request
+from core.text import clip, parse_time
 
 Blocks = list[dict[str, Any]]
 MAX_BLOCKS = 100  # Slack's limit for a Home view
@@ -234,3 +240,81 @@ def home_view(
             break
         blocks += more
     return {"type": "home", "callback_id": "plate_home", "blocks": blocks}
+
+
+log = logging.getLogger("plate.home")
+RECENT = 900.0
+MAX_VIEWERS = 25
+
+
+class HomeStore(Protocol):
+    def home_opened(self, user: str, now: float, *, window: float) -> None: ...
+    def home_viewers(self, since: float, limit: int) -> list[str]: ...
+    def home_snapshot(self, envs: list[str]) -> dict[str, Any]: ...
+
+
+class HomeSlack(Protocol):
+    def members(self, group_ids: list[str]) -> dict[str, frozenset[str]]: ...
+    def publish_home(self, user: str, view: dict[str, Any]) -> None: ...
+
+
+class HomeTab:
+    def __init__(
+        self,
+        config: Callable[[], PlateConfig],
+        store: HomeStore,
+        slack: HomeSlack,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config, self.store, self.slack, self.clock = config, store, slack, clock
+
+    def opened(self, user: str, tab: str = "home") -> None:
+        """`app_home_opened`: remember the viewer and show them the current state."""
+        if tab != "home" or not user:
+            return
+        self.touch(user)
+        self.publish([user])
+
+    def touch(self, user: str) -> None:
+        """Count `user` as a recent viewer (they opened Home, or clicked a button on it)."""
+        try:
+            self.store.home_opened(user, self.clock(), window=RECENT)
+        except Exception:
+            log.warning("could not record the Home viewer", exc_info=True)
+
+    def show_notice(self, user: str, notice: str) -> None:
+        """A click on Home has no channel to answer in: the answer goes at the top of the user's Home."""
+        self.publish([user], notice=notice)
+
+    def refresh(self) -> int:
+        """Re-publish Home for the users who opened it recently; returns how many were published."""
+        try:
+            users = self.store.home_viewers(self.clock() - RECENT, MAX_VIEWERS)
+        except Exception:
+            log.warning("could not read the Home viewers", exc_info=True)
+            return 0
+        return self.publish(users) if users else 0
+
+    def publish(self, users: list[str], notice: str | None = None) -> int:
+        config = self.config()
+        envs = list(config.environments.values())
+        try:
+            snapshot = self.store.home_snapshot([e.name for e in envs])
+        except Exception:
+            log.warning("could not read the Home data", exc_info=True)
+            return 0
+        groups = sorted({g for e in envs for g in policy.groups_in(e.approvers)})
+        members = self.slack.members(groups) if groups else {}
+        published = 0
+        for user in users:
+            approver_of = {e.name for e in envs if policy.is_approver(e, user, members)}
+            view: dict[str, Any] = home_view(
+                envs, snapshot, viewer=user, approver_of=approver_of, now=self.clock(), notice=notice
+            )
+            try:
+                self.slack.publish_home(user, view)
+                published += 1
+            except Exception as exc:  # SlackError from the adapter, or anything else: Home never fails a change
+                what = getattr(exc, "code", type(exc).__name__)
+                log.warning("could not publish Home (%s)", what, extra={"user": user})
+        return published

@@ -24,9 +24,9 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot.metrics import METRICS
-from bot.redact import REDACTOR, Redactor
 from config.settings import Settings
+from core.metrics import METRICS
+from core.redact import REDACTOR, Redactor
 
 log = logging.getLogger("plate.slack")
 GROUP_TTL = 60.0

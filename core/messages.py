@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.approvals import PAUSE_AUTOSYNC, Request, Status
 from config.durations import format_duration
 from config.environments import Environment
-from workers.progress import Outcome, Progress, StepState
+from core.progress import Outcome, Progress, StepState
+from core.requests import PAUSE_AUTOSYNC, Request, Status
 
 Blocks = list[dict[str, Any]]
 

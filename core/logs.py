@@ -15,7 +15,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from bot.redact import REDACTOR
+from core.redact import REDACTOR
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("plate_log_context", default={})  # noqa: B039
 

@@ -1,19 +1,29 @@
-"""PURE. The audit trail's records: what happened to which request, who did it, and how it ended.
+"""The audit trail: what happened to which request, who did it, and how it ended.
 
 One record per event: a flat map of short strings, stored as one Redis stream entry, logged as one JSON
 line and optionally posted as one Slack line. Records hold ids, names, verbs, arguments and outcomes,
 never values, manifests or helm output, so they cannot carry a secret; the one free-text field
 (`detail`) is bounded and passes the redaction layer as well.
+
+The records are built by pure functions (`entry`, `for_transition`, `line`); `Auditor` writes them to
+the ports it is given (the store's stream, the Slack client), so this module imports no I/O library.
+Records are written right after the change they describe has been committed. Auditing never raises: the
+change has already happened, so a Redis or Slack hiccup is logged loudly instead of turning a finished
+approval or job into an error. No code path edits or deletes a record.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from enum import StrEnum
+from typing import Protocol
 
-from bot.approvals import Request, Status
-from bot.grammar import Verb
-from bot.redact import REDACTOR
+from core.redact import REDACTOR
+from core.requests import Request, Status, Verb
+
+log = logging.getLogger("plate.audit")
 
 
 class Event(StrEnum):
@@ -133,3 +143,43 @@ def line(record: dict[str, str]) -> str:
     if record.get("request"):
         parts.append(f"request `{record['request']}`")
     return " · ".join(parts)
+
+
+class AuditStream(Protocol):
+    def append_audit(self, record: dict[str, str]) -> None: ...
+
+
+class SlackPoster(Protocol):
+    def post(self, channel: str, text: str) -> str: ...
+
+
+class Auditor:
+    def __init__(
+        self,
+        store: AuditStream,
+        slack: SlackPoster | None = None,
+        channel: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.slack, self.channel, self.clock = store, slack, channel, clock
+
+    def record(self, event: Event, *, request: Request | None = None, **fields: object) -> None:
+        self._write(entry(event, at=self.clock(), request=request, **fields))
+
+    def transition(self, old: Request, new: Request) -> None:
+        """The records of one request state change (see audit.for_transition)."""
+        for record in for_transition(old, new, at=self.clock()):
+            self._write(record)
+
+    def _write(self, record: dict[str, str]) -> None:
+        try:
+            self.store.append_audit(record)
+        except Exception:
+            log.error("audit record not stored in Redis", extra=record, exc_info=True)
+        log.info(record["event"], extra=record)
+        if self.slack is not None and self.channel:
+            try:
+                self.slack.post(self.channel, line(record))
+            except Exception as exc:  # the Slack adapter raises SlackError; none may fail the change
+                what = getattr(exc, "code", type(exc).__name__)
+                log.warning("audit record not mirrored to Slack (%s)", what, extra={"event": record["event"]})

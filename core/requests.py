@@ -12,10 +12,27 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Self
 
-from bot.errors import Conflict, NotAllowed
+from core.errors import Conflict, NotAllowed
 
 # Choices a card may offer besides plain Approve; the approver's pick is kept in `Request.chosen`.
 PAUSE_AUTOSYNC = "pause-autosync"  # a rollback: pause the Argo CD Application's automated sync first
+
+
+class Verb(StrEnum):
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+    HARBOR_VERIFY = "harbor-verify"
+    HARBOR_BOOTSTRAP = "harbor-bootstrap"
+    STATUS = "status"
+    HISTORY = "history"
+    DIAGNOSE = "diagnose"
+    ARGOCD = "argocd"  # takes an Argo CD application name; the environment is the one it deploys
+    HELP = "help"
+
+    @property
+    def mutating(self) -> bool:
+        """Verbs that change the cluster: approval rules and the environment lock apply."""
+        return self in (Verb.DEPLOY, Verb.ROLLBACK, Verb.HARBOR_BOOTSTRAP)
 
 
 class Status(StrEnum):

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.errors import NotAllowed
-from bot.grammar import Verb
 from config.environments import Environment, SlackWorkspace
+from core.errors import NotAllowed
+from core.requests import Verb
 
 Members = Mapping[str, frozenset[str]]
 

@@ -1,7 +1,7 @@
 """`/metrics` and `/healthz` for the processes that have no Slack HTTP app: `worker` and `watch`.
 
 A stdlib HTTP server on a daemon thread of the main process. For the worker that is the RQ parent, which
-lives as long as the worker does; the job metrics it shows come from Redis (see bot.metrics), since each
+lives as long as the worker does; the job metrics it shows come from Redis (see core.metrics), since each
 job runs in a forked work-horse whose own counters die with it.
 """
 
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bot.metrics import METRICS
+from core.metrics import METRICS
 
 log = logging.getLogger("plate.probes")
 
