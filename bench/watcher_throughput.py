@@ -149,7 +149,7 @@ def run_core(lines: list[tuple[float, str]]) -> tuple[float, Counter[str], int]:
 
     def flush(now: float) -> None:
         nonlocal seq
-        for effect, inc in core.plan(list(incidents.values()), now, budget):
+        for effect, inc in core.next_sends(list(incidents.values()), now, budget):
             if effect in (core.Effect.ROOT, core.Effect.UPDATE):
                 root_message(inc)  # what the watcher renders for the post or the edit
             seq += 1

@@ -19,7 +19,7 @@ from slack_bolt import Ack, App, BoltResponse, Respond
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot import ingress
-from bot.grammar import Command, Verb, help_text, parse
+from bot.grammar import Command, Verb, environment, help_text, parse
 from config.environments import Environment, PlateConfig
 from core import messages, policy
 from core.audit import Auditor, Event, args_text
@@ -57,13 +57,15 @@ def request_id_for(team: str | None, trigger_id: str | None) -> str:
     return hashlib.sha256(f"{team}:{trigger_id}".encode()).hexdigest()[:12]
 
 
-class Plate:
-    """The listeners, bound to their services."""
+class Listeners:
+    """The /plate command, the buttons and App Home, bound to their services."""
 
     def __init__(self, services: Services) -> None:
-        self.s = services
-        self.audit = Auditor(services.store, services.slack, services.config.audit_channel, lambda: self.s.clock())
-        self.home = HomeTab(lambda: self.s.config, services.store, services.slack, lambda: self.s.clock())
+        self.services = services
+        self.audit = Auditor(
+            services.store, services.slack, services.config.audit_channel, lambda: self.services.clock()
+        )
+        self.home = HomeTab(lambda: self.services.config, services.store, services.slack, lambda: self.services.clock())
 
     # --- /plate -----------------------------------------------------------------------------------------
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
@@ -85,11 +87,11 @@ class Plate:
     def _command(
         self, ack: Ack, respond: Respond, text: str, user: str, channel: str, request_id: str
     ) -> tuple[str, str]:
-        config = self.s.config
+        config = self.services.config
         try:
             cmd = parse(
                 text,
-                lambda name: env.name if (env := config.resolve(name)) else None,
+                self._env_name,
                 lambda app: next((e.name for e in config.environments.values() if e.argocd_app == app), None),
             )
         except UsageError as exc:
@@ -98,14 +100,34 @@ class Plate:
         if cmd.verb is Verb.HELP:
             ack(text=help_text(config.names()))
             return cmd.verb.value, "help"
+
+        def answer(text: str | None) -> None:
+            ack(text=text) if text else ack()
+
+        return self.submit(cmd, user, channel, request_id, answer, respond)
+
+    def submit(
+        self,
+        cmd: Command,
+        user: str,
+        channel: str,
+        request_id: str,
+        answer: Callable[[str | None], None],
+        respond: Respond,
+    ) -> tuple[str, str]:
+        """A parsed request from `user` in `channel`: the policy, the request in Redis (with its lock when
+        it goes straight to the queue), then the card. `answer` is called exactly once, before anything is
+        posted, with the reply the user sees (None: nothing to say): a slash command's ack, or an
+        ephemeral message for a button. Returns (verb, outcome) for the metrics."""
+        config = self.services.config
         env = config.environments[str(cmd.env)]
         try:
             policy.check_request(env, cmd.verb, user, channel, self._members(env.requesters))
             if cmd.verb.mutating:
                 self._check_member(user, "request changes")
-            frozen = None if cmd.dry_run else policy.freeze_note(env, cmd.verb, self.s.clock())
+            frozen = None if cmd.dry_run else policy.freeze_note(env, cmd.verb, self.services.clock())
         except NotAllowed as exc:
-            ack(text=f":no_entry: {exc.message}")
+            answer(f":no_entry: {exc.message}")
             self.audit.record(Event.REQUEST_REFUSED, env=env.name, verb=cmd.verb.value, user=user, detail=exc.message)
             return cmd.verb.value, "refused"
         request = self._new_request(cmd, env, user, channel, request_id, frozen)
@@ -113,25 +135,25 @@ class Plate:
         try:
             # Straight to the queue: the lock is taken now, so busy is answered here, never on a posted card.
             straight = request.planned and not request.needs_approval()
-            holder = self.s.store.create(request, lock_env=env.name if locks else None, take_lock=straight)
+            holder = self.services.store.create(request, lock_env=env.name if locks else None, take_lock=straight)
         except Conflict:
-            ack()  # the same command delivered twice: the first delivery answers
+            answer(None)  # the same command delivered twice: the first delivery answers
             return cmd.verb.value, "duplicate"
         except Unavailable:
-            ack(text=messages.unavailable())
+            answer(messages.unavailable())
             if locks and straight:
                 # The writes may still run when Redis answers again (a frozen node executes what it was
                 # sent): undo the lock claim and the request as soon as it does.
-                self.s.listener_executor.submit(self._forget_later, env.name, request.id)
+                self.services.listener_executor.submit(self._forget_later, env.name, request.id)
             return cmd.verb.value, "unavailable"
         if holder is not None:
             # Answered for good: a replay of this signed delivery (Slack's 5-minute window) after the
             # lock frees must not run it (Store.create remembered the id).
-            ack(text=messages.lock_held(env.name, holder))
+            answer(messages.lock_held(env.name, holder))
             detail = f"{env.name} locked by request {holder.get('request')}"
             self.audit.record(Event.REQUEST_REFUSED, env=env.name, verb=cmd.verb.value, user=user, detail=detail)
             return cmd.verb.value, "locked"
-        ack()
+        answer(None)
         self.audit.record(Event.REQUEST_CREATED, request=request, user=user, detail=args_text(request.args))
         log.info("request created", extra={"verb": cmd.verb.value, "env": env.name, "command_args": cmd.args()})
         self._post_card(request, env, respond)
@@ -141,7 +163,7 @@ class Plate:
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
             try:
-                self.s.store.forget(request_id, lock_env=env)
+                self.services.store.forget(request_id, lock_env=env)
                 return
             except Unavailable:
                 time.sleep(0.5)
@@ -157,7 +179,7 @@ class Plate:
             env=env.name,
             requester=user,
             channel=channel,
-            now=self.s.clock(),
+            now=self.services.clock(),
             ttl=env.approval_ttl,
             approvals_required=needed,
             args=cmd.args(),
@@ -170,26 +192,26 @@ class Plate:
     def _post_card(self, request: Request, env: Environment, respond: Respond) -> None:
         text, blocks = messages.request_card(request, env)
         try:
-            ts = self.s.slack.post(request.channel, text, blocks)
+            ts = self.services.slack.post(request.channel, text, blocks)
         except SlackError as exc:
             self.audit.transition(
-                *self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
+                *self.services.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.services.clock()))
             )
-            self.s.store.release_lock(env.name, request.id)  # taken with the request if it needed no approval
+            self.services.store.release_lock(env.name, request.id)  # taken with the request if it needed no approval
             hint = " Invite me to this channel first (`/invite @plate`)." if exc.code == "not_in_channel" else ""
             respond(text=f":warning: I could not post the request here ({exc.code}); nothing was run.{hint}")
             return
         try:
-            _, request = self.s.store.transition(request.id, lambda r: r.with_message(ts))
+            _, request = self.services.store.transition(request.id, lambda r: r.with_message(ts))
             if not request.planned:
-                enqueue_plan(self.s.queue, request)
+                enqueue_plan(self.services.queue, request)
             elif not request.needs_approval():
                 self._queue_now(request, env, respond)
         except Unavailable:
             # Redis went away between the ack and here: say so on the card instead of leaving it waiting
             # for a plan or a job that will never come (the request itself expires in Redis later).
             with contextlib.suppress(SlackError):
-                self.s.slack.update(request.channel, ts, messages.unavailable(), [])
+                self.services.slack.update(request.channel, ts, messages.unavailable(), [])
             return
         self.home.refresh()
 
@@ -197,16 +219,16 @@ class Plate:
         """Environments and verbs that need no approval go straight to the queue."""
         locks = Verb(request.verb).mutating and not request.args.get("dry_run")
         try:
-            old, request = self.s.store.transition(
+            old, request = self.services.store.transition(
                 request.id,
-                lambda r: r.queued_now(self.s.clock()),
+                lambda r: r.queued_now(self.services.clock()),
                 lock_env=env.name if locks else None,
                 lock_ttl=env.job_timeout,
                 on_commit=self._enqueue(env),
             )
         except LockHeld as exc:
             self.audit.transition(
-                *self.s.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.s.clock()))
+                *self.services.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.services.clock()))
             )
             self._update_card(request.id, env)
             respond(text=messages.lock_held(env.name, exc.holder))
@@ -218,12 +240,12 @@ class Plate:
     def _enqueue(self, env: Environment) -> Callable[..., None]:
         def add_job(pipe: Any, _old: Request, new: Request) -> None:
             if new.status is Status.APPROVED:
-                enqueue(self.s.queue, pipe, new, env.job_timeout)
+                enqueue(self.services.queue, pipe, new, env.job_timeout)
 
         return add_job
 
     def _update_card(self, request_id: str, env: Environment) -> None:
-        request = self.s.store.get(request_id)
+        request = self.services.store.get(request_id)
         if request is None or request.message_ts is None:
             return
         text, blocks = (
@@ -232,14 +254,18 @@ class Plate:
             else messages.decided_card(request, env)
         )
         try:
-            self.s.slack.update(request.channel, request.message_ts, text, blocks)
+            self.services.slack.update(request.channel, request.message_ts, text, blocks)
         except SlackError:
             log.warning("could not update the request card", extra={"request_id": request_id})
 
+    def _env_name(self, word: str) -> str | None:
+        env = self.services.config.resolve(word)
+        return env.name if env is not None else None
+
     def _foreign(self, body: dict[str, Any]) -> str | None:
         """Why a payload is not from plate-bot's own app and workspace (Slack Connect, another org)."""
-        workspace = self.s.config.slack
-        installed = None if workspace.team_id or workspace.enterprise_id else self.s.slack.installed_team()
+        workspace = self.services.config.slack
+        installed = None if workspace.team_id or workspace.enterprise_id else self.services.slack.installed_team()
         reason = policy.foreign(policy.origin_of(body), workspace, installed)
         if reason is not None:
             security_log.warning("refused a request from %s", reason)
@@ -247,26 +273,27 @@ class Plate:
 
     def _check_member(self, user: str, what: str) -> None:
         """Guests and people of other organisations never request or approve changes (NotAllowed)."""
-        workspace = self.s.config.slack
+        workspace = self.services.config.slack
         try:
-            profile = self.s.slack.profile(user)
+            profile = self.services.slack.profile(user)
         except SlackError as exc:
             raise NotAllowed(
                 f"I could not check your Slack account ({exc.code}), so I cannot let you {what}."
             ) from None
-        installed = None if workspace.team_id or workspace.enterprise_id else self.s.slack.installed_team()
+        installed = None if workspace.team_id or workspace.enterprise_id else self.services.slack.installed_team()
         if (reason := policy.outsider(user, profile, workspace, installed)) is not None:
             security_log.warning("refused %s to a user %s", what, reason)
             raise NotAllowed(f"Your Slack account is {reason}: only members of this workspace may {what}.")
 
     def _members(self, ids: list[str]) -> dict[str, frozenset[str]]:
         groups = policy.groups_in(ids)
-        return self.s.slack.members(groups) if groups else {}
+        return self.services.slack.members(groups) if groups else {}
 
     # --- buttons ------------------------------------------------------------------------------------------
     def on_request_rollback(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        """The incident thread's Request rollback button: exactly `/plate rollback <env>` typed by the clicker
-        in that channel (same policy, approvals and card). One request per click; a redelivery is a no-op."""
+        """The incident thread's Request rollback button: a rollback request of the environment by the
+        clicker in that channel, through `submit` like `/plate rollback <env>` (same policy, approvals and
+        card). One request per click; a redelivery is a no-op."""
         ack()
         action = (body.get("actions") or [{}])[0]
         user = str((body.get("user") or {}).get("id", ""))
@@ -274,17 +301,23 @@ class Plate:
         click = f"{body.get('trigger_id')}:{action.get('action_ts')}"
         request_id = request_id_for((body.get("team") or {}).get("id"), click)
 
-        def answer(text: str | None = None, **_: Any) -> None:  # stands in for a slash command's ack
+        def answer(text: str | None) -> None:
             if text:
                 respond(text=text, response_type="ephemeral", replace_original=False)
 
         started = time.perf_counter()
+        outcome = ("rollback", "invalid")
         with bind(request_id=request_id, user=user):
             if self._foreign(body) is not None:
                 answer(messages.foreign_workspace())
                 return
-            env = (str(action.get("value", "")).split() or [""])[0][:64]  # one word: the grammar checks it
-            outcome = self._command(answer, respond, f"rollback {env}", user, channel, request_id)  # type: ignore[arg-type]
+            config = self.services.config
+            try:
+                env = environment(str(action.get("value", ""))[:64].strip(), self._env_name)
+            except UsageError as exc:
+                answer(messages.usage_reply(exc.message, help_text(config.names())))
+            else:
+                outcome = self.submit(Command(verb=Verb.ROLLBACK, env=env), user, channel, request_id, answer, respond)
         METRICS.command(outcome[0], outcome[1], time.perf_counter() - started)
 
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
@@ -309,13 +342,13 @@ class Plate:
                     respond(text=exc.message, response_type="ephemeral", replace_original=False)
 
     def _click(self, action: str, request_id: str, user: str) -> None:
-        request = self.s.store.get(request_id)
+        request = self.services.store.get(request_id)
         if request is None:
             raise Conflict("I don't know this request any more; it may be older than a week.")
-        env = self.s.config.environments.get(request.env)
+        env = self.services.config.environments.get(request.env)
         if env is None:
             raise Conflict(f"The environment `{request.env}` is no longer configured; nothing was run.")
-        now = self.s.clock()
+        now = self.services.clock()
         if request.is_expired(now):
             self.expire(request.id)
             raise Conflict(f"This request expired at {messages.hhmm(request.expires_at)}; nothing was run.")
@@ -331,7 +364,7 @@ class Plate:
                 change = lambda r: r.with_rejection(user, now, is_approver=approver)  # noqa: E731
         locks = Verb(request.verb).mutating and not request.args.get("dry_run")
         try:
-            old, new = self.s.store.transition(
+            old, new = self.services.store.transition(
                 request.id,
                 change,
                 lock_env=env.name if locks else None,
@@ -349,21 +382,23 @@ class Plate:
 
     def expire(self, request_id: str) -> bool:
         """Mark an overdue request expired and edit its card; False if it was decided meanwhile."""
-        request = self.s.store.get(request_id)
+        request = self.services.store.get(request_id)
         if request is None:
             return False
-        env = self.s.config.environments.get(request.env)
+        env = self.services.config.environments.get(request.env)
         try:
-            self.audit.transition(*self.s.store.transition(request_id, lambda r: r.with_expiry(self.s.clock())))
+            self.audit.transition(
+                *self.services.store.transition(request_id, lambda r: r.with_expiry(self.services.clock()))
+            )
         except Conflict:
             return False
-        METRICS.approval("expired", self.s.clock() - request.created_at)
+        METRICS.approval("expired", self.services.clock() - request.created_at)
         if env is not None:
             self._update_card(request_id, env)
         return True
 
     def expire_due(self) -> int:
-        expired = sum(self.expire(rid) for rid in self.s.store.due_for_expiry(self.s.clock()))
+        expired = sum(self.expire(rid) for rid in self.services.store.due_for_expiry(self.services.clock()))
         if expired:
             self.home.refresh()
         return expired
@@ -387,7 +422,7 @@ _bolt_log = logging.getLogger("plate.bolt")
 _bolt_log.addFilter(_QuietTokenWarning())
 
 
-def build_app(services: Services) -> App:
+def build_app(services: Services) -> tuple[App, Listeners]:
     app = App(
         signing_secret=services.signing_secret,
         client=services.slack.client,
@@ -396,12 +431,12 @@ def build_app(services: Services) -> App:
         logger=_bolt_log,
         listener_executor=services.listener_executor,
     )
-    plate = Plate(services)
-    app.command("/plate")(plate.on_command)
-    app.event("app_home_opened")(plate.on_home_opened)
+    listeners = Listeners(services)
+    app.command("/plate")(listeners.on_command)
+    app.event("app_home_opened")(listeners.on_home_opened)
     for action in (messages.APPROVE, messages.APPROVE_PAUSE, messages.REJECT, messages.CANCEL):
-        app.action(action)(plate.on_click)
-    app.action(messages.REQUEST_ROLLBACK)(plate.on_request_rollback)
+        app.action(action)(listeners.on_click)
+    app.action(messages.REQUEST_ROLLBACK)(listeners.on_request_rollback)
 
     @app.error
     def on_error(error: Exception, body: dict[str, Any], respond: Respond) -> BoltResponse | None:
@@ -417,8 +452,7 @@ def build_app(services: Services) -> App:
             log.warning("could not send the apology", extra={"error_id": error_id})
         return None
 
-    app.plate = plate  # type: ignore[attr-defined]  # the sweeper and tests reach the listeners through it
-    return app
+    return app, listeners
 
 
 # The two ways Slack reaches the app; bot.app is the only module that touches Bolt.

@@ -66,6 +66,14 @@ def _shown(value: str, limit: int = 40) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
 
 
+def environment(word: str, resolve_env: Callable[[str], str | None]) -> str:
+    """The environment a word names (a name or an alias), or UsageError."""
+    env = resolve_env(word)
+    if env is None:
+        raise UsageError(f"There is no environment called `{_shown(word)}`.")
+    return env
+
+
 def parse(
     text: str, resolve_env: Callable[[str], str | None], resolve_app: Callable[[str], str | None] | None = None
 ) -> Command:
@@ -103,9 +111,7 @@ def parse(
         return _argocd(words[1:], resolve_app)
     if len(words) < 2:
         raise UsageError(f"Which environment? Usage: `{USAGE[verb]}`")
-    env = resolve_env(words[1])
-    if env is None:
-        raise UsageError(f"There is no environment called `{_shown(words[1])}`.")
+    env = environment(words[1], resolve_env)
     rest = words[2:]
     if len(rest) > 1:
         raise UsageError(f"Too many arguments. Usage: `{USAGE[verb]}`")

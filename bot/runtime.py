@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.app import App, Services, build_app, wsgi_handler
+from bot.app import App, Listeners, Services, build_app, wsgi_handler
 from bot.lifecycle import HttpLimits, HttpLoop, drain_executor, make_server, remaining
 from bot.server import Housekeeper, WebApp
 from config.environments import PlateConfig
@@ -35,6 +35,7 @@ class Runtime:
     slack: SlackGateway
     queue: Queue
     app: App
+    listeners: Listeners
     web: WebApp
     housekeeper: Housekeeper
     executor: Any = None  # Bolt's listener executor (Services.listener_executor)
@@ -109,11 +110,21 @@ def build_runtime(settings: Settings, config: PlateConfig, *, housekeeping_inter
         queue=queue,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
     )
-    app = build_app(services)
+    app, listeners = build_app(services)
     web = WebApp(wsgi_handler(app), store, slack, services.signing_secret)
     interval = housekeeping_interval or settings.plate_housekeeping_interval
-    keeper = Housekeeper(app.plate, queue, interval=interval)  # type: ignore[attr-defined]
+    keeper = Housekeeper(listeners.expire_due, queue, interval=interval)
     METRICS.share(store.stats, lambda: queue.count)
     return Runtime(
-        settings, config, connection, store, slack, queue, app, web, keeper, executor=services.listener_executor
+        settings,
+        config,
+        connection,
+        store,
+        slack,
+        queue,
+        app,
+        listeners,
+        web,
+        keeper,
+        executor=services.listener_executor,
     )

@@ -129,15 +129,15 @@ class WebApp:
 class Housekeeper(threading.Thread):
     """Periodic, idempotent upkeep shared by all bot replicas."""
 
-    def __init__(self, plate: Any, queue: Queue, interval: float = 5.0) -> None:
+    def __init__(self, expire_due: Callable[[], int], queue: Queue, interval: float = 5.0) -> None:
         super().__init__(name="plate-housekeeper", daemon=True)
-        self.plate = plate
+        self.expire_due = expire_due  # Listeners.expire_due: overdue requests, their cards edited
         self.queue = queue
         self.interval = interval
         self.stopped = threading.Event()
 
     def run_once(self) -> None:
-        self.plate.expire_due()
+        self.expire_due()
         sweep_abandoned(self.queue)
 
     def run(self) -> None:

@@ -50,7 +50,7 @@ class Progress:
     extra: tuple[str, ...] = field(default=())
 
     @classmethod
-    def plan(cls, title: str, steps: list[tuple[str, str]]) -> Progress:
+    def checklist(cls, title: str, steps: list[tuple[str, str]]) -> Progress:
         return cls(title, tuple(Step(key, label) for key, label in steps))
 
     def _with_step(self, key: str, **changes: object) -> Progress:

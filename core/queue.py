@@ -1,8 +1,10 @@
 """The bot -> worker seam: approved requests become RQ jobs on the `plate` queue.
 
-The job names one entry point (`workers.jobs.run`) and carries the request; the worker picks the
-procedure for the request's verb. The job id is derived from the request id, and the enqueue is added
-to the same MULTI as the approval, so one approval makes at most one job.
+A job has a kind (`JobKind`: the request's own procedure, its pre-approval plan, or the cluster half of
+a lost-job report), carried in its meta and its arguments, never parsed back out of its id. `ENTRY` is
+the one table of what a worker runs for each kind; the worker picks the procedure for the request's verb
+from `workers.catalog`. The job id is derived from the request id, and the enqueue is added to the same
+MULTI as the approval, so one approval makes at most one job.
 
 The queue is not a remote shell. RQ imports and calls whatever function a job hash names, and its
 default serializer is pickle, so anyone able to write to Redis could run code in a worker (which may
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -34,9 +37,22 @@ from core.errors import Unavailable
 from core.requests import Request
 
 QUEUE_NAME = "plate"
-JOB_ENTRY = "workers.jobs.run"
-PLAN_ENTRY = "workers.jobs.plan"
-REPORT_LOST_ENTRY = "workers.jobs.report_lost"
+
+
+class JobKind(StrEnum):
+    RUN = "run"  # the request's own procedure (its verb)
+    PLAN = "plan"  # its pre-approval job: the deploy's plan, the rollback's target check
+    REPORT_LOST = "report"  # the helm status of a job whose worker was lost, for a worker to add
+
+
+# What a worker runs for each kind. A job hash names its function by dotted path (that is how RQ stores
+# it, whoever writes it), so the table holds paths; tests/unit/test_queue_refusal.py checks that each
+# resolves to the function it names, so the table cannot drift from the code.
+ENTRY: dict[JobKind, str] = {
+    JobKind.RUN: "workers.jobs.run",
+    JobKind.PLAN: "workers.jobs.plan",
+    JobKind.REPORT_LOST: "workers.jobs.report_lost",
+}
 PLAN_TIMEOUT = 600
 REPORT_TIMEOUT = 120
 # Cluster-free (serve runs it when it sweeps an abandoned job); `workers.jobs.on_failure` is the name
@@ -47,7 +63,7 @@ RESULT_TTL = 7 * 86400
 SERIALIZER = JSONSerializer
 # Every function a plate-bot job may name, and every failure callback it may carry. Nothing else is
 # imported from a job hash, whoever wrote it.
-ENTRY_POINTS = frozenset({JOB_ENTRY, PLAN_ENTRY, REPORT_LOST_ENTRY})
+ENTRY_POINTS = frozenset(ENTRY.values())
 FAILURE_CALLBACKS = frozenset({ON_FAILURE, "workers.jobs.on_failure"})
 # What the entry points take: keyword arguments only, all strings.
 ENTRY_KWARGS = frozenset({"request", "procedure", "lost_job"})
@@ -142,8 +158,7 @@ def _enqueue(
     queue: Queue,
     request: Request,
     *,
-    entry: str,
-    kind: str,
+    kind: JobKind,
     job_id: str,
     timeout: int,
     pipe: Pipeline | None = None,
@@ -152,31 +167,44 @@ def _enqueue(
     extra: dict[str, str] | None = None,
 ) -> None:
     queue.enqueue_call(
-        entry,
+        ENTRY[kind],
         kwargs={"request": request.for_storage(), **(extra or {})},
         timeout=timeout,
         result_ttl=RESULT_TTL,
         failure_ttl=RESULT_TTL,
         job_id=job_id,
-        description=f"{kind} {request.env} ({request.id})",
-        meta={"request": request.id, "env": request.env, "verb": kind},
+        description=f"{request.verb if kind is JobKind.RUN else kind.value} {request.env} ({request.id})",
+        # `verb` for readers before 0.2; `kind` is what a job is.
+        meta={"request": request.id, "env": request.env, "kind": kind.value, "verb": _meta_verb(request, kind)},
         on_failure=Callback(ON_FAILURE) if on_failure else None,
         pipeline=pipe,
         unique=unique,
     )
 
 
+def _meta_verb(request: Request, kind: JobKind) -> str:
+    return {JobKind.RUN: request.verb, JobKind.PLAN: "plan", JobKind.REPORT_LOST: "report"}[kind]
+
+
+def job_kind(job: Job) -> JobKind | None:
+    """A job's kind from its meta (jobs queued before 0.2 carry only `verb`)."""
+    meta = job.meta or {}
+    with contextlib.suppress(ValueError):
+        return JobKind(meta.get("kind") or {"plan": "plan", "report": "report"}.get(str(meta.get("verb")), "run"))
+    return None
+
+
 def enqueue(queue: Queue, pipe: Pipeline, request: Request, job_timeout: int) -> None:
     """Add the job for `request` to the caller's transaction (RQ ignores `unique` inside a pipeline,
     so at-most-once comes from the transaction that approved the request)."""
-    _enqueue(queue, request, entry=JOB_ENTRY, kind=request.verb, job_id=request.job_id, timeout=job_timeout, pipe=pipe)
+    _enqueue(queue, request, kind=JobKind.RUN, job_id=request.job_id, timeout=job_timeout, pipe=pipe)
 
 
 def enqueue_plan(queue: Queue, request: Request) -> None:
     """The read-only pre-approval job of a request (no lock: it changes nothing)."""
     job_id = f"{request.job_id}-plan"
     try:
-        _enqueue(queue, request, entry=PLAN_ENTRY, kind="plan", job_id=job_id, timeout=PLAN_TIMEOUT, unique=True)
+        _enqueue(queue, request, kind=JobKind.PLAN, job_id=job_id, timeout=PLAN_TIMEOUT, unique=True)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise Unavailable("plate-bot cannot reach Redis right now; the plan was not started.") from exc
 
@@ -188,8 +216,7 @@ def enqueue_lost_report(connection: redis.Redis, request: Request, lost_job: str
         _enqueue(
             queue_for(connection),
             request,
-            entry=REPORT_LOST_ENTRY,
-            kind="report",
+            kind=JobKind.REPORT_LOST,
             job_id=f"{lost_job}-lost",
             timeout=REPORT_TIMEOUT,
             unique=True,

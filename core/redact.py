@@ -21,7 +21,7 @@ we need the near-misses that must survive (image digests, git SHAs, Slack permal
 "password authentication failed") to be decided here and tested (tests/leaks.py).
 
 Text must be redacted *before* it is shortened: a secret cut in half by an ellipsis no longer matches its
-exact value (`workers.summary.clip` and `workers.watcher.render.bounded` redact first).
+exact value (`workers.describe.clip` and `workers.watcher.render.bounded` redact first).
 """
 
 from __future__ import annotations

@@ -17,12 +17,13 @@ import yaml
 from core import messages
 from core.backupkeys import BackupKeyError, backup_policy
 from core.errors import Conflict
-from workers import evidence, observe, summary
+from workers import bookkeeping, describe
 from workers.errors import HelmError, KubeError, StepFailed
 from workers.kube import context_cluster
 from workers.plan import Plan, compute_plan, effective_values
 from workers.procedures import JobContext, procedure
 from workers.safety import check_cluster
+from workers.status import unready_pods_report
 
 ROLLOUT_POLL = 1.0
 
@@ -100,23 +101,23 @@ def verify_rollout(ctx: JobContext, workloads: tuple[str, ...]) -> str:
         pending = _rollout_pending(ctx, workloads)
         if not pending:
             pods = ctx.kube.pods(env.namespace, ctx.release_selector)
-            unready = summary.unready_pods(pods)
+            unready = describe.unready_pods(pods)
             if not unready:
                 return f"{len(workloads)} workload(s) rolled out, {len(pods)} pods Ready"
-            pending = [f"pod {summary.name_of(p)} not Ready" for p in unready]
+            pending = [f"pod {describe.name_of(p)} not Ready" for p in unready]
         if time.monotonic() >= deadline:
             raise StepFailed(
                 f"rollout not complete after {int(timeout)}s: {'; '.join(pending[:3])}",
-                evidence.unready_pods_report(ctx, since=ctx.started),
+                unready_pods_report(ctx, since=ctx.started),
             )
         time.sleep(ROLLOUT_POLL)
 
 
 def _rollout_pending(ctx: JobContext, workloads: tuple[str, ...]) -> list[str]:
     env = ctx.env
-    live = {f"Deployment/{summary.name_of(d)}": d for d in ctx.kube.deployments(env.namespace)}
+    live = {f"Deployment/{describe.name_of(d)}": d for d in ctx.kube.deployments(env.namespace)}
     if any(w.startswith("StatefulSet/") for w in workloads):
-        live.update({f"StatefulSet/{summary.name_of(s)}": s for s in ctx.kube.statefulsets(env.namespace)})
+        live.update({f"StatefulSet/{describe.name_of(s)}": s for s in ctx.kube.statefulsets(env.namespace)})
     pending = []
     for ref in workloads:
         obj = live.get(ref)
@@ -155,10 +156,10 @@ def verify_and_summarise(ctx: JobContext, workloads: tuple[str, ...]) -> dict[st
 def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
     env = ctx.env
     release = ctx.helm.status(env.release)
-    observe.record_release(ctx.store, env.name, release)
+    bookkeeping.record_release(ctx.store, env.name, release)
     sel = ctx.release_selector
     kube = ctx.kube
-    lines = summary.status_report(
+    lines = describe.status_report(
         release,
         kube.pods(env.namespace, sel),
         kube.services(env.namespace, sel),
@@ -171,7 +172,7 @@ def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
 def helm_failure(ctx: JobContext, exc: HelmError, action: str) -> StepFailed:
     """Plain words for a failed upgrade/rollback, helm's stderr tail, the atomic rollback if any, pods."""
     env = ctx.env
-    cause = summary.helm_cause(exc.stderr) if exc.stderr else exc.message
+    cause = describe.helm_cause(exc.stderr) if exc.stderr else exc.message
     details = [f":x: *{action} failed*: {cause}"]
     if exc.stderr:
         details.append(f"helm said:\n```{exc.stderr}```")
@@ -180,14 +181,14 @@ def helm_failure(ctx: JobContext, exc: HelmError, action: str) -> StepFailed:
     except HelmError:
         history = []
     with contextlib.suppress(HelmError):  # if unreadable, Home keeps the last state it knew
-        observe.record_release(ctx.store, env.name, ctx.helm.status(env.release))  # what is live now
+        bookkeeping.record_release(ctx.store, env.name, ctx.helm.status(env.release))  # what is live now
     if history and "rolled back" in exc.stderr:
         live = history[-1]
         details.append(
             f":leftwards_arrow_with_hook: `--atomic` rolled the release back: revision {live.get('revision')} "
             f"({live.get('chart')}, {live.get('status')}) is live now."
         )
-    details += evidence.unready_pods_report(ctx, since=ctx.started)
+    details += unready_pods_report(ctx, since=ctx.started)
     return StepFailed(f"{action} failed: {cause}", details)
 
 

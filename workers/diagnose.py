@@ -8,7 +8,7 @@ with one, the named pod or workload.
 from __future__ import annotations
 
 from core.text import clip
-from workers import summary
+from workers import describe
 from workers.errors import KubeError, StepFailed
 from workers.procedures import JobContext, procedure
 from workers.watcher.classify import (
@@ -43,9 +43,9 @@ def resolve_target(ctx: JobContext, target: str) -> Workload:
         return Workload(_KINDS[kind_word], name, ns)
     if kube.pod(ns, name) is not None:
         return Workload("Pod", name, ns)
-    if any(summary.name_of(d) == name for d in kube.deployments(ns)):
+    if any(describe.name_of(d) == name for d in kube.deployments(ns)):
         return Workload("Deployment", name, ns)
-    if any(summary.name_of(s) == name for s in kube.statefulsets(ns)):
+    if any(describe.name_of(s) == name for s in kube.statefulsets(ns)):
         return Workload("StatefulSet", name, ns)
     raise StepFailed(f"no pod, Deployment or StatefulSet called `{name}` in `{ns}`")
 
@@ -57,7 +57,7 @@ def unhealthy(ctx: JobContext, rs: ReplicaSets) -> dict[Workload, list[Reason]]:
     found: dict[Workload, list[Reason]] = {}
     for pod in ctx.kube.pods(env.namespace):
         reasons = [r for r, _d, _s in pod_problems(pod, now)]
-        if reasons or not summary.is_ready(pod):
+        if reasons or not describe.is_ready(pod):
             bucket = found.setdefault(owning_workload(pod, rs), [])
             bucket += [r for r in reasons if r not in bucket]
     for plural in ("secretstores", "externalsecrets"):
@@ -68,7 +68,7 @@ def unhealthy(ctx: JobContext, rs: ReplicaSets) -> dict[Workload, list[Reason]]:
         for obj in items:
             problem = secret_problem(plural, obj)
             if problem:
-                found[Workload(CUSTOM_KINDS[plural], summary.name_of(obj), env.namespace)] = [problem[0]]
+                found[Workload(CUSTOM_KINDS[plural], describe.name_of(obj), env.namespace)] = [problem[0]]
     if env.argocd_app:
         app = ctx.kube.custom_object("applications", env.argocd_namespace, env.argocd_app)
         problems = app_problems(app) if app else []

@@ -1,7 +1,8 @@
-"""RQ entry points (the allow-list is `core.queue.ENTRY_POINTS`). `run` executes the procedure a request
-names; `plan` is its pre-approval job; `report_lost` adds the helm status to a lost job's report
-(`workers.lost.on_failure` covers what `run` could not report itself: RQ's hard timeout and workers
-that died mid-job, and may run in serve, which has no cluster access).
+"""RQ entry points, one per job kind (`core.queue.ENTRY`, which is also the worker's allow-list). `run`
+executes the procedure a request names; `plan` is its pre-approval job; `report_lost` adds the helm
+status to a lost job's report (`workers.lost.on_failure` covers what `run` could not report itself:
+RQ's hard timeout and workers that died mid-job, and may run in serve, which has no cluster access).
+The procedure comes from the one table, `workers.catalog`.
 
 Every outcome releases the environment lock and leaves an `outcome` on the job's Redis state, so a
 job is reported exactly once whichever path ends it.
@@ -20,24 +21,18 @@ from core.audit import Event
 from core.logs import bind
 from core.metrics import METRICS
 from core.progress import Progress
-from core.queue import JobTimeout, job_connection
+from core.queue import JobKind, JobTimeout, job_connection
 from core.redisconn import Redis
 from core.requests import Request
 from core.slack import SlackGateway
 from core.store import Store
-from workers import deploy as _deploy  # noqa: F401  - importing registers the procedures
-from workers import diagnose as _diagnose  # noqa: F401
-from workers import harbor as _harbor  # noqa: F401
-from workers import history as _history  # noqa: F401
-from workers import lost, observe
-from workers import rollback as _rollback  # noqa: F401
-from workers import status as _status  # noqa: F401
+from workers import bookkeeping, catalog, lost
+from workers.describe import helm_line
 from workers.errors import StepFailed
 from workers.helm import Helm
-from workers.procedures import PROCEDURES, JobContext
+from workers.procedures import JobContext, Procedure
 from workers.reporting import ThreadReporter
 from workers.revisions import change_record
-from workers.summary import helm_line
 
 log = logging.getLogger("plate.worker")
 
@@ -54,25 +49,28 @@ def _connection() -> Redis:
     return connect(Settings())
 
 
-# The pre-approval job of each verb that has one (core.queue.enqueue_plan queues `<job id>-plan`).
-PLAN_PROCEDURES = {"deploy": "plan", "rollback": "rollback-plan"}
-
-
 def plan(request: str) -> str:
     """Before approval: the deploy's plan (chart checks, diff, digest) or the rollback's target check,
     onto the card."""
-    return run(request, procedure=PLAN_PROCEDURES.get(Request.from_storage(request).verb, "plan"))
+    req = Request.from_storage(request)
+    return _run(req, catalog.for_request(req.verb, plan=True), JobKind.PLAN)
 
 
 def run(request: str, procedure: str | None = None) -> str:
-    """Run the procedure of `request` (a stored Request) and report it in the request's thread."""
+    """Run the procedure of `request` (a stored Request) and report it in the request's thread. (Plan
+    jobs queued before 0.2 name their procedure here.)"""
     req = Request.from_storage(request)
+    if procedure is not None:
+        return _run(req, catalog.PROCEDURES.get(procedure), JobKind.PLAN)
+    return _run(req, catalog.for_request(req.verb, plan=False), JobKind.RUN)
+
+
+def _run(req: Request, proc: Procedure | None, kind: JobKind) -> str:
     settings = Settings()
     config = _config(str(settings.plate_config))
     store = Store(_connection())
     slack = SlackGateway.from_settings(settings)
     env = config.environments.get(req.env)
-    proc = PROCEDURES.get(procedure or req.verb)
     with bind(request_id=req.id, job_id=req.job_id, env=req.env, user=req.requester):
         if env is None or proc is None:
             what = f"environment `{req.env}`" if env is None else f"procedure for `{req.verb}`"
@@ -83,14 +81,15 @@ def run(request: str, procedure: str | None = None) -> str:
             return "failed: not configured"
         dry = " (dry run)" if req.args.get("dry_run") else ""
         # A pre-approval job keeps its state under its RQ job id, so on_failure finds it.
-        job_key = req.job_id if procedure is None else f"{req.job_id}-plan"
+        job_key = req.job_id if kind is JobKind.RUN else f"{req.job_id}-plan"
         title = f"{proc.title} {env.name}{dry}"
-        reporter = ThreadReporter(slack, store, req, Progress.plan(title, proc.steps), job_key=job_key)
+        reporter = ThreadReporter(slack, store, req, Progress.checklist(title, proc.steps), job_key=job_key)
         ctx = JobContext(req, env, config, settings, store, slack, reporter)
-        return _execute(ctx, proc.body, mutating=proc.mutating and not req.args.get("dry_run"))
+        mutating = proc.mutating and not req.args.get("dry_run")
+        return _execute(ctx, proc.body, kind=req.verb if kind is JobKind.RUN else kind.value, mutating=mutating)
 
 
-def _execute(ctx: JobContext, body: Any, *, mutating: bool) -> str:
+def _execute(ctx: JobContext, body: Any, *, kind: str, mutating: bool) -> str:
     req, env, store, reporter = ctx.request, ctx.env, ctx.store, ctx.report
     started = time.monotonic()
     slack_before = METRICS.slack_counts()  # this work-horse's Slack trouble is the difference at the end
@@ -137,8 +136,7 @@ def _execute(ctx: JobContext, body: Any, *, mutating: bool) -> str:
         ctx.audit.record(Event.JOB_ENDED, request=req, job=reporter.job_key, outcome=outcome, seconds=took)
         if released:
             ctx.audit.record(Event.LOCK_RELEASED, request=req, job=reporter.job_key, detail="the job ended")
-        kind = reporter.job_key.removeprefix(req.job_id).lstrip("-") or req.verb  # "plan" for a plan job
-        observe.job_ended(
+        bookkeeping.job_ended(
             store,
             ctx.slack,
             ctx.config,

@@ -29,11 +29,11 @@ from core import messages
 from core.audit import Auditor, Event
 from core.logs import bind
 from core.progress import Progress
-from core.queue import enqueue_lost_report
+from core.queue import JobKind, enqueue_lost_report, job_kind
 from core.requests import Request
 from core.slack import SlackGateway
 from core.store import Store
-from workers import observe
+from workers import bookkeeping
 
 log = logging.getLogger("plate.worker")
 _JOB_ID = re.compile(r"^plate-(?P<request>[A-Za-z0-9_.:-]+?)(?P<plan>-plan)?$")
@@ -87,9 +87,17 @@ def on_failure(job: Any, connection: Any, exc_type: type, value: BaseException, 
         config = None
         with contextlib.suppress(Exception):
             config = _config(str(settings.plate_config))
-        kind = job.id.removeprefix(req.job_id).lstrip("-") or req.verb
-        observe.job_ended(
-            store, slack, config, req, kind=kind, outcome="lost", summary="worker lost", seconds=time.time() - started
+        kind = job_kind(job)
+        kind_name = req.verb if kind in (JobKind.RUN, None) else kind.value
+        bookkeeping.job_ended(
+            store,
+            slack,
+            config,
+            req,
+            kind=kind_name,
+            outcome="lost",
+            summary="worker lost",
+            seconds=time.time() - started,
         )
         slack.post(req.channel, messages.job_lost(req.job_id, messages.LOST_STATUS_FOLLOWS), thread_ts=req.message_ts)
         state = store.job_state(job.id)

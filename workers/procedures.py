@@ -1,7 +1,9 @@
-"""The seam between the queue and the job bodies: a registry of procedures by verb, and the context
-each body gets (its request, environment, reporter and lazily built helm/Kubernetes adapters).
+"""What a procedure is, and the context each one gets: its request, environment, reporter and lazily
+built helm/Kubernetes adapters.
 
-A new verb adds a module with one `@procedure(...)` function; nothing else changes.
+`@procedure(name, title, steps)` turns a body into a `Procedure` value; it registers nothing. The one
+table of procedures the worker runs is `workers.catalog.PROCEDURES`: a new verb adds a module with its
+`@procedure` and one line there.
 """
 
 from __future__ import annotations
@@ -30,22 +32,20 @@ Body = Callable[["JobContext"], str]
 
 @dataclass(frozen=True)
 class Procedure:
-    verb: str
+    name: str  # a verb ("deploy") or a pre-approval job ("plan", "rollback-plan")
     title: str
     steps: list[tuple[str, str]]
     body: Body
     mutating: bool = False
 
 
-PROCEDURES: dict[str, Procedure] = {}
+def procedure(
+    name: str, title: str, steps: list[tuple[str, str]], *, mutating: bool = False
+) -> Callable[[Body], Procedure]:
+    def make(body: Body) -> Procedure:
+        return Procedure(name, title, steps, body, mutating)
 
-
-def procedure(verb: str, title: str, steps: list[tuple[str, str]], *, mutating: bool = False) -> Callable[[Body], Body]:
-    def register(body: Body) -> Body:
-        PROCEDURES[verb] = Procedure(verb, title, steps, body, mutating)
-        return body
-
-    return register
+    return make
 
 
 @dataclass

@@ -20,7 +20,7 @@ import httpx
 
 from core.redact import REDACTOR
 from core.text import clip
-from workers.harbor_chain import MANIFEST_ACCEPT, Cause, ImageRef, parse_challenge, registry_errors
+from workers.harbor.chain import MANIFEST_ACCEPT, Cause, ImageRef, parse_challenge, registry_errors
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 USER_AGENT = "plate-bot harbor-verify (containerd-compatible pull check)"

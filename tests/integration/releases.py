@@ -58,7 +58,7 @@ def configure(plate_env: dict[str, Any], top: dict[str, Any] | None = None, **en
 
 
 def reload(service: Service, plate_env: dict[str, Any]) -> None:
-    service.runtime.app.plate.s.config = load_config(plate_env["config_path"])
+    service.runtime.listeners.services.config = load_config(plate_env["config_path"])
 
 
 def newest_request(service: Service) -> Request:

@@ -153,9 +153,9 @@ def test_only_the_requester_can_cancel(service: Service) -> None:
 def test_expiry_edits_the_card_and_refuses_later_clicks(service: Service) -> None:
     service.command("deploy prod")
     request = _card_posted(service)
-    plate = service.runtime.app.plate
-    plate.s.clock = lambda: request.expires_at + 1  # the sweeper's clock is injectable, not patched
-    assert plate.expire_due() == 1
+    listeners = service.runtime.listeners
+    listeners.services.clock = lambda: request.expires_at + 1  # the sweeper's clock is injectable, not patched
+    assert listeners.expire_due() == 1
     assert service.runtime.store.get(request.id).status is Status.EXPIRED
     assert "Expired" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
     service.click("plate_approve", request.id, user="U0ALICE")
@@ -216,7 +216,7 @@ def test_freeze_puts_a_note_on_the_card_and_needs_one_more_approval(service: Ser
     from tests.conftest import write_config
 
     write_config(plate_env, prod={"freeze": ALWAYS_FROZEN})
-    service.runtime.app.plate.s.config = load_config(plate_env["config_path"])
+    service.runtime.listeners.services.config = load_config(plate_env["config_path"])
     service.command("deploy prod 1.5.0")
     request = _card_posted(service)
     assert request.approvals_required == 2
@@ -235,7 +235,7 @@ def test_rollbacks_stay_allowed_during_a_freeze(service: Service, plate_env) -> 
     from tests.conftest import write_config
 
     write_config(plate_env, prod={"freeze": ALWAYS_FROZEN})
-    service.runtime.app.plate.s.config = load_config(plate_env["config_path"])
+    service.runtime.listeners.services.config = load_config(plate_env["config_path"])
     service.command("rollback prod 1")
     request = service.wait(lambda: (r := _request(service)).message_ts and r)
     assert request.approvals_required == 1 and not request.notes

@@ -82,7 +82,7 @@ def test_an_approved_rollback_leaves_every_record_in_order(
 
 
 def test_rejection_cancel_expiry_and_refusals_are_recorded(service: Service) -> None:
-    plate = service.runtime.app.plate
+    listeners = service.runtime.listeners
     service.command("rollback prod 3")
     rejected = service.wait(lambda: service.request_ids() and newest_request(service))
     service.click("plate_reject", rejected.id, user="U0ALICE")
@@ -98,8 +98,8 @@ def test_rejection_cancel_expiry_and_refusals_are_recorded(service: Service) -> 
 
     service.command("rollback prod 1")
     expiring = service.wait(lambda: (r := newest_request(service)).id not in (rejected.id, cancelled.id) and r)
-    plate.s.clock = lambda: expiring.expires_at + 1
-    assert plate.expire_due() == 1
+    listeners.services.clock = lambda: expiring.expires_at + 1
+    assert listeners.expire_due() == 1
     assert events(service, expiring.id)[-1] == ("request.expired", "")
 
     service.command("rollback prod", channel="C0RANDOM")  # prod takes commands only in C0DEPLOYS

@@ -35,7 +35,7 @@ def cluster(kube_api: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 def reload_config(service: Service, plate_env: dict[str, Any]) -> None:
     """The bot process re-reads the environments file (workers read it per job)."""
-    service.runtime.app.plate.s.config = load_config(plate_env["config_path"])
+    service.runtime.listeners.services.config = load_config(plate_env["config_path"])
 
 
 def helm(helm_bin: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -660,7 +660,7 @@ REAL_CASES = [
 def test_registry_check_against_distribution(
     real_registries: distribution.Registries, which: str, creds: tuple[str, str], ref: str, cause: str, detail: str
 ) -> None:
-    from workers.harbor_chain import parse_image
+    from workers.harbor.chain import parse_image
     from workers.registry import check_pull
 
     reg = getattr(real_registries, which)
@@ -672,7 +672,7 @@ def test_registry_check_against_distribution(
 
 
 def test_registry_check_bearer_asks_for_the_pull_scope(real_registries: distribution.Registries) -> None:
-    from workers.harbor_chain import parse_image
+    from workers.harbor.chain import parse_image
     from workers.registry import check_pull
 
     reg, tokens = real_registries.token, real_registries.token_server
@@ -683,7 +683,7 @@ def test_registry_check_bearer_asks_for_the_pull_scope(real_registries: distribu
 
 @pytest.mark.parametrize("case", ["tls", "unreachable"])
 def test_registry_check_transport_failures(real_registries: distribution.Registries, case: str) -> None:
-    from workers.harbor_chain import parse_image
+    from workers.harbor.chain import parse_image
     from workers.registry import check_pull
 
     basic = real_registries.basic

@@ -70,7 +70,7 @@ def test_another_app_or_organisation_is_refused(service: Service, plate_env: dic
     from config.environments import load_config
 
     _config_with(plate_env, {"app_id": "A0PLATE", "enterprise_id": "E0ORG"})
-    service.runtime.app.plate.s.config = load_config(plate_env["config_path"])
+    service.runtime.listeners.services.config = load_config(plate_env["config_path"])
     _status, text = _command(service, "status stg", enterprise="E0ORG", app_id="A0SOMEONE")
     assert "only from its own Slack workspace" in text
     _status, text = _command(service, "status stg", enterprise="E0OTHER")
@@ -123,7 +123,7 @@ def test_a_guest_approver_cannot_approve_unless_explicitly_allowed(service: Serv
     assert "a guest of this workspace" in _texts(service, "U0ALICE")[0]
     assert service.runtime.store.get(request_id).status is Status.PENDING
     _config_with(plate_env, {"allowed_external_users": ["U0ALICE"]})
-    service.runtime.app.plate.s.config = load_config(plate_env["config_path"])
+    service.runtime.listeners.services.config = load_config(plate_env["config_path"])
     _click(service, "plate_approve", request_id, user="U0ALICE")
     service.wait(lambda: service.runtime.store.get(request_id).status is Status.APPROVED)
 

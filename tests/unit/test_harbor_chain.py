@@ -1,4 +1,4 @@
-"""workers.harbor_chain: parsers, classifiers and the chain verdict, table-driven (no I/O)."""
+"""workers.harbor.chain: parsers, classifiers and the chain verdict, table-driven (no I/O)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bot.grammar import USAGE, Command, Verb, help_text, parse
 from config.environments import ConfigError, parse_config
 from core.errors import UsageError
 from core.redact import secret_values
-from workers.harbor_chain import (
+from workers.harbor.chain import (
     EXTERNAL_SECRET_CAUSES,
     PULL_CAUSES,
     STORE_CAUSES,

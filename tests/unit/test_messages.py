@@ -70,7 +70,7 @@ def texts(blocks: list[dict[str, Any]]) -> str:
 
 
 def plan() -> Progress:
-    return Progress.plan("deploy prod", [("lock", "Take the lock"), ("helm", "helm upgrade"), ("wait", "Wait")])
+    return Progress.checklist("deploy prod", [("lock", "Take the lock"), ("helm", "helm upgrade"), ("wait", "Wait")])
 
 
 def test_plan_and_transitions() -> None:

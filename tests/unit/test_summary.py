@@ -1,4 +1,4 @@
-"""workers.summary: pod readiness, container problems, event excerpts, the status report, age and clip."""
+"""workers.describe: pod readiness, container problems, event excerpts, the status report, age and clip."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from core.text import age, clip, parse_time
-from workers.summary import (
+from workers.describe import (
     container_problems,
     event_excerpt,
     event_time,
@@ -425,6 +425,6 @@ def test_clip_keeps_the_end_where_the_reason_is() -> None:
     ],
 )
 def test_helm_cause_in_plain_words(stderr: str, expected: str) -> None:
-    from workers.summary import helm_cause
+    from workers.describe import helm_cause
 
     assert helm_cause(stderr) == expected

@@ -23,10 +23,10 @@ from workers.watcher.incidents import (
     Round,
     SlackBudget,
     due_resolution,
+    next_sends,
     on_observation,
     on_seen,
     owed,
-    plan,
 )
 
 T0 = 1_800_000_000.0
@@ -228,7 +228,7 @@ def test_plan_orders_roots_first_one_post_per_channel() -> None:
     b = replace(opened(T0 - 5), key="prod:Deployment/b:image_pull", name="b")
     c = replace(opened(T0 - 1), key="prod:Deployment/c:image_pull", name="c", channel="C0OTHER")
     d = shown(replace(opened(T0 - 100), key="k-d"), T0 - 100).observed(obs(), T0 - 50)
-    chosen = plan([d, c, b, a], T0, SlackBudget())
+    chosen = next_sends([d, c, b, a], T0, SlackBudget())
     assert [(e, i.key) for e, i in chosen] == [
         (Effect.ROOT, a.key),  # oldest root of C0INC; b waits for the next slot
         (Effect.ROOT, c.key),  # another channel has its own slot
@@ -346,7 +346,7 @@ def test_storm_makes_one_thread_per_incident_within_the_slack_budget() -> None:
             workload = Workload(inc.kind, inc.name, inc.namespace)
             if due_resolution(inc, view.healthy(workload, inc.reason, no_rs), now, quiet=60):
                 incidents[key] = inc.resolved(now)
-        for effect, inc in plan(list(incidents.values()), now, budget, update_interval=30):
+        for effect, inc in next_sends(list(incidents.values()), now, budget, update_interval=30):
             messages = 3 if effect is Effect.DIAGNOSIS else 1
             calls.append((now, effect, inc.key, messages))
             budget.spend(effect, inc.channel, now, messages)

@@ -1,6 +1,6 @@
 """PURE. Checks a diagnosis runs on what was read: Argo CD's Procedure 4 (source, credentials, sync
 policy, history limit, last operation), and what changed recently (the latest helm revision and the
-plate-bot request that made it). The pull-secret chain is `workers.harbor_chain`'s.
+plate-bot request that made it). The pull-secret chain is `workers.harbor.chain`'s.
 
 Inputs are API-shaped dicts; repository Secrets arrive as name, kind and URL only.
 """

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from core.redact import REDACTOR
 from core.text import clip, parse_time
-from workers.summary import event_time, is_ready, restarts
+from workers.describe import event_time, is_ready, restarts
 
 Obj = dict[str, Any]
 # (namespace, ReplicaSet name) -> the ReplicaSet, or None when it cannot be read.

@@ -17,10 +17,10 @@ from config.environments import Environment
 from core.errors import UserError
 from core.slack import SlackGateway
 from core.store import Store
-from workers import summary
+from workers import describe
 from workers.errors import HelmError, KubeError
-from workers.harbor import Checks
-from workers.harbor_chain import PULL_CAUSES, Cause, Finding, Link, Names, advice, classify, verdict
+from workers.harbor.chain import PULL_CAUSES, Cause, Finding, Link, Names, advice, classify, verdict
+from workers.harbor.verify import Checks
 from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.watcher.checks import argocd_report, change_lines, latest_change, selfheal_on
@@ -103,17 +103,17 @@ def pods_part(src: Sources, pods: list[Obj], d: Diagnosis, *, names: set[str] | 
     """Pod lines, their warning events and crashed containers' last lines into `d`; returns the events'
     messages (the pull failure's wording, for the chain)."""
     env, now = src.env, src.clock()
-    ordered = sorted(pods, key=lambda p: (summary.is_ready(p), summary.name_of(p)))
-    ready = sum(1 for p in pods if summary.is_ready(p))
-    lines = [summary.pod_line(p) for p in ordered[:MAX_PODS]]
+    ordered = sorted(pods, key=lambda p: (describe.is_ready(p), describe.name_of(p)))
+    ready = sum(1 for p in pods if describe.is_ready(p))
+    lines = [describe.pod_line(p) for p in ordered[:MAX_PODS]]
     if len(pods) > MAX_PODS:
         lines.append(f"… and {len(pods) - MAX_PODS} more pods")
     d.add(f"Pods ({ready}/{len(pods)} ready)", lines or ["No pods."])
-    wanted = {summary.name_of(p) for p in pods} | (names or set())
+    wanted = {describe.name_of(p) for p in pods} | (names or set())
     messages: list[str] = []
     try:
         events = [e for e in src.kube.events(env.namespace) if (e.get("involvedObject") or {}).get("name") in wanted]
-        d.add("Warning events", summary.event_excerpt(events, now, limit=MAX_EVENTS))
+        d.add("Warning events", describe.event_excerpt(events, now, limit=MAX_EVENTS))
         messages = [str(e.get("message", "")) for e in events if e.get("type") == "Warning"]
     except KubeError as exc:
         d.add("Warning events", [f"(could not read events: {exc.message})"])
@@ -122,17 +122,17 @@ def pods_part(src: Sources, pods: list[Obj], d: Diagnosis, *, names: set[str] | 
             if len(d.logs) >= MAX_LOGS:
                 return messages
             try:
-                text = src.kube.pod_log(env.namespace, summary.name_of(pod), container, tail=LOG_TAIL, previous=True)
+                text = src.kube.pod_log(env.namespace, describe.name_of(pod), container, tail=LOG_TAIL, previous=True)
             except KubeError:
                 continue
-            d.logs.append((f"{summary.name_of(pod)}/{container}", text))
+            d.logs.append((f"{describe.name_of(pod)}/{container}", text))
     return messages
 
 
 def workload_pods(src: Sources, workload: Workload, rs: Callable[[str, str], Obj | None]) -> list[Obj]:
     pods = src.kube.pods(workload.namespace or src.env.namespace)
     if workload.kind == "Pod":
-        return [p for p in pods if summary.name_of(p) == workload.name]
+        return [p for p in pods if describe.name_of(p) == workload.name]
     return [p for p in pods if owning_workload(p, rs) == workload]
 
 

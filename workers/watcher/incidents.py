@@ -309,7 +309,7 @@ class SlackBudget:
 _ORDER = {Effect.ROOT: 0, Effect.RESOLUTION: 1, Effect.REOPEN: 2, Effect.DIAGNOSIS: 3, Effect.UPDATE: 4}
 
 
-def plan(
+def next_sends(
     incidents: list[Incident], now: float, budget: SlackBudget, update_interval: float = UPDATE_INTERVAL
 ) -> list[tuple[Effect, Incident]]:
     """What to send now within the budget: roots first (the alert matters most), then resolutions and

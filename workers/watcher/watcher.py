@@ -375,7 +375,8 @@ class Watcher:
     # --- Slack --------------------------------------------------------------------------------------------
     def flush(self) -> None:
         now = self.clock()
-        for effect, inc in core.plan(list(self.incidents.values()), now, self.budget, self.tuning.update_interval):
+        due = core.next_sends(list(self.incidents.values()), now, self.budget, self.tuning.update_interval)
+        for effect, inc in due:
             if not self.lease.held():
                 return  # no longer the leader: the next one sends it
             self.perform(effect, inc, now)

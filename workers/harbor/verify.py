@@ -24,9 +24,9 @@ import yaml
 
 from core.redact import REDACTOR, secret_values
 from core.text import parse_time
-from workers import summary
+from workers import describe
 from workers.errors import KubeError, StepFailed
-from workers.harbor_chain import (
+from workers.harbor.chain import (
     APPLICATION_MANIFEST,
     CHAIN,
     LABEL,
@@ -343,11 +343,11 @@ class Checks:
         except KubeError as exc:
             events = []
             self.details.append(f"(could not read the test pod's events: {exc.message})")
-        events = REDACTOR(sorted(events, key=summary.event_time))
+        events = REDACTOR(sorted(events, key=describe.event_time))
         cause, why = pod_failure(
             reason, [str(e.get("message", "")) for e in events], timed_out=timed_out, timeout=timeout
         )
-        excerpt = summary.event_excerpt(events, self.ctx.clock(), limit=6)
+        excerpt = describe.event_excerpt(events, self.ctx.clock(), limit=6)
         if excerpt:
             self.details += [f"*Events of the test pod* `{name}`", *excerpt]
         return Finding.fail(Link.POD, cause, f"`{reason}`: {why}" if why != reason else f"`{reason}`")
