@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     plate_worker_heartbeat: int = Field(default=5, ge=1, le=30)
     # Seconds between the bot's housekeeping rounds (request expiry, lost-job sweep).
     plate_housekeeping_interval: float = Field(default=5.0, gt=0, le=60)
+    # Seconds between a deploy's rollout checks (workloads rolled out, pods Ready) after helm returns.
+    plate_rollout_poll: float = Field(default=1.0, gt=0, le=60)
     # Backups of helm values in Redis (core/backupkeys.py): Fernet keys, comma-separated, the first one
     # encrypts; and encrypted | plaintext | off (default: encrypted with a key, plaintext when embedded).
     plate_backup_key: SecretStr | None = None

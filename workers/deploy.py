@@ -25,8 +25,6 @@ from workers.procedures import JobContext, procedure
 from workers.safety import check_cluster
 from workers.status import unready_pods_report
 
-ROLLOUT_POLL = 1.0
-
 PLAN_STEPS = [
     ("chart", "Chart.yaml and helm lint"),
     ("render", "helm template and the live manifest"),
@@ -110,7 +108,7 @@ def verify_rollout(ctx: JobContext, workloads: tuple[str, ...]) -> str:
                 f"rollout not complete after {int(timeout)}s: {'; '.join(pending[:3])}",
                 unready_pods_report(ctx, since=ctx.started),
             )
-        time.sleep(ROLLOUT_POLL)
+        time.sleep(ctx.settings.plate_rollout_poll)
 
 
 def _rollout_pending(ctx: JobContext, workloads: tuple[str, ...]) -> list[str]:
