@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from config.environments import Environment, PlateConfig
 from core import messages, policy
+from core.blocks import HOME_BLOCKS, Blocks, actions, button, context, section
 from core.requests import PAUSE_AUTOSYNC, Request
 from core.text import clip, parse_time
 
-Blocks = list[dict[str, Any]]
-MAX_BLOCKS = 100  # Slack's limit for a Home view
+MAX_BLOCKS = HOME_BLOCKS  # Slack's limit for a Home view
 PENDING_PER_ENV = 5
 OPS_SHOWN = 5
 _BY = re.compile(r"plate-bot (?P<request>\w+) by (?P<user>[UW][A-Z0-9]+)")
@@ -111,22 +111,6 @@ def _date(ts: float | None) -> str:
     return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
-
-
-def _button(label: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
-    button: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": label}}
-    button.update(action_id=action_id, value=value)
-    if style:
-        button["style"] = style
-    return button
-
-
 def release_lines(record: Mapping[str, Any] | None, env: Environment) -> str:
     if record is None:
         return f"_No release seen yet: `/plate status {env.name}` records it._"
@@ -159,21 +143,21 @@ def _pending_blocks(request: Request, viewer: str, may_approve: bool) -> Blocks:
     )
     if request.plan_summary:
         text += "\n" + clip(request.plan_summary[0], 200)
-    blocks: Blocks = [_section(text)]
+    blocks: Blocks = [section(text)]
     voted = {v.user for v in request.approvals}
     if not request.planned:
-        blocks.append(_context(":hourglass_flowing_sand: Computing the plan…"))
+        blocks.append(context(":hourglass_flowing_sand: Computing the plan…"))
     elif may_approve and viewer != request.requester and viewer not in voted:
-        approve = [_button("Approve", messages.APPROVE, request.id, "primary")]
+        approve = [button("Approve", messages.APPROVE, request.id, "primary")]
         if PAUSE_AUTOSYNC in request.offers:
             approve = [
-                _button("Approve and pause auto-sync", messages.APPROVE_PAUSE, request.id, "primary"),
-                _button("Approve (auto-sync stays on)", messages.APPROVE, request.id),
+                button("Approve and pause auto-sync", messages.APPROVE_PAUSE, request.id, "primary"),
+                button("Approve (auto-sync stays on)", messages.APPROVE, request.id),
             ]
-        reject = _button("Reject", messages.REJECT, request.id, "danger")
-        blocks.append({"type": "actions", "block_id": f"home:{request.id}", "elements": [*approve, reject]})
+        reject = button("Reject", messages.REJECT, request.id, "danger")
+        blocks.append(actions(f"home:{request.id}", [*approve, reject]))
     elif viewer == request.requester:
-        blocks.append(_context("Your request: waiting for an approver."))
+        blocks.append(context("Your request: waiting for an approver."))
     return blocks
 
 
@@ -192,9 +176,9 @@ def _env_blocks(
 ) -> Blocks:
     blocks: Blocks = [
         {"type": "divider"},
-        _section(f"*{env.name}* · release `{env.release}` in `{env.namespace}`"),
-        _section(release_lines(snapshot["releases"].get(env.name), env)),
-        _context(lock_line(snapshot["locks"].get(env.name))),
+        section(f"*{env.name}* · release `{env.release}` in `{env.namespace}`"),
+        section(release_lines(snapshot["releases"].get(env.name), env)),
+        context(lock_line(snapshot["locks"].get(env.name))),
     ]
     # A request is shown to who may act on it (the environment's approvers) and to its requester; the
     # others see only how many wait: requests may come from channels the viewer is not in.
@@ -202,14 +186,14 @@ def _env_blocks(
     for request in shown[:PENDING_PER_ENV]:
         blocks += _pending_blocks(request, viewer, may_approve)
     if len(shown) > PENDING_PER_ENV:
-        blocks.append(_context(f"…and {len(shown) - PENDING_PER_ENV} more pending in their channels."))
+        blocks.append(context(f"…and {len(shown) - PENDING_PER_ENV} more pending in their channels."))
     if hidden := len(pending) - len(shown):
         plural = "s" if hidden != 1 else ""
-        blocks.append(_context(f":raised_hand: {hidden} request{plural} waiting for {env.name}'s approvers."))
+        blocks.append(context(f":raised_hand: {hidden} request{plural} waiting for {env.name}'s approvers."))
     ops = snapshot["operations"].get(env.name) or []
     if ops:
         lines = "\n".join(_operation_line(op) for op in ops[:OPS_SHOWN])
-        blocks.append(_section(f"*Last operations*\n{lines}"))  # <= 5 clipped lines: far below 3000 chars
+        blocks.append(section(f"*Last operations*\n{lines}"))  # <= 5 clipped lines: far below 3000 chars
     return blocks
 
 
@@ -225,9 +209,9 @@ def home_view(
     """The Home tab of `viewer`; `approver_of` names the environments whose requests they may approve."""
     blocks: Blocks = [{"type": "header", "text": {"type": "plain_text", "text": "plate-bot"}}]
     if notice:
-        blocks.append(_section(f":warning: {notice}"))
+        blocks.append(section(f":warning: {notice}"))
     blocks.append(
-        _context(f"Live releases as plate-bot's jobs last saw them; `/plate help` for commands. Updated {_date(now)}.")
+        context(f"Live releases as plate-bot's jobs last saw them; `/plate help` for commands. Updated {_date(now)}.")
     )
     by_env: dict[str, list[Request]] = {}
     for request in snapshot.get("pending") or []:
@@ -236,7 +220,7 @@ def home_view(
         more = _env_blocks(env, snapshot, viewer, env.name in approver_of, by_env.get(env.name, []))
         if len(blocks) + len(more) > MAX_BLOCKS - 1:
             rest = ", ".join(f"`{e.name}`" for e in environments[n:])
-            blocks.append(_context(f"No room for {rest}: use `/plate status <env>`."))
+            blocks.append(context(f"No room for {rest}: use `/plate status <env>`."))
             break
         blocks += more
     return {"type": "home", "callback_id": "plate_home", "blocks": blocks}

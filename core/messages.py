@@ -1,6 +1,7 @@
 """PURE. Every user-facing string and Block Kit payload plate-bot sends.
 
-Builders return `(text, blocks)`: `text` is the notification/fallback, `blocks` the rich layout.
+Builders return `(text, blocks)`: `text` is the notification/fallback, `blocks` the rich layout, made
+of `core.blocks`' pieces.
 Buttons carry only the request id; the server re-checks everything on click.
 """
 
@@ -11,10 +12,9 @@ from typing import Any
 
 from config.durations import format_duration
 from config.environments import Environment
+from core.blocks import Blocks, actions, button, context, section
 from core.progress import Outcome, Progress, StepState
 from core.requests import PAUSE_AUTOSYNC, Request, Status
-
-Blocks = list[dict[str, Any]]
 
 APPROVE, REJECT, CANCEL = "plate_approve", "plate_reject", "plate_cancel"
 # The incident thread's button; its value is the environment. It opens `/plate rollback <env>`.
@@ -43,26 +43,6 @@ def hhmm(ts: float) -> str:
 
 def seconds(value: float) -> str:
     return f"{value:.1f}s" if value < 60 else format_duration(round(value))
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
-
-
-def _button(label: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
-    button: dict[str, Any] = {
-        "type": "button",
-        "text": {"type": "plain_text", "text": label},
-        "action_id": action_id,
-        "value": value,
-    }
-    if style:
-        button["style"] = style
-    return button
 
 
 # --- replies to the person typing ---------------------------------------------------------------------
@@ -125,24 +105,24 @@ def request_card(request: Request, env: Environment) -> tuple[str, Blocks]:
     if request.approvals:
         status += " · approved so far by " + ", ".join(f"<@{v.user}>" for v in request.approvals)
     status += f" · expires {hhmm(request.expires_at)}"
-    blocks: Blocks = [_section(_headline(request)), _section(_what(request, env))]
-    blocks += [_section(f":warning: {note}") for note in request.notes]
+    blocks: Blocks = [section(_headline(request)), section(_what(request, env))]
+    blocks += [section(f":warning: {note}") for note in request.notes]
     if not request.planned:
         checking = _CHECKING.get(request.verb, ":hourglass_flowing_sand: Computing the plan (lint, render, diff)…")
-        blocks.append(_section(checking))
+        blocks.append(section(checking))
     elif request.plan_summary:
-        blocks.append(_section("\n".join(request.plan_summary)))
-    blocks.append(_context(status))
-    buttons = [_button("Cancel", CANCEL, request.id)]
+        blocks.append(section("\n".join(request.plan_summary)))
+    blocks.append(context(status))
+    buttons = [button("Cancel", CANCEL, request.id)]
     if request.planned:
-        approve = [_button("Approve", APPROVE, request.id, "primary")]
+        approve = [button("Approve", APPROVE, request.id, "primary")]
         if PAUSE_AUTOSYNC in request.offers:
             approve = [
-                _button("Approve and pause auto-sync", APPROVE_PAUSE, request.id, "primary"),
-                _button("Approve (auto-sync stays on)", APPROVE, request.id),
+                button("Approve and pause auto-sync", APPROVE_PAUSE, request.id, "primary"),
+                button("Approve (auto-sync stays on)", APPROVE, request.id),
             ]
-        buttons = [*approve, _button("Reject", REJECT, request.id, "danger"), *buttons]
-    blocks.append({"type": "actions", "block_id": f"plate:{request.id}", "elements": buttons})
+        buttons = [*approve, button("Reject", REJECT, request.id, "danger"), *buttons]
+    blocks.append(actions(f"plate:{request.id}", buttons))
     text = f"{request.verb} {request.env} requested by <@{request.requester}>: needs approval"
     return text, blocks
 
@@ -167,10 +147,10 @@ def decided_card(request: Request, env: Environment) -> tuple[str, Blocks]:
         line = f":hourglass: Expired at {at} without approval. Nothing was run."
     else:
         return request_card(request, env)
-    blocks = [_section(_headline(request)), _section(_what(request, env))]
+    blocks = [section(_headline(request)), section(_what(request, env))]
     if request.plan_summary:
-        blocks.append(_section("\n".join(request.plan_summary)))
-    blocks.append(_context(line))
+        blocks.append(section("\n".join(request.plan_summary)))
+    blocks.append(context(line))
     return f"{request.verb} {request.env}: {request.status.value}", blocks
 
 
@@ -187,9 +167,9 @@ def progress_message(progress: Progress, now: float) -> tuple[str, Blocks]:
     head = f"*{progress.title}* — {_OUTCOME[progress.outcome]}"
     if progress.started is not None and progress.outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
         head += f" in {seconds((progress.ended or now) - progress.started)}"
-    blocks: Blocks = [_section(head), _section("\n".join(lines))]
+    blocks: Blocks = [section(head), section("\n".join(lines))]
     if progress.summary:
-        blocks.append(_context(progress.summary))
+        blocks.append(context(progress.summary))
     return f"{progress.title}: {_OUTCOME[progress.outcome]}", blocks
 
 

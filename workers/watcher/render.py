@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
+from core.blocks import SECTION_CHARS, Block, Blocks, actions, button, context, section
 from core.messages import REQUEST_ROLLBACK
 from core.redact import REDACTOR
 from workers.watcher.incidents import Incident, Phase
 
-Blocks = list[dict[str, Any]]
 Message = tuple[str, Blocks | None]
-SECTION_LIMIT = 2900
+SECTION_LIMIT = SECTION_CHARS - 100  # a margin below Slack's limit
 LOG_LIMIT = 1500
 _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
 
@@ -34,12 +33,12 @@ def bounded(text: str, limit: int = SECTION_LIMIT) -> str:
     return text[: limit - 40] + f"\n… ({cut} characters cut)"
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": bounded(text)}}
+def _section(text: str) -> Block:
+    return section(bounded(text))
 
 
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": bounded(text)}]}
+def _context(text: str) -> Block:
+    return context(bounded(text))
 
 
 def root_message(inc: Incident) -> Message:
@@ -93,20 +92,8 @@ class Diagnosis:
             self.sections.append((heading, lines))
 
 
-def rollback_block(env: str) -> dict[str, Any]:
-    return {
-        "type": "actions",
-        "block_id": f"plate_incident:{env}",
-        "elements": [
-            {
-                "type": "button",
-                "text": {"type": "plain_text", "text": "Request rollback"},
-                "action_id": REQUEST_ROLLBACK,
-                "value": env,
-                "style": "danger",
-            }
-        ],
-    }
+def rollback_block(env: str) -> Block:
+    return actions(f"plate_incident:{env}", [button("Request rollback", REQUEST_ROLLBACK, env, "danger")])
 
 
 def diagnosis_messages(d: Diagnosis) -> list[Message]:
