@@ -6,11 +6,10 @@ section is never cut before its secrets are replaced, and the Slack adapter reda
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from core.blocks import SECTION_CHARS, Block, Blocks, actions, button, context, section
-from core.messages import REQUEST_ROLLBACK
+from core.messages import REQUEST_ROLLBACK, hhmm
 from core.redact import REDACTOR
 from workers.watcher.incidents import Incident, Phase
 
@@ -18,10 +17,6 @@ Message = tuple[str, Blocks | None]
 SECTION_LIMIT = SECTION_CHARS - 100  # a margin below Slack's limit
 LOG_LIMIT = 1500
 _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
-
-
-def hhmm(ts: float) -> str:
-    return time.strftime("%H:%M UTC", time.gmtime(ts))
 
 
 def bounded(text: str, limit: int = SECTION_LIMIT) -> str:
