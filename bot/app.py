@@ -248,11 +248,7 @@ class Listeners:
         request = self.services.store.get(request_id)
         if request is None or request.message_ts is None:
             return
-        text, blocks = (
-            messages.request_card(request, env)
-            if request.status is Status.PENDING
-            else messages.decided_card(request, env)
-        )
+        text, blocks = messages.card(request, env)
         try:
             self.services.slack.update(request.channel, request.message_ts, text, blocks)
         except SlackError:

@@ -154,6 +154,12 @@ def decided_card(request: Request, env: Environment) -> tuple[str, Blocks]:
     return f"{request.verb} {request.env}: {request.status.value}", blocks
 
 
+def card(request: Request, env: Environment) -> tuple[str, Blocks]:
+    """The card as the request stands now: pending (its buttons) or decided. Whoever changes a request
+    re-renders its card with this."""
+    return decided_card(request, env) if request.status.final else request_card(request, env)
+
+
 # --- the job's status message in the thread -------------------------------------------------------------
 
 

@@ -276,9 +276,7 @@ def _refresh_card(ctx: JobContext) -> None:
     request = ctx.store.get(ctx.request.id)
     if request is None or request.message_ts is None:
         return
-    text, blocks = (
-        messages.decided_card(request, ctx.env) if request.status.final else messages.request_card(request, ctx.env)
-    )
+    text, blocks = messages.card(request, ctx.env)
     ctx.slack.update(request.channel, request.message_ts, text, blocks)
 
 
