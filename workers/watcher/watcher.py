@@ -36,6 +36,7 @@ from workers.watcher.classify import EnvView, Workload
 from workers.watcher.gather import ReplicaSets, WatchSources, diagnose_incident
 from workers.watcher.incidents import Effect, Incident, Outcome, Phase, SlackBudget
 from workers.watcher.render import diagnosis_messages, reopen_reply, resolution_reply, root_message
+from workers.watcher.store import WatchStore
 from workers.watcher.streams import Change, Item, Stream, StreamKey, Sync
 
 log = logging.getLogger("plate.watch")
@@ -66,7 +67,7 @@ class Lease:
     `held()` turns false at 80% of the ttl after the last successful renewal: before the key can expire
     and another replica take it, this one has stopped acting."""
 
-    def __init__(self, store: Store, holder: str, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: WatchStore, holder: str, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.holder, self.ttl, self.clock = store, holder, ttl, clock
         self._valid_until = 0.0
         self._stop = threading.Event()
@@ -127,11 +128,12 @@ class Watcher:
         identity: str | None = None,
     ) -> None:
         self.config, self.store, self.slack = config, store, slack
+        self.keys = WatchStore(store.redis)  # the lease and the incidents
         self.kube_for, self.helm_for = kube_for, helm_for
         self.tuning = tuning or Tuning()
         self.clock = clock
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.lease = Lease(store, self.identity, self.tuning.lease_ttl)
+        self.lease = Lease(self.keys, self.identity, self.tuning.lease_ttl)
         self.queue: queue.Queue[Item] = queue.Queue()
         t = self.tuning
         self.budget = SlackBudget(t.post_interval, t.updates_per_minute, t.update_burst)
@@ -225,7 +227,7 @@ class Watcher:
         """Become the leader: what previous leaders left open is loaded (not announced again), then the
         streams list and watch."""
         self.incidents = {}
-        for raw in self.store.active_incidents():
+        for raw in self.keys.active_incidents():
             incident = Incident.from_storage(raw)
             self.incidents[incident.key] = incident
         self.views = {}
@@ -319,7 +321,7 @@ class Watcher:
         env = self.config.environments[seen.first.env]
         current = self.incidents.get(key)
         if current is None:
-            raw = self.store.incident(key)
+            raw = self.keys.incident(key)
             current = Incident.from_storage(raw) if raw else None
         incident, outcome = core.on_seen(
             current,
@@ -361,10 +363,10 @@ class Watcher:
     def _save(self, inc: Incident) -> Incident | None:
         """Compare-and-set into Redis. Losing means another watcher wrote it: take its version, send nothing."""
         stored = replace(inc, v=inc.v + 1)
-        if self.store.save_incident(inc.key, stored.for_storage(), expected=inc.v, active=stored.active):
+        if self.keys.save_incident(inc.key, stored.for_storage(), expected=inc.v, active=stored.active):
             self.incidents[inc.key] = stored
             return stored
-        raw = self.store.incident(inc.key)
+        raw = self.keys.incident(inc.key)
         if raw:
             self.incidents[inc.key] = Incident.from_storage(raw)
         else:

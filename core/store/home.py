@@ -1,0 +1,85 @@
+"""What App Home and /metrics read: job counters shared by every process (jobs run in forked
+work-horses whose own counters die with them), the last known release and operations per environment,
+and who looked at Home recently. Keys:
+
+    plate:stats           HASH job counters and durations (fields from core.metrics.job_increments), all workers
+    plate:release:<env>   JSON last known live release, written by the jobs that read helm status
+    plate:ops:<env>       LIST JSON of the last operations, newest first, trimmed to OPS_KEPT
+    plate:home:viewers    ZSET user -> when they last opened the App Home tab (whose Home to refresh)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.requests import Request, Status
+from core.store.base import StorePart
+from core.store.records import BACKUP_RETENTION
+from core.store.requests import PENDING, key_lock, key_req
+
+STATS = "plate:stats"
+OPS_KEPT = 10
+HOME_VIEWERS = "plate:home:viewers"
+PENDING_SHOWN = 50  # App Home lists at most this many pending requests
+
+
+class HomeStore(StorePart):
+    # --- metrics shared by all processes (jobs run in forked work-horses) -----------------------------
+    def record_stats(self, increments: dict[str, float]) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name, amount in increments.items():
+                pipe.hincrbyfloat(STATS, name, amount)
+            pipe.execute()
+
+    def stats(self) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.redis.hgetall(STATS).items()}
+
+    # --- App Home: last known releases, last operations, who looks at Home ----------------------------
+    def save_release(self, env: str, record: dict[str, Any]) -> None:
+        self.redis.set(f"plate:release:{env}", json.dumps(record), ex=BACKUP_RETENTION)
+
+    def release(self, env: str) -> dict[str, Any] | None:
+        raw = self.redis.get(f"plate:release:{env}")
+        return json.loads(raw) if raw else None
+
+    def record_operation(self, env: str, entry: dict[str, Any]) -> None:
+        key = f"plate:ops:{env}"
+        with self.redis.pipeline() as pipe:
+            pipe.lpush(key, json.dumps(entry))
+            pipe.ltrim(key, 0, OPS_KEPT - 1)
+            pipe.expire(key, BACKUP_RETENTION)
+            pipe.execute()
+
+    def home_snapshot(self, envs: list[str]) -> dict[str, Any]:
+        """Everything App Home shows, in two round trips: per env the release, lock holder and last
+        operations, plus the pending requests (oldest first)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for env in envs:
+                pipe.get(f"plate:release:{env}")
+                pipe.get(key_lock(env))
+                pipe.lrange(f"plate:ops:{env}", 0, OPS_KEPT - 1)
+            pipe.zrange(PENDING, 0, PENDING_SHOWN - 1)
+            results = pipe.execute()
+        ids = [i.decode() for i in results[-1]]
+        raws = self.redis.mget([key_req(i) for i in ids]) if ids else []
+        out: dict[str, Any] = {"releases": {}, "locks": {}, "operations": {}}
+        for n, env in enumerate(envs):
+            release, lock, ops = results[3 * n : 3 * n + 3]
+            out["releases"][env] = json.loads(release) if release else None
+            out["locks"][env] = json.loads(lock) if lock else None
+            out["operations"][env] = [json.loads(o) for o in ops]
+        pending = [Request.from_storage(r) for r in raws if r]
+        out["pending"] = [r for r in pending if r.status is Status.PENDING]
+        return out
+
+    def home_opened(self, user: str, now: float, *, window: float) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.zadd(HOME_VIEWERS, {user: now})
+            pipe.zremrangebyscore(HOME_VIEWERS, "-inf", now - window)
+            pipe.execute()
+
+    def home_viewers(self, since: float, limit: int) -> list[str]:
+        """Users who opened Home since `since`, most recent first."""
+        users = self.redis.zrevrangebyscore(HOME_VIEWERS, "+inf", since, start=0, num=limit)
+        return [u.decode() for u in users]

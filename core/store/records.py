@@ -1,0 +1,111 @@
+"""Records that outlive a request: backups taken before a change, the audit trail, and plate-bot's
+record of its own changes (joined with helm history by `/plate history`). Keys:
+
+    plate:backup:<env>:<revision>  HASH helm values + manifest taken before a change  (BACKUP_RETENTION)
+    plate:backups:<env>   ZSET revision -> taken_at, trimmed to BACKUPS_KEPT
+    plate:audit           STREAM the audit trail, append-only, trimmed to about AUDIT_MAXLEN entries
+    plate:change:<id>     JSON plate-bot's record of one mutating job (who, approvals, digest, outcome)
+    plate:changes:<env>   ZSET request id -> job start, trimmed to CHANGES_KEPT (history's join)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from core.store.base import StorePart
+
+BACKUP_RETENTION = 30 * 86400
+BACKUPS_KEPT = 20
+BACKUP_FORMAT = 2  # plate:backup records: 2 = `v` and optional `enc` fields; none = plaintext before 0.2
+AUDIT = "plate:audit"
+AUDIT_MAXLEN = 10_000
+CHANGES_KEPT = 500
+CHANGE_RETENTION = 180 * 86400
+
+
+class RecordStore(StorePart):
+    # --- backups taken before a change ----------------------------------------------------------------
+    def save_backup(
+        self,
+        env: str,
+        revision: int,
+        *,
+        values: str,
+        manifest: str,
+        meta: dict[str, Any],
+        seal: Callable[[str], str] | None = None,
+    ) -> None:
+        """Keep a backup; `seal` (core.backupkeys) encrypts values and manifest, marked `enc: fernet`.
+        Records are versioned (`v`); one without `v` or `enc` (before 0.2) is plaintext."""
+        key, index = f"plate:backup:{env}:{revision}", f"plate:backups:{env}"
+        now = time.time()
+        record: dict[str, Any] = {"v": BACKUP_FORMAT, "meta": json.dumps(meta), "taken_at": now}
+        if seal is not None:
+            record.update(values=seal(values), manifest=seal(manifest), enc="fernet")
+        else:
+            record.update(values=values, manifest=manifest)
+        with self.redis.pipeline() as pipe:
+            pipe.delete(key)  # a plaintext field must not outlive an encrypted rewrite of the same revision
+            pipe.hset(key, mapping=record)
+            pipe.expire(key, BACKUP_RETENTION)
+            pipe.zadd(index, {str(revision): revision})
+            pipe.zremrangebyrank(index, 0, -BACKUPS_KEPT - 1)
+            pipe.expire(index, BACKUP_RETENTION)
+            pipe.execute()
+
+    def backup(self, env: str, revision: int, open_: Callable[[str], str] | None = None) -> dict[str, Any] | None:
+        """A backup with values and manifest in clear: `open_` (core.backupkeys) decrypts an encrypted one
+        (without it, reading one raises ValueError); plaintext records, old or new, are read as they are."""
+        raw = self.redis.hgetall(f"plate:backup:{env}:{revision}")
+        if not raw:
+            return None
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        if data.pop("enc", None) == "fernet":
+            if open_ is None:
+                raise ValueError(f"backup {env}:{revision} is encrypted; a key is needed to read it")
+            data["values"], data["manifest"] = open_(data["values"]), open_(data["manifest"])
+        return {**data, "meta": json.loads(data["meta"]), "taken_at": float(data["taken_at"])}
+
+    def backup_revisions(self, env: str) -> list[int]:
+        return sorted(int(r) for r in self.redis.zrange(f"plate:backups:{env}", 0, -1))
+
+    # --- the audit trail (append and read only: nothing here edits or deletes an entry) ---------------
+    def append_audit(self, record: dict[str, str]) -> str:
+        """XADD one record; the stream is trimmed (approximately, which is cheap) to AUDIT_MAXLEN."""
+        entry_id = self.redis.xadd(AUDIT, dict(record), maxlen=AUDIT_MAXLEN, approximate=True)
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def audit_entries(self, count: int = 100, *, request: str | None = None) -> list[dict[str, str]]:
+        """The newest `count` records, newest first, each with its stream `id`; optionally only one request's."""
+        raw = self.redis.xrevrange(AUDIT, count=count)
+        out = []
+        for entry_id, fields in raw:
+            record = {k.decode(): v.decode() for k, v in fields.items()}
+            record["id"] = entry_id.decode()
+            if request is None or record.get("request") == request:
+                out.append(record)
+        return out
+
+    # --- plate-bot's record of its own changes, joined with helm history ------------------------------
+    def save_change(self, env: str, record: dict[str, Any]) -> None:
+        """Create or update the record of one mutating job (`record['request']` is its id)."""
+        index = f"plate:changes:{env}"
+        with self.redis.pipeline() as pipe:
+            pipe.set(f"plate:change:{record['request']}", json.dumps(record), ex=CHANGE_RETENTION)
+            pipe.zadd(index, {record["request"]: float(record.get("started") or time.time())})
+            pipe.zremrangebyrank(index, 0, -CHANGES_KEPT - 1)
+            pipe.expire(index, CHANGE_RETENTION)
+            pipe.execute()
+
+    def change(self, request_id: str) -> dict[str, Any] | None:
+        raw = self.redis.get(f"plate:change:{request_id}")
+        return json.loads(raw) if raw else None
+
+    def changes(self, env: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest `limit` records of `env`, newest first."""
+        ids = self.redis.zrevrange(f"plate:changes:{env}", 0, limit - 1)
+        raws = self.redis.mget([f"plate:change:{i.decode()}" for i in ids]) if ids else []
+        return [json.loads(r) for r in raws if r]
