@@ -3,6 +3,9 @@ after it. Each step of the script is a checklist line in the thread.
 
 The approval binds to the plan's digest; the deploy renders again and refuses to run if the change is
 no longer the one approved.
+
+The steps a rollback shares with the deploy live here too: cluster check, approval (digest) check,
+backup, rollout verification, status summary and helm's failure report.
 """
 
 from __future__ import annotations
@@ -30,17 +33,15 @@ PLAN_STEPS = [
     ("render", "helm template and the live manifest"),
     ("diff", "Diff and digest"),
 ]
-DEPLOY_STEPS = [
-    ("cluster", "Cluster check"),
-    ("chart", "Chart validation, plan and digest check"),
-    ("backup", "Backup of the current release"),
-    ("upgrade", "helm upgrade --install --atomic --wait"),
-    ("rollout", "Rollout verification"),
-    ("summary", "Status summary"),
-]
 
 
 # --- steps shared with rollback ----------------------------------------------------------------------
+
+# A change (deploy or rollback) checks the cluster, checks the approval, backs the release up, runs helm,
+# then verifies the rollout and summarises the release. These are the steps both name alike.
+CLUSTER_STEP = ("cluster", "Cluster check")
+BACKUP_STEP = ("backup", "Backup of the current release")
+FINAL_STEPS = [("rollout", "Rollout verification"), ("summary", "Status summary")]
 
 
 def verify_cluster(ctx: JobContext) -> str:
@@ -55,6 +56,19 @@ def verify_cluster(ctx: JobContext) -> str:
         ns = ctx.kube.namespace("kube-system")
         uid = (ns or {}).get("metadata", {}).get("uid")
     return check_cluster(env, cluster_name=cluster_name or None, context_found=found, cluster_uid=uid)
+
+
+def check_approved(ctx: JobContext, what: str, digest: str, now: str, refusal: str) -> None:
+    """The approval binds to the digest of the `what` (plan, check) approved: refuse when the digest
+    computed now differs, saying which was approved and what there is `now`."""
+    req = ctx.request
+    if req.plan_digest and digest != req.plan_digest:
+        raise StepFailed(refusal, [f"approved {what} `{req.plan_digest[:12]}`, {now}"])
+
+
+def backup_step(ctx: JobContext, *, dry: bool) -> None:
+    with ctx.step("backup") as note:
+        note.text = "dry run: no backup needed" if dry else backup_release(ctx)
 
 
 def backup_release(ctx: JobContext) -> str:
@@ -132,14 +146,13 @@ def _rollout_pending(ctx: JobContext, workloads: tuple[str, ...]) -> list[str]:
     return pending
 
 
-def skip_after_dry_run(ctx: JobContext) -> None:
-    ctx.report.skip("rollout", "dry run")
-    ctx.report.skip("summary", "dry run")
-
-
-def verify_and_summarise(ctx: JobContext, workloads: tuple[str, ...]) -> dict[str, Any] | None:
-    """The last two steps of a change (deploy or rollback): rollout verification, then the status
-    summary as a reply. Returns helm's status of the release."""
+def finish_change(ctx: JobContext, workloads: tuple[str, ...], *, dry: bool) -> str | None:
+    """The last two steps of a change (deploy or rollback): skipped after a dry run (None); otherwise
+    rollout verification, then the status summary as a reply. Returns the revision now live."""
+    if dry:
+        ctx.report.skip("rollout", "dry run")
+        ctx.report.skip("summary", "dry run")
+        return None
     with ctx.step("rollout") as note:
         try:
             note.text = verify_rollout(ctx, workloads)
@@ -148,7 +161,7 @@ def verify_and_summarise(ctx: JobContext, workloads: tuple[str, ...]) -> dict[st
     with ctx.step("summary"):
         release, lines = status_summary(ctx)
         ctx.report.reply("\n".join(lines))
-    return release
+    return str((release or {}).get("version", "?"))
 
 
 def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
@@ -283,6 +296,15 @@ def _refresh_card(ctx: JobContext) -> None:
 # --- deploy ------------------------------------------------------------------------------------------
 
 
+DEPLOY_STEPS = [
+    CLUSTER_STEP,
+    ("chart", "Chart validation, plan and digest check"),
+    BACKUP_STEP,
+    ("upgrade", "helm upgrade --install --atomic --wait"),
+    *FINAL_STEPS,
+]
+
+
 @procedure("deploy", "deploy", DEPLOY_STEPS, mutating=True)
 def deploy(ctx: JobContext) -> str:
     env, req = ctx.env, ctx.request
@@ -292,11 +314,8 @@ def deploy(ctx: JobContext) -> str:
     with ctx.step("chart") as note:
         validate_chart(ctx)
         result = render_plan(ctx)
-        if req.plan_digest and result.digest != req.plan_digest:
-            raise StepFailed(
-                "the change approved is no longer what would be deployed; request again",
-                [f"approved plan `{req.plan_digest[:12]}`, the chart now renders `{result.short_digest}`"],
-            )
+        refusal = "the change approved is no longer what would be deployed; request again"
+        check_approved(ctx, "plan", result.digest, f"the chart now renders `{result.short_digest}`", refusal)
         note.text = f"plan `{result.short_digest}`" + (" matches the approval" if req.plan_digest else "")
     if not req.plan_digest:
         ctx.report.reply("\n".join(result.summary()) + "\n" + result.diff_text())
@@ -304,8 +323,7 @@ def deploy(ctx: JobContext) -> str:
         for key in ("backup", "upgrade", "rollout", "summary"):
             ctx.report.skip(key)
         return "nothing would change; helm was not run"
-    with ctx.step("backup") as note:
-        note.text = "dry run: no backup needed" if dry else backup_release(ctx)
+    backup_step(ctx, dry=dry)
     with ctx.step("upgrade") as note:
         try:
             out = ctx.helm.upgrade(
@@ -320,11 +338,9 @@ def deploy(ctx: JobContext) -> str:
         except HelmError as exc:
             raise helm_failure(ctx, exc, "helm upgrade") from None
         note.text = "dry run accepted by the API server" if dry else _revision_line(out.stdout)
-    if dry:
-        skip_after_dry_run(ctx)
+    revision = finish_change(ctx, result.workloads, dry=dry)
+    if revision is None:
         return f"dry run: {len(result.changes)} resource(s) would change; nothing was changed"
-    release = verify_and_summarise(ctx, result.workloads)
-    revision = (release or {}).get("version", "?")
     return f"revision {revision} deployed ({result.image_after or result.chart})"
 
 

@@ -8,8 +8,8 @@ and, when the environment's Argo CD Application syncs automatically, offers to p
 CD puts git's version straight back. The approval binds to a digest of (live revision, target revision,
 target manifest); the job recomputes it and refuses if the release moved meanwhile.
 
-The job reuses the deploy's steps: cluster check, backup, rollout verification, status summary and the
-failure report (helm's stderr, pods not Ready, their events).
+The job reuses the deploy's steps: cluster check, approval (digest) check, backup, rollout verification,
+status summary and the failure report (helm's stderr, pods not Ready, their events).
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ from core.errors import Conflict
 from core.requests import PAUSE_AUTOSYNC
 from core.slack import SlackError
 from workers.deploy import (
+    BACKUP_STEP,
+    CLUSTER_STEP,
+    FINAL_STEPS,
     _close_request,
     _refresh_card,
-    backup_release,
+    backup_step,
+    check_approved,
+    finish_change,
     helm_failure,
-    skip_after_dry_run,
-    verify_and_summarise,
     verify_cluster,
 )
 from workers.errors import HelmError, KubeError, StepFailed
@@ -52,13 +55,12 @@ CHECK_STEPS = [
     ("argocd", "Argo CD auto-sync"),
 ]
 ROLLBACK_STEPS = [
-    ("cluster", "Cluster check"),
+    CLUSTER_STEP,
     ("target", "Target revision and approval check"),
-    ("backup", "Backup of the current release"),
+    BACKUP_STEP,
     ("argocd", "Argo CD auto-sync"),
     ("rollback", "helm rollback --wait"),
-    ("rollout", "Rollout verification"),
-    ("summary", "Status summary"),
+    *FINAL_STEPS,
 ]
 
 
@@ -196,16 +198,12 @@ def rollback(ctx: JobContext) -> str:
             _tell_requester(ctx, exc.text(env.name))
             raise StepFailed(exc.reason, [exc.text(env.name)]) from None
         plan = describe(ctx, live, target, None)  # Argo CD is read again in its own step
-        if req.plan_digest and plan.digest != req.plan_digest:
-            raise StepFailed(
-                "the release changed since the approval; request the rollback again",
-                [f"approved check `{req.plan_digest[:12]}`, now `{plan.short_digest}` (live {plan.live.number})"],
-            )
+        refusal = "the release changed since the approval; request the rollback again"
+        check_approved(ctx, "check", plan.digest, f"now `{plan.short_digest}` (live {plan.live.number})", refusal)
         note.text = f"revision {plan.live.number} → {plan.target.number}" + (", as approved" if req.plan_digest else "")
     if not req.plan_digest:
         ctx.report.reply("\n".join(plan.summary()))
-    with ctx.step("backup") as note:
-        note.text = "dry run: no backup needed" if dry else backup_release(ctx)
+    backup_step(ctx, dry=dry)
     if dry:
         ctx.report.skip("argocd", "dry run")
     else:
@@ -217,9 +215,7 @@ def rollback(ctx: JobContext) -> str:
         except HelmError as exc:
             raise helm_failure(ctx, exc, "helm rollback") from None
         note.text = f"dry run of the rollback to {plan.target.number} accepted" if dry else "done"
-    if dry:
-        skip_after_dry_run(ctx)
+    now = finish_change(ctx, plan.workloads, dry=dry)
+    if now is None:
         return f"dry run: helm would roll `{env.release}` back to revision {plan.target.number}; nothing was changed"
-    release = verify_and_summarise(ctx, plan.workloads)
-    now = (release or {}).get("version", "?")
     return f"rolled back to revision {plan.target.number} (now revision {now}, image `{image_tag(plan.target_image)}`)"
