@@ -410,6 +410,8 @@ def pod_failure(reason: str, event_messages: Iterable[str], *, timed_out: bool, 
 _BOOTSTRAP = "apply the chain again with `/plate harbor-bootstrap {env}` (Argo CD app `{argocd_app}`)"
 
 # (link, cause) -> (what is wrong, what to do); (link, None) is the fallback for the link.
+# Deliberately a table: its rows share a shape, not logic, and `duplicates` pairs them. Each row
+# is its own advice in its own words; built from parts, the texts would be harder to read and to grep for.
 ADVICE: dict[tuple[Link, Cause | None], tuple[str, str]] = {
     (Link.ESO, Cause.MISSING): (
         "External Secrets Operator has no pods in `{eso_namespace}`",
@@ -517,27 +519,17 @@ ADVICE_API = (
     "plate-bot could not check the {what}: the Kubernetes API refused or failed",
     "see the evidence above; plate-bot's ServiceAccount may lack a permission (the chart's RBAC)",
 )
-_WHAT = {
-    Link.ESO: "ESO pods",
-    Link.NAMESPACES: "namespaces",
-    Link.TOKEN: "token Secret",
-    Link.SERVICE_ACCOUNT: "ServiceAccount",
-    Link.STORE: "SecretStore",
-    Link.EXTERNAL_SECRET: "ExternalSecret",
-    Link.DOCKER_SECRET: "docker Secret",
-    Link.REGISTRY: "registry",
-    Link.POD: "test pod",
-}
-LINK_TITLE = {
-    Link.ESO: "ESO",
-    Link.NAMESPACES: "namespaces",
-    Link.TOKEN: "Secret {token_secret}",
-    Link.SERVICE_ACCOUNT: "ServiceAccount {service_account}",
-    Link.STORE: "SecretStore {secret_store}",
-    Link.EXTERNAL_SECRET: "ExternalSecret {external_secret}",
-    Link.DOCKER_SECRET: "Secret {docker_secret}",
-    Link.REGISTRY: "registry auth",
-    Link.POD: "pod pull",
+# link -> (its title in the walk, what plate-bot could not check when the API failed on it)
+LINK_NAMES: dict[Link, tuple[str, str]] = {
+    Link.ESO: ("ESO", "ESO pods"),
+    Link.NAMESPACES: ("namespaces", "namespaces"),
+    Link.TOKEN: ("Secret {token_secret}", "token Secret"),
+    Link.SERVICE_ACCOUNT: ("ServiceAccount {service_account}", "ServiceAccount"),
+    Link.STORE: ("SecretStore {secret_store}", "SecretStore"),
+    Link.EXTERNAL_SECRET: ("ExternalSecret {external_secret}", "ExternalSecret"),
+    Link.DOCKER_SECRET: ("Secret {docker_secret}", "docker Secret"),
+    Link.REGISTRY: ("registry auth", "registry"),
+    Link.POD: ("pod pull", "test pod"),
 }
 _ICON = {State.PASS: ":white_check_mark:", State.FAIL: ":x:", State.SKIP: ":heavy_minus_sign:"}
 
@@ -552,12 +544,16 @@ class Verdict:
 
 
 def advice(link: Link, cause: Cause, names: Names) -> tuple[str, str]:
-    fields = {**names.__dict__, "what": _WHAT[link]}
+    fields = {**names.__dict__, "what": LINK_NAMES[link][1]}
     if cause is Cause.API_ERROR:
         problem, todo = ADVICE_API
     else:
         problem, todo = ADVICE.get((link, cause)) or ADVICE[(link, None)]
     return problem.format(**fields), todo.format(**fields)
+
+
+def link_title(link: Link, names: Names) -> str:
+    return LINK_NAMES[link][0].format(**names.__dict__)
 
 
 def verdict(findings: Iterable[Finding], names: Names) -> Verdict:
@@ -568,13 +564,13 @@ def verdict(findings: Iterable[Finding], names: Names) -> Verdict:
         f = by_link.get(link)
         if f is None:
             continue
-        title = LINK_TITLE[link].format(**names.__dict__)
+        title = link_title(link, names)
         # " — " as the checklist uses: "Secret x: `…`" would read as a `secret: value` pair to the redactor.
         walk.append(f"{_ICON[f.state]} {title} — {f.evidence}")
     broken = next((by_link[link] for link in CHAIN if link in by_link and by_link[link].state is State.FAIL), None)
     if broken is None:
         checked = sum(1 for f in by_link.values() if f.state is State.PASS)
-        skipped = [LINK_TITLE[f.link].format(**names.__dict__) for f in by_link.values() if f.state is State.SKIP]
+        skipped = [link_title(f.link, names) for f in by_link.values() if f.state is State.SKIP]
         line = f"chain healthy: {checked} checks passed, `{names.image}` pulls"
         if skipped:
             line = f"no broken link found ({checked} checks passed; not checked: {', '.join(skipped)})"
