@@ -129,47 +129,27 @@ class KubeGateway:
                 return None
             raise
 
+    def _listed(self, kind: str, call: Callable[..., Any], namespace: str, selector: str | None) -> list[Obj]:
+        return self._items(f"list {kind} in {namespace}", call, namespace, label_selector=selector or "")
+
     def pods(self, namespace: str, selector: str | None = None) -> list[Obj]:
-        return self._items(
-            f"list pods in {namespace}", self.core.list_namespaced_pod, namespace, label_selector=selector or ""
-        )
+        return self._listed("pods", self.core.list_namespaced_pod, namespace, selector)
 
     def services(self, namespace: str, selector: str | None = None) -> list[Obj]:
-        return self._items(
-            f"list services in {namespace}", self.core.list_namespaced_service, namespace, label_selector=selector or ""
-        )
+        return self._listed("services", self.core.list_namespaced_service, namespace, selector)
 
     def ingresses(self, namespace: str, selector: str | None = None) -> list[Obj]:
-        return self._items(
-            f"list ingresses in {namespace}",
-            self.networking.list_namespaced_ingress,
-            namespace,
-            label_selector=selector or "",
-        )
+        return self._listed("ingresses", self.networking.list_namespaced_ingress, namespace, selector)
 
     def hpas(self, namespace: str, selector: str | None = None) -> list[Obj]:
-        return self._items(
-            f"list autoscalers in {namespace}",
-            self.autoscaling.list_namespaced_horizontal_pod_autoscaler,
-            namespace,
-            label_selector=selector or "",
-        )
+        call = self.autoscaling.list_namespaced_horizontal_pod_autoscaler
+        return self._listed("autoscalers", call, namespace, selector)
 
     def deployments(self, namespace: str, selector: str | None = None) -> list[Obj]:
-        return self._items(
-            f"list deployments in {namespace}",
-            self.apps.list_namespaced_deployment,
-            namespace,
-            label_selector=selector or "",
-        )
+        return self._listed("deployments", self.apps.list_namespaced_deployment, namespace, selector)
 
     def statefulsets(self, namespace: str, selector: str | None = None) -> list[Obj]:
-        return self._items(
-            f"list statefulsets in {namespace}",
-            self.apps.list_namespaced_stateful_set,
-            namespace,
-            label_selector=selector or "",
-        )
+        return self._listed("statefulsets", self.apps.list_namespaced_stateful_set, namespace, selector)
 
     def events(self, namespace: str, field_selector: str | None = None) -> list[Obj]:
         return self._items(
