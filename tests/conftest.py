@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from kubernetes import client
 
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.slack import FakeSlack
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "test-signing-secret"
@@ -166,6 +168,8 @@ def plate_env(
         "KUBECONFIG": kubeconfig,
         # Backups encrypted, as in production (a worker with REDIS_URL and no key does not start).
         "PLATE_BACKUP_KEY": BACKUP_KEY,
+        # A deploy checks its rollout every 50 ms, not every second (production's default).
+        "PLATE_ROLLOUT_POLL": "0.05",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -210,14 +214,9 @@ class Service:
         keys = self.runtime.connection.keys("plate:req:*")
         return sorted(k.decode().split(":")[-1] for k in keys)
 
-    def wait(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(f"timed out; slack calls: {self.slack.dump()}")
+    def wait(self, predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+        """`wait_until`, with the fake Slack's calls in the failure message."""
+        return wait_until(predicate, timeout, what, diagnose=self.slack.dump)
 
 
 @pytest.fixture
@@ -235,3 +234,29 @@ def service(plate_env: dict[str, Any], fake_slack: FakeSlack) -> Iterator[Servic
         yield Service(runtime, server, fake_slack)
     finally:
         runtime.shutdown(server)
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down (the runner's own hook)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process the tests started is still alive: a descendant of this process, or
+    anything running in the session's temporary directories (an embedded redis-server daemonizes away
+    from its parent but works in its data directory there). The leftovers are listed, then killed."""
+    from tests.processes import describe, reap, session_leftovers
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    leftovers = session_leftovers([factory.getbasetemp()] if factory is not None else [])
+    if not leftovers:
+        return
+    lines = [describe(p) for p in leftovers]
+    reap(leftovers)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    title = f"{len(lines)} process(es) started by the tests outlived them (now killed)"
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", title, red=True, bold=True)
+        for line in lines:
+            reporter.write_line(line, red=True)
+    else:
+        sys.stderr.write("\n".join([title, *lines, ""]))
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

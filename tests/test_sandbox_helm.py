@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from sandbox.helm import install_wrapper, read_releases, recorded_argv, recorded_calls, set_behaviour
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "examples" / "plate-web"
@@ -365,10 +366,11 @@ def test_sigterm_marks_the_release_failed(helm: FakeHelm) -> None:
         [str(helm.bin), "upgrade", "plate-web", str(CHART), *PROD],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while read_releases(helm.state, "plate-web", "plate-prod")[-1]["info"]["status"] != "pending-upgrade":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(
+        lambda: read_releases(helm.state, "plate-web", "plate-prod")[-1]["info"]["status"] == "pending-upgrade",
+        10,
+        "the pending-upgrade revision",
+    )
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert (proc.returncode, err) == (1, "Error: UPGRADE FAILED: context canceled\n")

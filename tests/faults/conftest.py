@@ -11,10 +11,8 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,20 +22,11 @@ import pytest
 import redis
 
 from tests.conftest import ROOT, Service
+from tests.processes import free_port, stop
+from tests.waiting import wait_until
 
 PLATE_BOT = str(Path(sys.executable).with_name("plate-bot"))
 FAST = {"PLATE_WORKER_HEARTBEAT": "1", "PLATE_HOUSEKEEPING_INTERVAL": "0.3", "LOG_LEVEL": "WARNING"}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def processes_running(marker: str) -> list[psutil.Process]:
@@ -48,15 +37,6 @@ def processes_running(marker: str) -> list[psutil.Process]:
             if proc.info["status"] != psutil.STATUS_ZOMBIE and any(marker in a for a in proc.info["cmdline"] or []):
                 found.append(proc)
     return found
-
-
-def kill_tree(root: psutil.Process) -> None:
-    with contextlib.suppress(psutil.Error):
-        procs = [root, *root.children(recursive=True)]
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(procs, timeout=5)
 
 
 class WorkerProcess:
@@ -80,11 +60,8 @@ class WorkerProcess:
         self.proc.wait(5)
 
     def stop(self) -> None:
-        kill_tree(self.ps)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
+        """SIGTERM (RQ's warm shutdown); past a bound SIGKILL, work-horse and helm included."""
+        stop(self.proc, group=True)
         self._out.close()
 
     def output(self) -> str:
@@ -114,12 +91,6 @@ def keeper(service: Service) -> Service:
     service.runtime.housekeeper.interval = 0.3
     service.runtime.housekeeper.start()
     return service
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def redis_server_binary() -> str:
@@ -159,15 +130,15 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        wait_for(lambda: _pings(client), 10, "redis-server to answer")
+        wait_until(lambda: _pings(client), 10, "redis-server to answer")
         client.close()
 
     def stop(self) -> None:
-        """A clean shutdown (SIGTERM): the append-only file is complete, as after a pod restart."""
+        """A clean shutdown (SIGTERM): the append-only file is complete, as after a pod restart. One that
+        takes more than 10 s is killed (nothing is left running) and fails the test."""
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+            proc, self.proc = self.proc, None
+            assert stop(proc, 10), "redis-server did not shut down within 10 s of SIGTERM"
 
 
 def _pings(client: redis.Redis) -> bool:

@@ -11,7 +11,8 @@ import pytest
 from core.requests import Status
 from sandbox.signing import action_body, post, sign, slash_body
 from tests.conftest import SIGNING_SECRET, Service
-from tests.faults.conftest import ephemeral_texts, running_service, wait_for
+from tests.faults.conftest import ephemeral_texts, running_service
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
@@ -29,10 +30,10 @@ def test_redelivered_command_makes_one_request_one_card_one_job(service: Service
     """`/plate deploy stg` delivered, then redelivered by Slack (same trigger_id, X-Slack-Retry-Num): one
     request, one card, one job; the retry is acked silently (no second answer to the user)."""
     assert _command(service, "deploy stg 1.5.0", "trig-dup")[0] == 200
-    wait_for(lambda: service.runtime.queue.count == 1, 20, "the stg job")
+    wait_until(lambda: service.runtime.queue.count == 1, 20, "the stg job")
     status, data = _command(service, "deploy stg 1.5.0", "trig-dup", RETRY)
     assert status == 200 and data == b""
-    wait_for(lambda: service.slack.calls_to("chat.update"), 20, "the card edit")
+    wait_until(lambda: service.slack.calls_to("chat.update"), 20, "the card edit")
     assert len(service.request_ids()) == 1
     assert service.runtime.queue.count == 1
     assert len([m for m in service.slack.messages("C0DEPLOYS") if not m.thread_ts]) == 1
@@ -60,8 +61,8 @@ def test_command_delivered_to_two_replicas_at_once_has_one_effect(service: Servi
         for t in threads:
             t.join()
         assert statuses == [200] * 4
-        wait_for(lambda: service.runtime.queue.count == 1, 20, "the stg job")
-        wait_for(lambda: fake_slack.calls_to("chat.update"), 20, "the card edit")
+        wait_until(lambda: service.runtime.queue.count == 1, 20, "the stg job")
+        wait_until(lambda: fake_slack.calls_to("chat.update"), 20, "the card edit")
     assert len(service.request_ids()) == 1 and service.runtime.queue.count == 1
     assert len([m for m in fake_slack.messages("C0DEPLOYS") if not m.thread_ts]) == 1
 
@@ -70,7 +71,7 @@ def test_redelivered_approve_click_approves_once(service: Service) -> None:
     """Alice's Approve, then Slack's retry of the same click: one approval, one job, the card edited to
     "Approved" once; the retry does not tell Alice anything confusing (no second decision)."""
     _command(service, "deploy prod 1.5.0", "trig-prod")
-    wait_for(lambda: service.runtime.queue.count == 1, 20, "the plan job")
+    wait_until(lambda: service.runtime.queue.count == 1, 20, "the plan job")
     service.run_worker()
     request = service.runtime.store.get(service.request_ids()[0])
     assert request.planned and request.status is Status.PENDING
@@ -79,8 +80,8 @@ def test_redelivered_approve_click_approves_once(service: Service) -> None:
     )
     assert post(service.url, body, sign(SIGNING_SECRET, body))[0] == 200
     assert post(service.url, body, {**sign(SIGNING_SECRET, body), **RETRY})[0] == 200
-    wait_for(lambda: service.runtime.queue.count == 1, 20, "the deploy job")
-    wait_for(lambda: "Approved by" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks), 20, "the card edit")
+    wait_until(lambda: service.runtime.queue.count == 1, 20, "the deploy job")
+    wait_until(lambda: "Approved by" in json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks), 20, "the card edit")
     approved = service.runtime.store.get(request.id)
     assert approved.status is Status.APPROVED and len(approved.approvals) == 1
     assert service.runtime.queue.job_ids == [request.job_id]

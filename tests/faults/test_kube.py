@@ -12,7 +12,8 @@ import pytest
 from sandbox.helm import read_releases
 from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import Service
-from tests.faults.conftest import free_port, thread_text
+from tests.faults.conftest import thread_text
+from tests.processes import free_port
 
 pytestmark = pytest.mark.faults
 

@@ -22,7 +22,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from tests.conftest import Service
-from tests.faults.conftest import thread_text, wait_for
+from tests.faults.conftest import thread_text
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -89,7 +90,7 @@ def test_hostile_jobs_are_refused_and_the_worker_goes_on(service: Service, worke
 
     worker = workers()
     for job_id in hostile:
-        wait_for(lambda job_id=job_id: _finished(conn, job_id), 30, f"{job_id} to end")
+        wait_until(lambda job_id=job_id: _finished(conn, job_id), 30, f"{job_id} to end")
 
     assert not [m for m in marker.values() if m.exists()], "a hostile job ran"
     for job_id in hostile:
@@ -104,7 +105,7 @@ def test_hostile_jobs_are_refused_and_the_worker_goes_on(service: Service, worke
     assert worker.proc.poll() is None  # the worker lives on
 
     service.command("status stg")
-    wait_for(
+    wait_until(
         lambda: any("status stg" in m.text and "succeeded" in m.text for m in service.slack.messages()),
         60,
         "a legitimate job on the same worker",
@@ -122,15 +123,15 @@ def test_a_pickled_job_from_before_the_upgrade_is_refused_and_the_thread_told(
 
     conn = service.runtime.connection
     service.command("deploy stg 1.5.0")
-    request = wait_for(lambda: (ids := service.request_ids()) and service.runtime.store.get(ids[0]), 30, "request")
-    wait_for(lambda: service.runtime.queue.count == 1, 30, "the job to be queued")
+    request = wait_until(lambda: (ids := service.request_ids()) and service.runtime.store.get(ids[0]), 30, "request")
+    wait_until(lambda: service.runtime.queue.count == 1, 30, "the job to be queued")
     assert service.runtime.store.lock_holder("stg") is not None
     # What the old code had queued for this request: the same job, pickled (payload and meta).
     legacy = pickle.dumps(("workers.jobs.run", None, (), {"request": request.for_storage()}))
     conn.hset(f"rq:job:{request.job_id}", mapping={"data": zlib.compress(legacy), "meta": pickle.dumps({"env": "stg"})})
 
     workers()
-    wait_for(lambda: "make the request again" in thread_text(service), 30, "the thread to be told")
+    wait_until(lambda: "make the request again" in thread_text(service), 30, "the thread to be told")
     assert fetch_job(request.job_id, conn).get_status(refresh=True) == JobStatus.FAILED
     assert "queued by plate-bot before 0.2" in failure_of(conn, request.job_id)
     assert service.runtime.store.lock_holder("stg") is None

@@ -11,7 +11,8 @@ from core.queue import fetch_job
 from core.requests import Status
 from sandbox.signing import post, sign, slash_body
 from tests.conftest import SIGNING_SECRET, Service
-from tests.faults.conftest import PrivateRedis, ephemeral_texts, thread_text, wait_for
+from tests.faults.conftest import PrivateRedis, ephemeral_texts, thread_text
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 SLACK_DEADLINE = 3.0  # Slack drops a slash command whose HTTP answer takes longer
@@ -36,7 +37,7 @@ def _planned(service: Service):
         request = service.runtime.store.get(ids[0]) if ids else None
         return request if request is not None and request.planned else None
 
-    request = wait_for(ready, 30, "the plan job to put buttons on the card")
+    request = wait_until(ready, 30, "the plan job to put buttons on the card")
 
     # The plan job writes its last records (audit, stats, RQ's result) after the card: stop Redis only
     # once RQ has finished it and the worker is idle again, or the outage hits the worker's own
@@ -47,7 +48,7 @@ def _planned(service: Service):
         idle = all(w.get_current_job_id() is None for w in workers)
         return job.get_status(refresh=True) == JobStatus.FINISHED and idle
 
-    wait_for(plan_job_done, 30, "the plan job to finish in RQ")
+    wait_until(plan_job_done, 30, "the plan job to finish in RQ")
     return request
 
 
@@ -67,7 +68,7 @@ def test_redis_restart_keeps_pending_approvals_and_everyone_reconnects(
     status, body = slack_command(service, "deploy prod 1.6.0", user="U0DAVE")
     assert status == 200 and "cannot reach" in body and "nothing was changed" in body
     assert service.click("plate_approve", request.id, user="U0ALICE") == 200
-    wait_for(lambda: ephemeral_texts(service, "U0ALICE"), 20, "the click's answer")
+    wait_until(lambda: ephemeral_texts(service, "U0ALICE"), 20, "the click's answer")
     assert "cannot reach Redis" in ephemeral_texts(service, "U0ALICE")[0]
 
     private_redis.start()
@@ -77,7 +78,7 @@ def test_redis_restart_keeps_pending_approvals_and_everyone_reconnects(
     assert service.runtime.store.lock_holder("prod") is None
 
     assert service.click("plate_approve", request.id, user="U0ALICE") == 200
-    wait_for(lambda: " *deploy prod* — succeeded" in thread_text(service), 30, "the deploy to finish")
+    wait_until(lambda: " *deploy prod* — succeeded" in thread_text(service), 30, "the deploy to finish")
     assert service.runtime.store.get(request.id).status is Status.APPROVED
     assert service.runtime.store.lock_holder("prod") is None
     assert thread_text(service).count("Approved by") == 1
@@ -93,7 +94,7 @@ def test_commands_after_a_restart_work_on_every_pooled_connection(service_on_pri
     private_redis.start()
     answers = [slack_command(service, "status stg", user=f"U0X{i}") for i in range(8)]
     assert all(status == 200 and "cannot reach" not in body for status, body in answers), answers
-    wait_for(lambda: service.runtime.queue.count == 16, 20, "sixteen status jobs")
+    wait_until(lambda: service.runtime.queue.count == 16, 20, "sixteen status jobs")
 
 
 def test_redis_frozen_answers_within_slacks_deadline(service_on_private_redis, private_redis) -> None:
@@ -104,7 +105,7 @@ def test_redis_frozen_answers_within_slacks_deadline(service_on_private_redis, p
 
     service = service_on_private_redis
     assert slack_command(service, "status stg")[0] == 200  # a pooled, healthy connection first
-    before = wait_for(service.request_ids, 10, "the status request")
+    before = wait_until(service.request_ids, 10, "the status request")
     os.kill(private_redis.proc.pid, signal.SIGSTOP)
     try:
         status, body = slack_command(service, "deploy stg 1.5.0", user="U0DAVE")
@@ -113,8 +114,8 @@ def test_redis_frozen_answers_within_slacks_deadline(service_on_private_redis, p
     assert status == 200 and "cannot reach" in body, (status, body)
     # The commands sent to the frozen node run when it resumes (the lock is claimed with the request);
     # plate-bot undoes them as soon as Redis answers again.
-    wait_for(lambda: service.runtime.store.lock_holder("stg") is None, 10, "the lock claim to be undone")
-    wait_for(lambda: service.request_ids() == before, 10, "the request to be undone")
+    wait_until(lambda: service.runtime.store.lock_holder("stg") is None, 10, "the lock claim to be undone")
+    wait_until(lambda: service.request_ids() == before, 10, "the request to be undone")
 
 
 def test_redis_lost_between_ack_and_card_says_so_on_the_card(service_on_private_redis, private_redis) -> None:
@@ -130,7 +131,7 @@ def test_redis_lost_between_ack_and_card_says_so_on_the_card(service_on_private_
     assert status == 200 and body == ""
     os.kill(private_redis.proc.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: service.slack.calls_to("chat.update"), 10, "the card to be edited")
+        wait_until(lambda: service.slack.calls_to("chat.update"), 10, "the card to be edited")
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)
     [card] = service.slack.messages("C0DEPLOYS")

@@ -16,7 +16,8 @@ import pytest
 
 from sandbox.helm import read_releases, set_behaviour
 from tests.conftest import Service
-from tests.faults.conftest import PrivateRedis, install_release, processes_running, thread_text, wait_for
+from tests.faults.conftest import PrivateRedis, install_release, processes_running, thread_text
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -31,9 +32,9 @@ def _deploy_until_helm_waits(service: Service, helm_bin, helm_state, seconds: fl
     install_release(helm_bin, "plate-stg", "plate-stg")
     set_behaviour(helm_state, upgrade="slow", slow_seconds=seconds)
     assert service.command("deploy stg 1.5.0")[0] == 200
-    helm = wait_for(lambda: _upgrade(helm_bin), 30, "helm upgrade to start")
+    helm = wait_until(lambda: _upgrade(helm_bin), 30, "helm upgrade to start")
     pending = lambda: read_releases(helm_state, "plate-web", "plate-stg")[-1]["info"]["status"] == "pending-upgrade"  # noqa: E731
-    wait_for(pending, 30, "helm upgrade to be waiting on the rollout")
+    wait_until(pending, 30, "helm upgrade to be waiting on the rollout")
     return helm
 
 
@@ -59,7 +60,7 @@ def test_a_short_redis_outage_mid_deploy_is_ridden_out(
     private_redis.start()
 
     assert helm.is_running() and helm.status() != psutil.STATUS_ZOMBIE, "helm was stopped by the outage"
-    wait_for(lambda: " *deploy stg* — succeeded" in thread_text(service), 60, "the deploy's report")
+    wait_until(lambda: " *deploy stg* — succeeded" in thread_text(service), 60, "the deploy's report")
     revisions = read_releases(helm_state, "plate-web", "plate-stg")
     assert [r["info"]["status"] for r in revisions] == ["superseded", "deployed"]  # no rollback
     assert worker.proc.poll() is None
@@ -84,11 +85,11 @@ def test_a_redis_outage_past_the_threshold_ends_the_job_as_lost(
     worker.proc.wait(60)  # the worker gives up (as before the fix, only later)
     private_redis.start()
 
-    wait_for(lambda: "was lost" in thread_text(service), 30, "the lost-job report")
+    wait_until(lambda: "was lost" in thread_text(service), 30, "the lost-job report")
     assert service.runtime.store.lock_holder("stg") is None
     revisions = read_releases(helm_state, "plate-web", "plate-stg")
     assert [r["info"]["status"] for r in revisions] == ["superseded", "failed", "deployed"]
     assert "context canceled" in revisions[1]["info"]["description"]
     assert "past the lost-job threshold" in worker.output()
     workers()
-    wait_for(lambda: "Now: Release" in thread_text(service), 30, "the helm status from the next worker")
+    wait_until(lambda: "Now: Release" in thread_text(service), 30, "the helm status from the next worker")

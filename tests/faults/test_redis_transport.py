@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import ROOT
-from tests.faults.conftest import free_port, running_service, thread_text, wait_for
+from tests.faults.conftest import running_service, thread_text
+from tests.processes import free_port, stop
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 PASSWORD = "tls-test-pw-9f3Kq7Zr"
@@ -100,8 +102,7 @@ class TlsRedis:
         return f"rediss://:{password}@127.0.0.1:{self.port}/0?ssl_ca_certs={ca or self.ca}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        stop(self.proc, 10)
 
 
 @pytest.fixture
@@ -119,7 +120,7 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
         except redis.RedisError:
             return False
 
-    wait_for(pings, 10, "the TLS redis-server to answer")
+    wait_until(pings, 10, "the TLS redis-server to answer")
     yield server
     server.stop()
 
@@ -150,10 +151,10 @@ def test_rediss_with_a_password_end_to_end_and_never_logged(
     with running_service(fake_slack) as service:
         assert service.runtime.connection.connection_pool.connection_kwargs["ssl_ca_certs"] == str(tls_redis.ca)
         service.command("status stg")
-        wait_for(lambda: service.runtime.queue.count == 1, 30, "the status job to be queued over TLS")
+        wait_until(lambda: service.runtime.queue.count == 1, 30, "the status job to be queued over TLS")
         worker = _run(["worker", "--burst"], env)
         assert worker.returncode == 0, worker.stderr[-2000:]
-        wait_for(lambda: "succeeded" in thread_text(service), 30, "the job's report")
+        wait_until(lambda: "succeeded" in thread_text(service), 30, "the job's report")
     printed = worker.stdout + worker.stderr
     assert _startup_url(printed, "worker starting", tls_redis.port)
     assert PASSWORD not in printed
@@ -193,9 +194,12 @@ def test_serve_never_prints_the_redis_password(tls_redis: TlsRedis, plate_env, t
             except OSError:
                 return False
 
-        wait_for(healthy, 30, "serve to be ready over TLS")
+        wait_until(healthy, 30, "serve to be ready over TLS")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        finally:
+            stop(proc, 0, group=True)  # SIGKILL if SIGTERM was not enough (the test fails above then)
     assert _startup_url(err, "serving", tls_redis.port)
     assert PASSWORD not in out + err

@@ -17,7 +17,8 @@ from core.requests import Status
 from sandbox.helm import recorded_argv
 from sandbox.signing import action_body, post, sign, slash_body
 from tests.conftest import SIGNING_SECRET, Service, plate_config
-from tests.faults.conftest import running_service, wait_for
+from tests.faults.conftest import running_service
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 ENVS = ("stg", "dev")  # plus prod: three environments
@@ -76,9 +77,9 @@ def test_two_replicas_two_workers_three_environments(plate_env, fake_slack, kube
         _concurrently([partial(_command, r, f"deploy {e} 1.5.{n}", f"U0U{n}", f"t-{e}-{n}") for r, e, n in sends])
         _command(a, "deploy prod 1.6.0", "U0BOB", "t-prod-1")
         _command(b, "deploy prod 1.6.1", "U0DAVE", "t-prod-2")
-        prod = wait_for(lambda: _planned_prod(a), 30, "both prod plans")
+        prod = wait_until(lambda: _planned_prod(a), 30, "both prod plans")
         _concurrently([lambda: _click(a, prod[0], "U0ALICE"), lambda: _click(b, prod[1], "U0CAROL")])
-        wait_for(
+        wait_until(
             lambda: _settled(a) and all(a.runtime.store.lock_holder(e) is None for e in (*ENVS, "prod")),
             60,
             "every job to finish and every lock to be released",

@@ -15,7 +15,8 @@ import pytest
 from core.slack import SlackError, SlackGateway, make_client
 from sandbox.slack import FakeSlack
 from tests.conftest import BOT_TOKEN, Service
-from tests.faults.conftest import thread_text, wait_for
+from tests.faults.conftest import thread_text
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 CHANNEL = "C0DEPLOYS"
@@ -58,7 +59,7 @@ def test_update_that_times_out_is_sent_again_and_ends_in_the_right_state(fake_sl
     ts = slack.post(CHANNEL, "deploy prod: running")
     fake_slack.fail_next("chat.update", delay=1.5)
     slack.update(CHANNEL, ts, "deploy prod: succeeded")
-    wait_for(lambda: len(fake_slack.calls_to("chat.update")) == 2, 20, "the retried edit")
+    wait_until(lambda: len(fake_slack.calls_to("chat.update")) == 2, 20, "the retried edit")
     time.sleep(0.6)  # let the late first edit land as well
     messages = fake_slack.messages(CHANNEL)
     assert [m.text for m in messages] == ["deploy prod: succeeded"]
@@ -79,7 +80,7 @@ def test_post_applied_after_a_timeout_is_at_least_once(fake_slack: FakeSlack) ->
     (at-least-once for posts): the report is never lost; at most one extra copy appears."""
     fake_slack.fail_next("chat.postMessage", delay=1.5)
     gateway(fake_slack).post(CHANNEL, "deploy prod failed")
-    wait_for(lambda: len(fake_slack.messages(CHANNEL)) >= 2, 10, "the late first post")
+    wait_until(lambda: len(fake_slack.messages(CHANNEL)) >= 2, 10, "the late first post")
     assert [m.text for m in fake_slack.messages(CHANNEL)] == ["deploy prod failed"] * 2
 
 

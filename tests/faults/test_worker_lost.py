@@ -25,7 +25,8 @@ from core.queue import fetch_job
 from core.requests import Status
 from sandbox.helm import read_releases, set_behaviour
 from tests.conftest import Service
-from tests.faults.conftest import install_release, processes_running, wait_for
+from tests.faults.conftest import install_release, processes_running
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -49,9 +50,9 @@ def _hanging_stg_deploy(service: Service, helm_bin, helm_state) -> tuple[str, ps
         procs = _upgrades(helm_bin)
         return procs[0] if procs else None
 
-    helm = wait_for(upgrade, 30, "helm upgrade to start")
+    helm = wait_until(upgrade, 30, "helm upgrade to start")
     pending = lambda: read_releases(helm_state, "plate-web", "plate-stg")[-1]["info"]["status"] == "pending-upgrade"  # noqa: E731
-    wait_for(pending, 30, "helm upgrade to be waiting on the rollout")
+    wait_until(pending, 30, "helm upgrade to be waiting on the rollout")
     assert service.runtime.store.lock_holder("stg")["state"] == "running"
     return request.id, helm
 
@@ -93,16 +94,16 @@ def test_sigkilled_worker_is_reported_lost_and_frees_the_lock(
     assert "context canceled" in revisions[1]["info"]["description"]
 
     request = service.runtime.store.get(request_id)
-    wait_for(lambda: "was lost" in _thread(service), 20, "the lost-worker report")
+    wait_until(lambda: "was lost" in _thread(service), 20, "the lost-worker report")
     job = fetch_job(request.job_id, service.runtime.connection)
     # RQ's cleanup runs the failure callback (the report) and moves the job to FAILED in one sweep, in
     # that order: the report can be seen a moment before the status.
-    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FAILED, 30, "RQ to mark the job failed")
+    wait_until(lambda: job.get_status(refresh=True) == JobStatus.FAILED, 30, "RQ to mark the job failed")
     assert service.runtime.store.lock_holder("stg") is None
     text = _thread(service)
     assert "check it with `/plate status`" in text and "follows as soon as a worker is free" in text
     workers(**cluster_access)  # the worker's Deployment starts a new pod
-    wait_for(lambda: "Now: Release" in _thread(service), 30, "the helm status from a worker")
+    wait_until(lambda: "Now: Release" in _thread(service), 30, "the helm status from a worker")
     text = _thread(service)
     assert "Now: Release `plate-web` revision 3: *deployed*" in text
     assert "could not be read" not in text
@@ -123,15 +124,15 @@ def test_horse_killed_while_worker_lives_is_reported_at_once(keeper, workers, he
     psutil.wait_procs([helm], timeout=30)
     assert not helm.is_running() or helm.status() == psutil.STATUS_ZOMBIE
     assert _upgrades(helm_bin) == []
-    wait_for(lambda: "was lost" in _thread(service), 30, "the lost-worker report")
+    wait_until(lambda: "was lost" in _thread(service), 30, "the lost-worker report")
     assert service.runtime.store.lock_holder("stg") is None
     assert worker.proc.poll() is None  # the worker itself lives on
-    wait_for(lambda: "Now: Release" in _thread(service), 30, "the helm status (the report_lost job)")
+    wait_until(lambda: "Now: Release" in _thread(service), 30, "the helm status (the report_lost job)")
 
     set_behaviour(helm_state, upgrade="ok")
     service.slack.reset()
     service.command("status stg")
-    wait_for(
+    wait_until(
         lambda: any("status stg" in m.text and "succeeded" in m.text for m in service.slack.messages()),
         30,
         "the next job on the same worker",

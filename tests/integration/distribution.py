@@ -22,8 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tarfile
 import threading
@@ -38,6 +36,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from tests.processes import free_port
+from tests.processes import stop as stop_process
+from tests.waiting import wait_until
+
 BINARY = "docker-registry"
 REPO = "plate/plate-web"
 TAG = "1.4.0"
@@ -51,12 +53,6 @@ ISSUER = "plate-test-token-issuer"
 
 def binary() -> str | None:
     return shutil.which(BINARY) or (f"/usr/bin/{BINARY}" if os.path.exists(f"/usr/bin/{BINARY}") else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bcrypt_hash(password: str) -> str:
@@ -215,27 +211,25 @@ def _start(workdir: Path, name: str, storage: Path, auth: dict[str, Any]) -> Reg
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen([exe, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    log_tail = lambda: (workdir / f"{name}.log").read_text()[-2000:]  # noqa: E731
+
+    def answers() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"{BINARY} exited: {(workdir / f'{name}.log').read_text()[-2000:]}")
+            raise RuntimeError(f"{BINARY} exited: {log_tail()}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/v2/", timeout=1).status_code in (200, 401):
-                return Registry(url, f"127.0.0.1:{port}", proc)
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError(f"{BINARY} did not start: {(workdir / f'{name}.log').read_text()[-2000:]}")
+            return httpx.get(f"{url}/v2/", timeout=1).status_code in (200, 401)
+        return False
+
+    try:
+        wait_until(answers, 15, f"{BINARY} to start", diagnose=log_tail)
+    except BaseException:
+        stop(proc)
+        raise
+    return Registry(url, f"127.0.0.1:{port}", proc)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    stop_process(proc, 5, group=True)
 
 
 def _layer() -> bytes:

@@ -6,29 +6,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT
+from tests.processes import reap_strays, stop
+from tests.waiting import wait_until
 
 PLATE_BOT = [sys.executable, "-m", "bot"]
 LOGS: dict[int, Path] = {}  # pid -> the file its stderr (the JSON logs) goes to
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, bytes]:
@@ -60,40 +53,49 @@ def sample(page: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: s
     return page.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def stderr_of(proc: subprocess.Popen[str]) -> str:
     return LOGS[proc.pid].read_text()
 
 
 def up(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> None:
     """Wait until `url` answers at all (any status), failing early if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"exited {proc.returncode}:\n{stderr_of(proc)}")
         try:
             get(url, timeout=1)
-            return
+            return True
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{url} did not come up")
+            return False
+
+    wait_until(answers, timeout, f"{url} to come up", diagnose=lambda: stderr_of(proc))
+
+
+def serving_url(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    """The base URL of a `plate-bot serve --port 0`: the port it bound, from its "serving" log line."""
+
+    def port() -> int | None:
+        for line in stderr_of(proc).splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("message") == "serving":
+                    return int(record["port"])
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}:\n{stderr_of(proc)}")
+        return None
+
+    return f"http://127.0.0.1:{wait_until(port, timeout, 'the serving line', diagnose=lambda: stderr_of(proc))}"
 
 
 class Processes:
-    """Started processes; `close()` kills whatever is still running, group and all."""
+    """Started processes; `close()` stops whatever is still running, group and all (SIGTERM, then SIGKILL
+    after a bound), and the embedded redis-server of any started without REDIS_URL."""
 
     def __init__(self, env: Mapping[str, str | None], log_dir: Path) -> None:
         self.env, self.log_dir = env, log_dir
         self.started: list[subprocess.Popen[str]] = []
+        self.data_dirs: list[Path] = []  # where embedded redis-servers work
 
     def start(self, *args: str, **overrides: str | None) -> subprocess.Popen[str]:
         env = dict(os.environ)
@@ -115,18 +117,15 @@ class Processes:
             )
         LOGS[proc.pid] = log
         self.started.append(proc)
+        if not env.get("REDIS_URL") and env.get("PLATE_DATA_DIR"):
+            self.data_dirs.append(Path(env["PLATE_DATA_DIR"]))
         return proc
 
     def close(self) -> None:
         for proc in self.started:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
             # Leftovers of a process that exited by itself (an orphaned helm) share its group id.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop(proc, group=True)
+        reap_strays(*self.data_dirs)
 
 
 @contextlib.contextmanager

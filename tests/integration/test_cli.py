@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +14,10 @@ import pytest
 
 from sandbox.signing import post, sign, slash_body
 from tests.conftest import SIGNING_SECRET
+from tests.integration.procs import processes, serving_url, up
+from tests.waiting import wait_until
 
 PLATE_BOT = [sys.executable, "-m", "bot"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, dict]:
@@ -34,50 +28,19 @@ def get(url: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
-
-
 @pytest.fixture
 def serve(plate_env: dict, tmp_path: Path):
-    """Start `plate-bot serve` with the test environment; yields (base_url, process, env)."""
-    procs: list[subprocess.Popen] = []
+    """Start `plate-bot serve --port 0` with the test environment; yields (base_url, process). Stopped
+    at teardown (SIGTERM, then SIGKILL), with the embedded redis-server of one started without REDIS_URL."""
+    with processes({"PLATE_DATA_DIR": str(tmp_path / "data")}, tmp_path) as procs:
 
-    def start(**env_overrides: str | None) -> tuple[str, subprocess.Popen]:
-        port = free_port()
-        env = {**os.environ, "PLATE_DATA_DIR": str(tmp_path / "data")}
-        for key, value in env_overrides.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
-        proc = subprocess.Popen(
-            [*PLATE_BOT, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/healthz", proc)
-        return base, proc
+        def start(**env_overrides: str | None) -> tuple[str, subprocess.Popen]:
+            proc = procs.start("serve", "--host", "127.0.0.1", "--port", "0", **env_overrides)
+            base = serving_url(proc)
+            up(base + "/healthz", proc)
+            return base, proc
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        yield start
 
 
 def test_serve_answers_probes_metrics_and_signed_commands(serve, fake_slack) -> None:
@@ -106,7 +69,12 @@ def test_embedded_serve_runs_a_job_without_any_redis_server(serve, fake_slack, k
     form = slash_body("status stg", user="U0BOB", trigger_id="embedded-1")
     status, _h, _d = post(base + "/slack/events", form, sign(SIGNING_SECRET, form))
     assert status == 200
-    fake_slack.wait_for(lambda s: any("status stg" in m.text and "succeeded" in m.text for m in s.messages()), 20)
+    wait_until(
+        lambda: any("status stg" in m.text and "succeeded" in m.text for m in fake_slack.messages()),
+        20,
+        "the status job's report",
+        diagnose=fake_slack.dump,
+    )
 
 
 def test_bad_environments_file_stops_with_one_line(plate_env: dict, tmp_path: Path) -> None:

@@ -30,8 +30,9 @@ from tests.conftest import Service, plate_config, write_config
 from tests.integration.k8s_fixtures import ago
 from tests.integration.test_redaction_e2e import everything_slack_got
 from tests.integration.test_redaction_e2e import log_file as log_file  # a fixture
-from tests.integration.test_watcher import Watchers, wait
+from tests.integration.test_watcher import Watchers
 from tests.leaks import LEAKS, OPENBAO_TOKEN, Leak, fragments, known_secret
+from tests.waiting import wait_until
 
 NS = "plate-prod"
 
@@ -233,10 +234,10 @@ def test_corpus_through_the_watcher(
     incidents = len(groups) + len(LEAKS) + 1
     watchers.start("w1")
     roots = lambda: [c for c in fake_slack.calls_to("chat.postMessage") if "thread_ts" not in c.params]  # noqa: E731
-    wait(lambda: len(roots()) >= incidents, timeout=60, what="a root per incident")
-    wait(lambda: sum("*Diagnosis of" in str(c.params.get("text")) or "*Argo CD check" in str(c.params.get("text"))
-                     for c in fake_slack.calls_to("chat.postMessage")) >= len(groups) + 1, timeout=60,
-         what="the diagnoses")  # fmt: skip
+    wait_until(lambda: len(roots()) >= incidents, timeout=60, what="a root per incident")
+    wait_until(lambda: sum("*Diagnosis of" in str(c.params.get("text")) or "*Argo CD check" in str(c.params.get("text"))
+                           for c in fake_slack.calls_to("chat.postMessage")) >= len(groups) + 1, timeout=60,
+               what="the diagnoses")  # fmt: skip
     time.sleep(0.5)
     assert_nothing_leaked(everything_slack_got(fake_slack))
     texts = "\n".join(str(c.params.get("text", "")) for c in fake_slack.calls_to("chat.postMessage"))

@@ -19,7 +19,9 @@ from core.requests import Status
 from sandbox.helm import set_behaviour
 from sandbox.slack import FakeSlack
 from tests.conftest import Service
-from tests.integration.procs import PLATE_BOT, free_port, get_json, metrics, processes, sample, up, wait_until
+from tests.integration.procs import PLATE_BOT, get_json, metrics, processes, sample, up
+from tests.processes import free_port
+from tests.waiting import wait_until
 
 
 def base(service: Service) -> str:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from sandbox.kubeapi import FakeKubeAPI
 from sandbox.slack import FakeSlack
 from tests.conftest import plate_config
 from tests.integration.test_watcher import Watchers
+from tests.waiting import wait_until
 from workers import kube as kube_module
 from workers.kube import KubeGateway
 
@@ -29,14 +29,6 @@ def secret(name: str, ns: str = NS, type_: str = "Opaque", **values: str) -> dic
     data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
     return {"apiVersion": "v1", "kind": "Secret", "type": type_, "metadata": {"name": name, "namespace": ns},
             "data": data}  # fmt: skip
-
-
-def wait(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return result
 
 
 @pytest.fixture
@@ -95,7 +87,7 @@ def test_the_watcher_knows_the_secrets_before_it_watches_and_follows_them(
     kube_api.put(secret("openbao-token", token="wTok1Ab9Cd8Ef7Gh"))
     kube_api.put(secret("db", "plate-stg", password="stgPw2Xy8Zq"))
     watcher = watchers.start("w1")
-    wait(lambda: watcher.active)
+    wait_until(lambda: watcher.active)
     # Listed before any other stream started: known by the time the watcher is active.
     assert known("wTok1Ab9Cd8Ef7Gh") and known("stgPw2Xy8Zq")
     secret_streams = [s for s in watcher.streams if s.key.kind == "secrets"]
@@ -103,16 +95,16 @@ def test_the_watcher_knows_the_secrets_before_it_watches_and_follows_them(
     assert watcher.streams[: len(secret_streams)] == secret_streams
 
     kube_api.put(secret("registry", password="newPw3Rs7Tu"))  # created
-    wait(lambda: known("newPw3Rs7Tu"))
+    wait_until(lambda: known("newPw3Rs7Tu"))
     kube_api.put(secret("openbao-token", token="rotTok4Vw6Xy"))  # rotated: the old value is forgotten
-    wait(lambda: known("rotTok4Vw6Xy") and not known("wTok1Ab9Cd8Ef7Gh"))
+    wait_until(lambda: known("rotTok4Vw6Xy") and not known("wTok1Ab9Cd8Ef7Gh"))
     kube_api.delete("v1", "Secret", "registry", NS)  # deleted
-    wait(lambda: not known("newPw3Rs7Tu"))
+    wait_until(lambda: not known("newPw3Rs7Tu"))
     # 410 Gone: the relist replaces the namespace; a Secret deleted meanwhile is dropped too.
-    wait(lambda: all(s.watching for s in secret_streams))
+    wait_until(lambda: all(s.watching for s in secret_streams))
     kube_api.delete("v1", "Secret", "db", "plate-stg")
     kube_api.expire_watches()
-    wait(lambda: not known("stgPw2Xy8Zq"))
+    wait_until(lambda: not known("stgPw2Xy8Zq"))
     # The Secrets never reach the classification (their stream feeds only the registry).
     assert all(kind != "secrets" for view in watcher.views.values() for kind, _ in view.objects)
     assert watcher.queue.qsize() == 0 or all(item.key.kind != "secrets" for item in list(watcher.queue.queue))
@@ -123,5 +115,5 @@ def test_the_watcher_starts_without_secrets_it_may_not_list(
 ) -> None:
     kube_api.fail("GET", r"/secrets", 403, times=None, message="secrets is forbidden")
     watcher = watchers.start("w1")
-    wait(lambda: watcher.active, timeout=5)  # not the 10 s wait: a 403 answers the question
+    wait_until(lambda: watcher.active, timeout=5)  # not the 10 s wait: a 403 answers the question
     assert any(s.key.kind == "pods" and s.is_alive() for s in watcher.streams)

@@ -19,7 +19,8 @@ from sandbox.kubeapi import FakeKubeAPI
 from sandbox.signing import post, sign, slash_body
 from sandbox.slack import FakeSlack
 from tests.conftest import SIGNING_SECRET, Service
-from tests.integration.procs import free_port, get_json, processes, stderr_of, up, wait_until
+from tests.integration.procs import get_json, processes, serving_url, stderr_of, up
+from tests.waiting import wait_until
 
 
 def env_of(plate_env: dict[str, Any]) -> dict[str, str]:
@@ -47,10 +48,9 @@ def finished_after(fake_slack: FakeSlack, moment: float) -> bool:
 def test_serve_drains_in_flight_work_refuses_new_requests_and_exits_0(
     plate_env: dict[str, Any], fake_slack: FakeSlack, redis_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     with processes(env_of(plate_env), tmp_path) as procs:
-        serve = procs.start("serve", "--host", "127.0.0.1", "--port", str(port))
+        serve = procs.start("serve", "--host", "127.0.0.1", "--port", "0")
+        base = serving_url(serve)
         up(base + "/healthz", serve)
         assert get_json(base + "/readyz")[0] == 200
         fake_slack.fail_next("chat.postMessage", delay=3.0)  # the card post, after the ack, is slow
@@ -77,11 +77,10 @@ def test_embedded_serve_finishes_the_running_job_then_stops_http(
     """REDIS_URL unset: the worker in the main thread warm-shuts (the job finishes), then HTTP drains."""
     kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "plate-stg"}})
     set_behaviour(helm_state, delay=2.0)  # `helm status` takes 2 s: the job is running when SIGTERM comes
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**env_of(plate_env), "REDIS_URL": None, "PLATE_DATA_DIR": str(tmp_path / "data")}
     with processes(env, tmp_path) as procs:
-        serve = procs.start("serve", "--host", "127.0.0.1", "--port", str(port))
+        serve = procs.start("serve", "--host", "127.0.0.1", "--port", "0")
+        base = serving_url(serve)
         up(base + "/healthz", serve)
         assert command(base, "status stg") == 200
         wait_until(lambda: "helm status" in the_thread(fake_slack), what="the job to start")

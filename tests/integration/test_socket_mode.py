@@ -13,7 +13,8 @@ from typing import Any
 from sandbox.signing import slash_body
 from sandbox.slack import FakeSlack
 from sandbox.socketmode import FakeSocketMode
-from tests.integration.procs import PLATE_BOT, free_port, processes, stderr_of, up, wait_until
+from tests.integration.procs import PLATE_BOT, processes, serving_url, stderr_of, up
+from tests.waiting import wait_until
 
 
 def env_of(plate_env: dict[str, Any]) -> dict[str, str]:
@@ -28,14 +29,13 @@ def slash_payload(text: str, user: str = "U0BOB") -> dict[str, str]:
 def test_socket_mode_acks_over_the_socket_posts_through_the_api_and_closes_on_sigterm(
     plate_env: dict[str, Any], fake_slack: FakeSlack, tmp_path: Path
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     with (
         FakeSocketMode() as socket_mode,
         processes({**env_of(plate_env), "SLACK_APP_TOKEN": "xapp-1-A0PLATE-0000-test"}, tmp_path) as procs,
     ):
         fake_slack.socket_mode_url = socket_mode.url
-        serve = procs.start("serve", "--socket-mode", "--host", "127.0.0.1", "--port", str(port))
+        serve = procs.start("serve", "--socket-mode", "--host", "127.0.0.1", "--port", "0")
+        base = serving_url(serve)
         up(base + "/healthz", serve)  # probes and metrics stay on HTTP
         socket_mode.wait_connected()
         assert fake_slack.calls_to("apps.connections.open")
