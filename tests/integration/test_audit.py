@@ -30,6 +30,8 @@ from tests.integration.releases import (
     newest_request,
     sim_fixture,  # noqa: F401 - the `sim` fixture
 )
+from tests.processes import stop
+from tests.waiting import wait_until
 
 
 def events(service: Service, request_id: str) -> list[tuple[str, str]]:
@@ -121,7 +123,7 @@ def test_a_worker_killed_mid_rollback_is_recorded_lost_and_its_lock_released(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PLATE_WORKER_HEARTBEAT": "1", "LOG_LEVEL": "WARNING"}
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [str(Path(sys.executable).with_name("plate-bot")), "worker"],
+        [str(Path(sys.executable).with_name("plate-bot")), "worker", "--metrics-port", "0"],  # no /metrics
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -130,15 +132,18 @@ def test_a_worker_killed_mid_rollback_is_recorded_lost_and_its_lock_released(
     try:
         service.command("rollback stg")
         request = service.wait(lambda: service.request_ids() and newest_request(service))
-        deadline = time.monotonic() + 60
+
         # Kill only once helm is inside its wait (its pending revision is stored): earlier, helm has not yet
         # set up its own SIGTERM handling and the test would be about helm's start-up, not plate-bot.
-        while not (
-            any(a[0] == "rollback" for a in recorded_argv(helm_state))
-            and read_releases(helm_state, "plate-web", "plate-stg")[-1]["info"]["status"].startswith("pending")
-        ):
-            assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-            time.sleep(0.05)
+        def helm_waiting() -> bool:
+            if any(a[0] == "rollback" for a in recorded_argv(helm_state)) and read_releases(
+                helm_state, "plate-web", "plate-stg"
+            )[-1]["info"]["status"].startswith("pending"):
+                return True
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            return False
+
+        wait_until(helm_waiting, 60, "helm rollback to wait", diagnose=(tmp_path / "worker.log").read_text)
         time.sleep(0.5)  # the fake helm stores the pending revision a moment before it handles SIGTERM
         assert service.runtime.store.lock_holder("stg")["state"] == "running"
         os.killpg(worker.pid, signal.SIGKILL)
@@ -155,8 +160,7 @@ def test_a_worker_killed_mid_rollback_is_recorded_lost_and_its_lock_released(
         lost = next(r for r in service.runtime.store.audit_entries(request=request.id) if r["event"] == "job.lost")
         assert lost["detail"] == "AbandonedJobError" and lost["job"] == request.job_id
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop(worker, 0, group=True)  # already killed, unless the test failed before
         for proc in psutil.process_iter(["cmdline"]):
             with contextlib.suppress(psutil.Error):
                 if any(str(helm_bin) in a for a in proc.info["cmdline"] or []):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import replace
 from typing import Any, cast
 
@@ -12,6 +11,7 @@ import redis
 
 from core.errors import UserError
 from core.store import Store
+from tests.waiting import wait_until
 from workers.watcher.classify import Observation, Reason, Workload
 from workers.watcher.incidents import Effect, Incident, on_observation
 from workers.watcher.store import WatchStore
@@ -29,10 +29,7 @@ def test_lease_is_taken_once_renewed_and_released_only_by_its_holder(redis_conn:
     assert watch_keys.release_lease("watch", "a") is True
     assert watch_keys.lease_holder("watch") is None
     assert watch_keys.acquire_lease("watch", "b", 0.2) is True
-    deadline = time.monotonic() + 5
-    while watch_keys.lease_holder("watch") is not None:  # it lapses on its own
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: watch_keys.lease_holder("watch") is None, 5, "the lease to lapse on its own")
     assert watch_keys.acquire_lease("watch", "a", 30) is True
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from sandbox.cluster import SimulatedCluster
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.slack import Call, FakeSlack
 from tests.conftest import BOT_TOKEN, ROOT, plate_config, write_config
+from tests.waiting import wait_until
 from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.watcher.incidents import Incident
@@ -80,16 +81,6 @@ def posts(slack: FakeSlack) -> list[Call]:
 
 def updates(slack: FakeSlack) -> list[Call]:
     return [c for c in slack.calls_to("chat.update") if c.params.get("channel") == INC and c.status == 200]
-
-
-def wait(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Watchers:
@@ -183,7 +174,7 @@ def test_one_thread_per_incident_through_410_and_dropped_streams_then_resolved(
     watcher = watchers.start("w1")
     kube_api.put(deployment("9.9.9"))
 
-    wait(lambda: len(posts(fake_slack)) == 3, what="root + diagnosis")
+    wait_until(lambda: len(posts(fake_slack)) == 3, what="root + diagnosis")
     root, body, change = posts(fake_slack)
     assert "thread_ts" not in root.params
     assert root.params["text"] == "[critical] prod: Image pull failing — Deployment/plate-web"
@@ -207,31 +198,31 @@ def test_one_thread_per_incident_through_410_and_dropped_streams_then_resolved(
     assert (button["action_id"], button["value"]) == ("plate_request_rollback", "prod")
 
     # 410 Gone mid-stream: every stream lists again; nothing is announced again.
-    wait(lambda: all(s.watching for s in watcher.streams), what="every stream watching")
+    wait_until(lambda: all(s.watching for s in watcher.streams), what="every stream watching")
     listed = {s.key: s.lists for s in watcher.streams}
     kube_api.expire_watches()
-    wait(lambda: all(s.lists > listed[s.key] for s in watcher.streams), what="relists after 410")
+    wait_until(lambda: all(s.lists > listed[s.key] for s in watcher.streams), what="relists after 410")
     # A dropped connection: every stream resumes from its last resourceVersion, without a list.
-    wait(lambda: all(s.watching for s in watcher.streams), what="every stream watching again")
+    wait_until(lambda: all(s.watching for s in watcher.streams), what="every stream watching again")
     broken = {s.key: (s.failures_total, s.lists) for s in watcher.streams}
     kube_api.drop_watches()
-    wait(lambda: all(s.failures_total > broken[s.key][0] for s in watcher.streams), what="streams to notice")
+    wait_until(lambda: all(s.failures_total > broken[s.key][0] for s in watcher.streams), what="streams to notice")
     assert all(s.lists == broken[s.key][1] for s in watcher.streams)
     # Recurrences keep coming through the resumed streams: the root's counter moves, nothing is posted.
     seen = len(updates(fake_slack))
-    wait(lambda: len(updates(fake_slack)) > seen + 2, what="counter edits after the drop")
+    wait_until(lambda: len(updates(fake_slack)) > seen + 2, what="counter edits after the drop")
     assert len(posts(fake_slack)) == 3
 
     sim.clear_failures()
     kube_api.put(deployment("1.4.0"))
-    wait(lambda: len(posts(fake_slack)) == 4, what="the resolution")
+    wait_until(lambda: len(posts(fake_slack)) == 4, what="the resolution")
     resolution = posts(fake_slack)[3]
     assert resolution.params["thread_ts"] == root_ts
     assert resolution.params["text"].startswith(":white_check_mark: Resolved after 1 min: `Deployment/plate-web`")
-    wait(lambda: updates(fake_slack)[-1].params["text"].startswith("[resolved]"), what="root marked resolved")
+    wait_until(lambda: updates(fake_slack)[-1].params["text"].startswith("[resolved]"), what="root marked resolved")
     assert {c.params["ts"] for c in updates(fake_slack)} == {root_ts}  # edits touch only the root
     assert "seen " in json.dumps(updates(fake_slack)[-1].params["blocks"])
-    wait(lambda: store.active_incidents() == [], what="nothing owed any more")
+    wait_until(lambda: store.active_incidents() == [], what="nothing owed any more")
     time.sleep(0.3)  # a few more rounds: nothing else is sent
     assert len(posts(fake_slack)) == 4
 
@@ -241,12 +232,12 @@ def test_a_restarted_watcher_does_not_announce_again(
 ) -> None:
     sim.fail_images(r":9\.9\.9$", "CrashLoopBackOff")
     kube_api.put(deployment("9.9.9"))
-    pods = wait(lambda: len(kube_api.list("v1", "Pod", NS)) == 2 and kube_api.list("v1", "Pod", NS), what="pods")
+    pods = wait_until(lambda: len(kube_api.list("v1", "Pod", NS)) == 2 and kube_api.list("v1", "Pod", NS), what="pods")
     for pod in pods:  # what the crashed containers said before dying (read with previous=true)
         log = "starting plate-web\nconnecting with password=hunter2-secret\npanic: config missing\n"
         kube_api.set_log(NS, pod["metadata"]["name"], log, container="web", previous=True)
     first = watchers.start("w1")
-    wait(lambda: len(posts(fake_slack)) == 4, what="root, findings, logs, change")
+    wait_until(lambda: len(posts(fake_slack)) == 4, what="root, findings, logs, change")
     assert posts(fake_slack)[0].params["text"] == "[critical] prod: Crash loop — Deployment/plate-web"
     logs = posts(fake_slack)[2].params["text"]
     assert "*Last log lines* `plate-web-" in logs and "panic: config missing" in logs
@@ -256,16 +247,18 @@ def test_a_restarted_watcher_does_not_announce_again(
     edits = len(updates(fake_slack))
 
     second = watchers.start("w2")
-    wait(lambda: second.active and all(s.lists for s in second.streams), what="the second watcher")
-    wait(lambda: len(updates(fake_slack)) > edits, what="the counter edited by the second watcher")
+    wait_until(lambda: second.active and all(s.lists for s in second.streams), what="the second watcher")
+    wait_until(lambda: len(updates(fake_slack)) > edits, what="the counter edited by the second watcher")
     assert len(posts(fake_slack)) == 4  # no second root, no second diagnosis
 
     sim.clear_failures()
     kube_api.put(deployment("1.4.0"))
-    wait(lambda: len(posts(fake_slack)) == 5, what="the resolution")
+    wait_until(lambda: len(posts(fake_slack)) == 5, what="the resolution")
     assert posts(fake_slack)[4].params["text"].startswith(":white_check_mark: Resolved")
     root = fake_slack.messages(INC)[0]
-    wait(lambda: fake_slack.thread(INC, root.ts)[0].text.startswith("[resolved]"), what="the root marked resolved")
+    wait_until(
+        lambda: fake_slack.thread(INC, root.ts)[0].text.startswith("[resolved]"), what="the root marked resolved"
+    )
 
 
 def test_argocd_sync_failure_and_secret_sync_incidents(
@@ -299,8 +292,8 @@ def test_argocd_sync_failure_and_secret_sync_incidents(
         }
     )  # fmt: skip
     watchers.start("w1")
-    wait(lambda: len([c for c in posts(fake_slack) if "thread_ts" not in c.params]) == 2, what="two roots")
-    wait(lambda: len(posts(fake_slack)) == 6, what="two diagnoses")
+    wait_until(lambda: len([c for c in posts(fake_slack) if "thread_ts" not in c.params]) == 2, what="two roots")
+    wait_until(lambda: len(posts(fake_slack)) == 6, what="two diagnoses")
     by_root = {c.params["text"] for c in posts(fake_slack) if "thread_ts" not in c.params}
     assert by_root == {
         "[critical] prod: Argo CD sync failed — Application/plate-web-prod",
@@ -319,7 +312,7 @@ def test_argocd_sync_failure_and_secret_sync_incidents(
         {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}, "conditions": None},
         "argocd",
     )
-    wait(lambda: len(posts(fake_slack)) == 7, what="the Argo CD resolution")
+    wait_until(lambda: len(posts(fake_slack)) == 7, what="the Argo CD resolution")
     assert "`Application/plate-web-prod` in `prod` is healthy again" in posts(fake_slack)[6].params["text"]
     assert len(store.active_incidents()) == 1  # the ExternalSecret is still broken
 
@@ -333,23 +326,23 @@ def test_two_watcher_processes_one_leader_and_a_handover_without_duplicates(
     logs = [open(tmp_path / f"watch-{i}.log", "w") for i in range(2)]  # noqa: SIM115 - closed below
     procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log) for log in logs]
     try:
-        holder = wait(lambda: store.lease_holder("watch"), timeout=20, what="a leader")
+        holder = wait_until(lambda: store.lease_holder("watch"), timeout=20, what="a leader")
         leader = next(p for p in procs if f"-{p.pid}-" in holder)
         standby = next(p for p in procs if p is not leader)
         sim.fail_images(r":9\.9\.9$", "ImagePullBackOff")
         kube_api.put(deployment("9.9.9"))
-        wait(lambda: len(posts(fake_slack)) == 3, timeout=20, what="root + diagnosis")
+        wait_until(lambda: len(posts(fake_slack)) == 3, timeout=20, what="root + diagnosis")
 
         def diagnosed() -> bool:
             raws = store.active_incidents()
             return bool(raws) and Incident.from_storage(raws[0]).diagnosed
 
-        wait(diagnosed, what="the diagnosis recorded")
+        wait_until(diagnosed, what="the diagnosis recorded")
         leader.send_signal(signal.SIGKILL)  # no goodbye, no lease release
         leader.wait(5)
         sim.clear_failures()
         kube_api.put(deployment("1.4.0"))
-        wait(lambda: len(posts(fake_slack)) == 4, timeout=20, what="the standby's resolution")
+        wait_until(lambda: len(posts(fake_slack)) == 4, timeout=20, what="the standby's resolution")
         assert f"-{standby.pid}-" in str(store.lease_holder("watch"))
         roots = [c for c in posts(fake_slack) if "thread_ts" not in c.params]
         assert len(roots) == 1 and posts(fake_slack)[3].params["text"].startswith(":white_check_mark: Resolved")
@@ -370,7 +363,7 @@ def test_two_watcher_processes_one_leader_and_a_handover_without_duplicates(
 
 def test_healthz_and_metrics(watchers: Watchers) -> None:
     watcher = watchers.start("w1")
-    wait(lambda: watcher.active, what="leadership")
+    wait_until(lambda: watcher.active, what="leadership")
     server = serve_health(watcher, "127.0.0.1", 0)
     try:
         url = f"http://127.0.0.1:{server.server_port}"
