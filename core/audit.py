@@ -22,6 +22,7 @@ from typing import Protocol
 
 from core.redact import REDACTOR
 from core.requests import Request, Status, Verb
+from core.versioned import Versioned
 
 log = logging.getLogger("plate.audit")
 
@@ -45,8 +46,32 @@ class Event(StrEnum):
     AUTOSYNC_PAUSED = "argocd.autosync_paused"
 
 
+class AuditRecord(Versioned):
+    """One audit record as stored (a flat map of short strings in the stream). Versioned: a reader skips
+    fields a newer writer added and defaults the ones an older writer never wrote."""
+
+    event: str
+    at: str
+    request: str | None = None
+    env: str | None = None
+    verb: str | None = None
+    requester: str | None = None
+    user: str | None = None
+    job: str | None = None
+    outcome: str | None = None
+    seconds: str | None = None
+    detail: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        """The stream entry: strings only, empty fields and the default format left out."""
+        data = self.model_dump(exclude_none=True)
+        if data.get("format") == 1:
+            del data["format"]
+        return {k: str(v) for k, v in data.items()}
+
+
 # Every field a record may have; anything else is a programming error.
-FIELDS = ("event", "at", "request", "env", "verb", "requester", "user", "job", "outcome", "seconds", "detail")
+FIELDS = tuple(name for name in AuditRecord.model_fields if name != "format")
 DETAIL_LIMIT = 300
 VALUE_LIMIT = 80
 
@@ -67,7 +92,7 @@ def entry(event: Event, *, at: float, request: Request | None = None, **fields: 
         if value is None or value == "":
             continue
         record[key] = _clean(value, DETAIL_LIMIT if key == "detail" else VALUE_LIMIT)
-    return record
+    return AuditRecord.model_validate(record).fields()
 
 
 def args_text(args: dict[str, object]) -> str:

@@ -6,13 +6,14 @@ Time is passed in (`now`, epoch seconds), never read here, so expiry is tested w
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import Conflict, NotAllowed
+from core.versioned import Versioned
 
 # Choices a card may offer besides plain Approve; the approver's pick is kept in `Request.chosen`.
 PAUSE_AUTOSYNC = "pause-autosync"  # a rollback: pause the Argo CD Application's automated sync first
@@ -47,14 +48,17 @@ class Status(StrEnum):
         return self is not Status.PENDING
 
 
-@dataclass(frozen=True)
-class Vote:
+class Vote(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
     user: str
     at: float
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Versioned):
+    """A request for a verb on an environment, from its creation to its decision: the approval state
+    machine (pure transitions, `with_*`). Stored in Redis and carried by its jobs (`Versioned`)."""
+
     id: str
     verb: str
     env: str
@@ -63,7 +67,7 @@ class Request:
     created_at: float
     expires_at: float
     approvals_required: int
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = Field(default_factory=dict)
     status: Status = Status.PENDING
     approvals: tuple[Vote, ...] = ()
     decided_by: str | None = None
@@ -113,60 +117,45 @@ class Request:
         if option is not None and option not in self.offers:
             raise Conflict("That choice is not offered for this request any more; nothing was changed.")
         chosen = (*self.chosen, option) if option is not None and option not in self.chosen else self.chosen
-        votes = (*self.approvals, Vote(user, now))
+        votes = (*self.approvals, Vote(user=user, at=now))
         if len(votes) < self.approvals_required:
-            return replace(self, approvals=votes, chosen=chosen)
-        return replace(self, approvals=votes, chosen=chosen, status=Status.APPROVED, decided_by=user, decided_at=now)
+            return self.evolve(approvals=votes, chosen=chosen)
+        return self.evolve(approvals=votes, chosen=chosen, status=Status.APPROVED, decided_by=user, decided_at=now)
 
     def with_rejection(self, user: str, now: float, *, is_approver: bool, reason: str | None = None) -> Request:
         self._check_open(now)
         if not is_approver:
             raise NotAllowed(f"Only approvers for `{self.env}` can reject; the requester can Cancel.")
-        return replace(self, status=Status.REJECTED, decided_by=user, decided_at=now, reason=reason)
+        return self.evolve(status=Status.REJECTED, decided_by=user, decided_at=now, reason=reason)
 
     def with_cancel(self, user: str, now: float) -> Request:
         self._check_open(now)
         if user != self.requester:
             raise NotAllowed(f"Only <@{self.requester}>, who asked, can cancel this request.")
-        return replace(self, status=Status.CANCELLED, decided_by=user, decided_at=now)
+        return self.evolve(status=Status.CANCELLED, decided_by=user, decided_at=now)
 
     def with_expiry(self, now: float) -> Request:
         if not self.is_expired(now):
             raise Conflict("This request has not expired.")
-        return replace(self, status=Status.EXPIRED, decided_at=self.expires_at)
+        return self.evolve(status=Status.EXPIRED, decided_at=self.expires_at)
 
     def with_plan(self, digest: str, summary: list[str], offers: tuple[str, ...] = ()) -> Request:
         if self.status.final:
             raise Conflict(already_decided(self))
-        return replace(self, planned=True, plan_digest=digest, plan_summary=tuple(summary), offers=tuple(offers))
+        return self.evolve(planned=True, plan_digest=digest, plan_summary=tuple(summary), offers=tuple(offers))
 
     def with_nothing_to_do(self, now: float, reason: str) -> Request:
         """The plan found no change: close the request without asking anyone."""
         if self.status.final:
             raise Conflict(already_decided(self))
-        return replace(self, status=Status.CANCELLED, decided_at=now, reason=reason, planned=True)
+        return self.evolve(status=Status.CANCELLED, decided_at=now, reason=reason, planned=True)
 
     def queued_now(self, now: float) -> Request:
         """An environment that needs no approval: the request goes straight to the queue."""
-        return replace(self, status=Status.APPROVED, decided_at=now)
+        return self.evolve(status=Status.APPROVED, decided_at=now)
 
     def with_message(self, ts: str) -> Request:
-        return replace(self, message_ts=ts)
-
-    # storage -----------------------------------------------------------------------------
-    def for_storage(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
-
-    @classmethod
-    def from_storage(cls, raw: str | bytes) -> Self:
-        data = json.loads(raw)
-        data["status"] = Status(data["status"])
-        data["approvals"] = tuple(Vote(**v) for v in data.get("approvals", ()))
-        data["notes"] = tuple(data.get("notes", ()))
-        data["plan_summary"] = tuple(data.get("plan_summary", ()))
-        data["offers"] = tuple(data.get("offers", ()))
-        data["chosen"] = tuple(data.get("chosen", ()))
-        return cls(**data)
+        return self.evolve(message_ts=ts)
 
 
 def _hhmm(ts: float) -> str:

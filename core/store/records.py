@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from core.audit import AuditRecord
 from core.store.base import StorePart
 
 BACKUP_RETENTION = 30 * 86400
@@ -83,7 +84,7 @@ class RecordStore(StorePart):
         raw = self.redis.xrevrange(AUDIT, count=count)
         out = []
         for entry_id, fields in raw:
-            record = {k.decode(): v.decode() for k, v in fields.items()}
+            record = AuditRecord.model_validate({k.decode(): v.decode() for k, v in fields.items()}).fields()
             record["id"] = entry_id.decode()
             if request is None or record.get("request") == request:
                 out.append(record)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -59,7 +58,7 @@ def test_new_request_copies_args() -> None:
 
 @pytest.mark.parametrize(("rid", "job"), [("r1", "plate-r1"), ("01HZX", "plate-01HZX"), ("", "plate-")])
 def test_job_id_derived_from_id(rid: str, job: str) -> None:
-    assert replace(make(), id=rid).job_id == job
+    assert make().evolve(id=rid).job_id == job
 
 
 def test_requester_cannot_approve_even_if_approver() -> None:
@@ -76,7 +75,7 @@ def test_single_approval_decides() -> None:
     r = make().with_approval(ALICE, T0 + 5, is_approver=True)
     assert r.status is Status.APPROVED
     assert (r.decided_by, r.decided_at) == (ALICE, T0 + 5)
-    assert r.approvals == (Vote(ALICE, T0 + 5),)
+    assert r.approvals == (Vote(user=ALICE, at=T0 + 5),)
 
 
 def test_transitions_do_not_mutate() -> None:
@@ -89,7 +88,7 @@ def test_two_of_m() -> None:
     r = make(2)
     r1 = r.with_approval(ALICE, T0 + 1, is_approver=True)
     assert r1.status is Status.PENDING and r1.decided_by is None
-    assert r1.approvals == (Vote(ALICE, T0 + 1),)
+    assert r1.approvals == (Vote(user=ALICE, at=T0 + 1),)
     with pytest.raises(Conflict, match=r"You already approved this; it needs 1 more\."):
         r1.with_approval(ALICE, T0 + 2, is_approver=True)
     r2 = r1.with_approval(CAROL, T0 + 3, is_approver=True)

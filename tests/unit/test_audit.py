@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from core.audit import FIELDS, Event, args_text, entry, for_transition, line
@@ -69,15 +67,15 @@ PLANNED = PENDING.with_plan("d" * 64, ["plan"], (PAUSE_AUTOSYNC,))
     ("old", "new", "expected"),
     [
         (PENDING, PENDING.with_message("1.2"), []),
-        (replace(PENDING, planned=False), PLANNED, [("request.planned", "")]),
+        (PENDING.evolve(planned=False), PLANNED, [("request.planned", "")]),
         (
             PLANNED,
             PLANNED.with_approval("U0CAROL", 1, is_approver=True),
             [("request.approved", "U0CAROL"), ("lock.taken", "U0BOB")],
         ),
         (
-            replace(PLANNED, approvals_required=2),
-            replace(PLANNED, approvals_required=2).with_approval("U0CAROL", 1, is_approver=True),
+            PLANNED.evolve(approvals_required=2),
+            PLANNED.evolve(approvals_required=2).with_approval("U0CAROL", 1, is_approver=True),
             [("request.approval", "U0CAROL")],
         ),
         (PLANNED, PLANNED.with_rejection("U0ALICE", 1, is_approver=True), [("request.rejected", "U0ALICE")]),
@@ -107,7 +105,7 @@ def test_approval_records_the_digest_and_the_choice() -> None:
 
 
 def test_line_for_the_audit_channel() -> None:
-    approved = replace(PLANNED, status=Status.APPROVED, approvals=(Vote("U0CAROL", 1),), decided_by="U0CAROL")
+    approved = PLANNED.evolve(status=Status.APPROVED, approvals=(Vote(user="U0CAROL", at=1),), decided_by="U0CAROL")
     record = for_transition(PLANNED, approved, at=0)[0]
     assert line(record) == (
         "`1970-01-01 00:00:00 UTC` *request.approved* · rollback `prod` · by <@U0CAROL> · requested by <@U0BOB> · "

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -105,7 +104,7 @@ def pending(rid: str = "r1", env: str = "prod", **over: Any) -> Request:
         rid, verb="deploy", env=env, requester="U0BOB", channel="C0DEPLOYS", now=T0, ttl=900,
         approvals_required=1, args={"image_tag": "1.5.0"},
     )  # fmt: skip
-    return dataclasses.replace(request, **over)
+    return request.evolve(**over)
 
 
 def snapshot(**over: Any) -> dict[str, Any]:
@@ -127,7 +126,7 @@ def text(view: dict[str, Any]) -> str:
         ("U0ALICE", {"prod"}, pending(), [("plate_approve", "r1"), ("plate_reject", "r1")]),
         ("U0EVE", set(), pending(), []),  # not an approver
         ("U0BOB", {"prod"}, pending(), []),  # the requester never gets buttons, even when an approver
-        ("U0ALICE", {"prod"}, pending(approvals=(Vote("U0ALICE", T0),), approvals_required=2), []),  # voted
+        ("U0ALICE", {"prod"}, pending(approvals=(Vote(user="U0ALICE", at=T0),), approvals_required=2), []),  # voted
         ("U0ALICE", {"prod"}, pending(planned=False), []),  # no buttons before the plan
         ("U0ALICE", {"stg"}, pending(), []),  # approver of another environment
         (
@@ -170,7 +169,7 @@ def test_view_shows_release_lock_and_operations_per_environment() -> None:
 def test_view_never_exceeds_slacks_block_limit() -> None:
     many = [pending(f"r{i}", planned=True) for i in range(40)]
     envs = [ENVS[1].model_copy(update={"name": f"env{i}"}) for i in range(30)]
-    snap = snapshot(pending=[dataclasses.replace(r, env=f"env{i % 30}") for i, r in enumerate(many)])
+    snap = snapshot(pending=[r.evolve(env=f"env{i % 30}") for i, r in enumerate(many)])
     view = home_view(envs, snap, viewer="U0ALICE", approver_of={e.name for e in envs}, now=T0)
     assert len(view["blocks"]) <= MAX_BLOCKS
     assert "No room for" in text(view) and "`/plate status <env>`" in text(view)

@@ -9,7 +9,6 @@ import datetime as dt
 import itertools
 import random
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -81,7 +80,7 @@ DEDUP_CASES = [
     ("state", "later", "outcome", "count", "phase", "reopened"), DEDUP_CASES, ids=[c[0] for c in DEDUP_CASES]
 )
 def test_dedup_rule(state: str, later: float, outcome: Outcome, count: int, phase: Phase, reopened: int) -> None:
-    inc = replace(shown(opened(), T0), v=7)
+    inc = shown(opened(), T0).evolve(v=7)
     if state.startswith("resolved"):
         inc = inc.resolved(T0 + 100)
         if state.endswith("reported"):
@@ -102,7 +101,7 @@ def test_a_rounds_fold_equals_deduplicating_event_by_event(state: str | None, ti
     the one that on_observation, applied to each observation in turn, would have made."""
     inc: Incident | None = None
     if state is not None:
-        inc = replace(shown(opened(), T0), v=7)
+        inc = shown(opened(), T0).evolve(v=7)
         if state.startswith("resolved"):
             inc = inc.resolved(T0 + 100)
             if state.endswith("reported"):
@@ -225,9 +224,9 @@ def test_budget_posts_one_per_interval_per_channel_and_edits_from_a_bucket() -> 
 
 def test_plan_orders_roots_first_one_post_per_channel() -> None:
     a = opened(T0 - 10)
-    b = replace(opened(T0 - 5), key="prod:Deployment/b:image_pull", name="b")
-    c = replace(opened(T0 - 1), key="prod:Deployment/c:image_pull", name="c", channel="C0OTHER")
-    d = shown(replace(opened(T0 - 100), key="k-d"), T0 - 100).observed(obs(), T0 - 50)
+    b = opened(T0 - 5).evolve(key="prod:Deployment/b:image_pull", name="b")
+    c = opened(T0 - 1).evolve(key="prod:Deployment/c:image_pull", name="c", channel="C0OTHER")
+    d = shown(opened(T0 - 100).evolve(key="k-d"), T0 - 100).observed(obs(), T0 - 50)
     chosen = next_sends([d, c, b, a], T0, SlackBudget())
     assert [(e, i.key) for e, i in chosen] == [
         (Effect.ROOT, a.key),  # oldest root of C0INC; b waits for the next slot

@@ -13,11 +13,11 @@ nothing is dropped. Time is always passed in.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 
+from core.versioned import Versioned
 from workers.watcher.classify import Observation, Reason, severity
 
 REOPEN_WINDOW = 1800.0  # a recurrence within this long after resolution reopens the same thread
@@ -52,16 +52,10 @@ class Outcome(StrEnum):
     RESOLVED = "resolved"
 
 
-def _evolve(obj: Any, **changes: Any) -> Any:
-    """`dataclasses.replace` without re-running `__init__`: under an event storm every recurrence makes a
-    new Incident, and replace() was the watcher core's largest single cost (bench/watcher_throughput.py)."""
-    new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__, **changes)
-    return new
+class Incident(Versioned):
+    """One incident: a workload's reason class in an environment, from first sight to resolution, and
+    what Slack shows of it. Kept in Redis (`Versioned`: read by older and newer watchers alike)."""
 
-
-@dataclass(frozen=True)
-class Incident:
     key: str
     env: str
     namespace: str
@@ -108,40 +102,30 @@ class Incident:
         changes["detail"], changes["source"] = obs.detail, obs.source
         if self.phase is Phase.RESOLVED:
             changes.update(phase=Phase.OPEN, resolved_at=None, reopened=self.reopened + 1, resolved_posted=False)
-        return _evolve(self, **changes)
+        return self.evolve(**changes)
 
     def resolved(self, now: float) -> Incident:
-        return _evolve(self, phase=Phase.RESOLVED, resolved_at=now)
+        return self.evolve(phase=Phase.RESOLVED, resolved_at=now)
 
     def claimed(self, effect: Effect, now: float) -> Incident:
-        return _evolve(self, pending=effect.value, pending_at=now)
+        return self.evolve(pending=effect.value, pending_at=now)
 
     def posted(self, effect: Effect, now: float, ts: str | None = None) -> Incident:
         """Record what an effect made Slack show."""
-        base = _evolve(self, pending=None, pending_at=0.0)
+        base = self.evolve(pending=None, pending_at=0.0)
         if effect is Effect.ROOT:
-            return _evolve(base, root_ts=ts, shown_count=self.count, shown_phase=self.phase.value, shown_at=now)
+            return base.evolve(root_ts=ts, shown_count=self.count, shown_phase=self.phase.value, shown_at=now)
         if effect is Effect.DIAGNOSIS:
-            return _evolve(base, diagnosed=True)
+            return base.evolve(diagnosed=True)
         if effect is Effect.REOPEN:
-            return _evolve(base, reopen_posted=self.reopened)
+            return base.evolve(reopen_posted=self.reopened)
         if effect is Effect.RESOLUTION:
-            return _evolve(base, resolved_posted=True)
-        return _evolve(base, shown_count=self.count, shown_phase=self.phase.value, shown_at=now)
+            return base.evolve(resolved_posted=True)
+        return base.evolve(shown_count=self.count, shown_phase=self.phase.value, shown_at=now)
 
     def minutes_open(self) -> int:
         end = self.resolved_at if self.resolved_at is not None else self.last_seen
         return max(1, round((end - self.first_seen) / 60))
-
-    # --- storage -------------------------------------------------------------------------------------
-    def for_storage(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
-
-    @classmethod
-    def from_storage(cls, raw: str | bytes) -> Self:
-        data = json.loads(raw)
-        data["reason"], data["phase"] = Reason(data["reason"]), Phase(data["phase"])
-        return cls(**data)
 
 
 def open_incident(obs: Observation, now: float, *, channel: str, production: bool) -> Incident:
@@ -182,7 +166,7 @@ def on_observation(
     if recent or not current.resolved_posted:
         return current.observed(obs, now), Outcome.REOPENED
     fresh = open_incident(obs, now, channel=channel, production=production)
-    return replace(fresh, v=current.v), Outcome.OPENED
+    return fresh.evolve(v=current.v), Outcome.OPENED
 
 
 @dataclass(slots=True)
