@@ -16,6 +16,7 @@ from collections.abc import Callable
 from core import messages
 from core.progress import Progress
 from core.requests import Request
+from core.redact import REDACTOR
 from core.slack import SlackError, SlackGateway
 from core.store import Store
 
@@ -97,6 +98,7 @@ class ThreadReporter:
         if self.replies >= MAX_REPLIES:
             log.info("reply dropped: the thread already has %d replies from this job", self.replies)
             return
+        text = REDACTOR.text(text)  # before cutting: a secret cut in two no longer matches its value
         if len(text) > REPLY_LIMIT:
             text = text[: REPLY_LIMIT - 40] + f"\n… ({len(text) - REPLY_LIMIT + 40} characters cut)"
         self.replies += 1
