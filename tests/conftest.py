@@ -219,8 +219,22 @@ class Service:
         return wait_until(predicate, timeout, what, diagnose=self.slack.dump)
 
 
+@pytest.fixture(scope="session")
+def worker_imports() -> None:
+    """What `plate-bot worker` has imported before it forks a work-horse: the job code, and here also the
+    kubernetes client's API modules, which it loads lazily on first use (~2 s, hundreds of model classes).
+    Imported once in this process, they are inherited by every horse `Service.run_worker` forks instead
+    of being imported again in each job."""
+    from kubernetes import client as kube_client
+
+    import workers.jobs  # noqa: F401
+
+    for api in ("CoreV1Api", "AppsV1Api", "NetworkingV1Api", "AutoscalingV2Api", "CustomObjectsApi"):
+        getattr(kube_client, api)
+
+
 @pytest.fixture
-def service(plate_env: dict[str, Any], fake_slack: FakeSlack) -> Iterator[Service]:
+def service(plate_env: dict[str, Any], fake_slack: FakeSlack, worker_imports: None) -> Iterator[Service]:
     from bot.runtime import build_runtime
     from config.environments import load_config
     from config.settings import Settings
