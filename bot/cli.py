@@ -117,7 +117,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 def work(args: argparse.Namespace, settings: Settings) -> int:
     from core import logs
     from core.metrics import METRICS
-    from core.probes import ProbeServer
+    from core.probes import Health, ProbeServer, probes_app
     from core.queue import QUEUE_NAME, queue_for
     from core.redisconn import connect, shown_url
     from core.store import Store
@@ -132,8 +132,10 @@ def work(args: argparse.Namespace, settings: Settings) -> int:
     scrape = queue_for(connect(settings))
     METRICS.share(Store(scrape.connection).stats, lambda: scrape.count)
     port = args.metrics_port if args.metrics_port is not None else (0 if args.burst else 9102)
+    # Liveness: the process answers. More checks are more `Check(name, callable)` entries in `live`.
+    live = Health()
     try:
-        probes = ProbeServer(args.metrics_host, port).start() if port else None
+        probes = ProbeServer(args.metrics_host, port, probes_app(METRICS.registry, live=live)).start() if port else None
     except OSError as exc:
         where = f"{args.metrics_host}:{port}"
         print(f"plate-bot: cannot serve /metrics on {where} ({exc.strerror}); use --metrics-port N, or 0 for none",

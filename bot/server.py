@@ -1,4 +1,5 @@
-"""HTTP edge: Slack events on /slack/events, probes and metrics, served by waitress.
+"""HTTP edge: Slack events on /slack/events, and the probes app (core.probes) for every other path, served
+by waitress.
 
 Also runs the housekeeping loop every replica can run safely (all of it is compare-and-set in Redis):
 expire overdue requests, and sweep RQ's started-job registry so a job whose worker died is reported
@@ -8,7 +9,6 @@ within seconds instead of at RQ's next 10-minute maintenance.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import threading
 import time
@@ -17,6 +17,7 @@ from typing import Any
 
 from bot import ingress
 from core.metrics import METRICS
+from core.probes import Check, Health, json_response, probes_app
 from core.queue import Queue, sweep_abandoned
 from core.slack import SlackGateway
 from core.store import Store
@@ -27,14 +28,9 @@ StartResponse = Callable[..., Any]
 MAX_BODY = 256 * 1024  # Slack payloads are a few KB; anything much larger is not Slack
 
 
-def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> Iterable[bytes]:
-    data = json.dumps(body).encode()
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-    return [data]
-
-
 class WebApp:
-    """WSGI: routes Slack to Bolt, and answers /healthz, /readyz and /metrics itself."""
+    """WSGI: routes /slack/events to Bolt; every other path goes to the probes app (/healthz, /readyz,
+    /metrics, 404), ready when Redis answers, Slack accepted the token once, and no drain has begun."""
 
     def __init__(
         self,
@@ -53,44 +49,43 @@ class WebApp:
         self._slack_ok = False
         self._inflight = 0  # requests inside Bolt right now: shutdown waits for them
         self._idle = threading.Condition()
+        ready = Health(
+            [
+                Check("redis", store.ping),
+                Check("slack", self.slack_ready),
+                Check("draining", self.draining.is_set, expect=False),  # SIGTERM: 503 while in-flight work ends
+            ],
+            summary=False,  # {"redis", "slack", "draining"}
+        )
+        self.probes = probes_app(METRICS.registry, live=Health(), ready=ready)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path == "/healthz":
-            return _json(start_response, "200 OK", {"ok": True})
-        if path == "/readyz":
-            return self._ready(start_response)
-        if path == "/metrics":
-            data = METRICS.render()
-            start_response(
-                "200 OK", [("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", str(len(data)))]
-            )
-            return [data]
         if path == "/slack/events":
             if method != "POST":
-                return _json(start_response, "405 Method Not Allowed", {"error": "POST only"})
+                return json_response(start_response, "405 Method Not Allowed", {"error": "POST only"})
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 length = -1
             if length < 0 or length > MAX_BODY:
-                return _json(start_response, "413 Payload Too Large", {"error": "request too large"})
+                return json_response(start_response, "413 Payload Too Large", {"error": "request too large"})
             raw = environ["wsgi.input"].read(length) if length else b""
             if (refused := self._refuse(raw, environ)) is not None:
-                return _json(start_response, *refused)
+                return json_response(start_response, *refused)
             environ["wsgi.input"] = io.BytesIO(raw)  # read once here; Bolt reads it again
             with self._idle:
                 self._inflight += 1  # counted before the check, so shutdown cannot miss a request let in
             try:
                 if self.draining.is_set():
-                    return _json(start_response, "503 Service Unavailable", {"error": "shutting down"})
+                    return json_response(start_response, "503 Service Unavailable", {"error": "shutting down"})
                 return self.bolt(environ, start_response)
             finally:
                 with self._idle:
                     self._inflight -= 1
                     self._idle.notify_all()
-        return _json(start_response, "404 Not Found", {"error": "not found"})
+        return self.probes(environ, start_response)
 
     def _refuse(self, raw: bytes, environ: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
         """The answer to a request that must not reach Bolt, or None. Unverified requests are refused
@@ -114,16 +109,11 @@ class WebApp:
         with self._idle:
             return self._idle.wait_for(lambda: self._inflight == 0, timeout)
 
-    def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
-        redis_ok = self.store.ping()
-        # auth.test once until it succeeds: readiness must not spend Slack's rate limit every few seconds.
+    def slack_ready(self) -> bool:
+        """auth.test once until it succeeds: readiness must not spend Slack's rate limit every few seconds."""
         if not self._slack_ok:
             self._slack_ok = self.slack.auth_ok()
-        ok = redis_ok and self._slack_ok and not self.draining.is_set()
-        status = "200 OK" if ok else "503 Service Unavailable"
-        return _json(
-            start_response, status, {"redis": redis_ok, "slack": self._slack_ok, "draining": self.draining.is_set()}
-        )
+        return self._slack_ok
 
 
 class Housekeeper(threading.Thread):

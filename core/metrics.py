@@ -1,4 +1,4 @@
-"""Prometheus metrics for serve, worker and watch (each process exposes its own /metrics).
+"""Prometheus metrics for serve, worker and watch (each process exposes its own /metrics: core.probes).
 
 Two kinds: counters of what *this process* did (commands, acks, approvals, its own Slack calls), and
 job metrics, which are cluster-wide. RQ forks a work-horse per job and the horse's in-memory counters die
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 log = logging.getLogger("plate.metrics")
@@ -91,9 +91,6 @@ class Metrics:
             self.registry.unregister(self._shared)
         self._shared = SharedCollector(stats, queue_depth)
         self.registry.register(self._shared)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 METRICS = Metrics()

@@ -1,56 +1,110 @@
-"""`/metrics` and `/healthz` for the processes that have no Slack HTTP app: `worker` and `watch`.
+"""The probes app of all three processes: `/metrics`, `/healthz` (liveness) and `/readyz` (readiness, where a
+process has it), one WSGI app built by `probes_app`.
 
-A stdlib HTTP server on a daemon thread of the main process. For the worker that is the RQ parent, which
-lives as long as the worker does; the job metrics it shows come from Redis (see core.metrics), since each
-job runs in a forked work-horse whose own counters die with it.
+`/metrics` is prometheus_client's own WSGI app on the process's registry (content negotiation, gzip, the
+standard exposition content type). Each health endpoint is a `Health`: named checks, callables the process
+passes in (serve: Redis, Slack auth, draining; worker: none yet; watch: its loop and leadership), answered
+as JSON, 200 when every judged check passes and 503 otherwise. Adding a check is one more `Check(...)`.
+
+`serve` mounts the app behind its Slack route (`bot.server.WebApp`) on waitress; `worker` and `watch`
+serve it with `ProbeServer`, a stdlib WSGI server on a daemon thread of the main process. For the worker
+that is the RQ parent, which lives as long as the worker does; the job metrics it shows come from Redis
+(see core.metrics), since each job runs in a forked work-horse whose own counters die with it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socketserver
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from core.metrics import METRICS
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 log = logging.getLogger("plate.probes")
 
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-class ProbeServer:
-    def __init__(self, host: str, port: int, healthy: Callable[[], bool] = lambda: True) -> None:
-        probe = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # scrapes every few seconds would drown the logs
+def json_response(start_response: StartResponse, status: str, body: dict[str, Any]) -> Iterable[bytes]:
+    data = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
 
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, "text/plain; version=0.0.4", METRICS.render())
-                elif path == "/healthz":
-                    ok = probe.healthy()
-                    self._send(200 if ok else 503, "application/json", json.dumps({"ok": ok}).encode())
-                else:
-                    self._send(404, "application/json", b'{"error": "not found"}')
 
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+@dataclass(frozen=True)
+class Check:
+    """One field of a health answer: `probe()`'s value under `name`. The answer is healthy only if the value
+    is `expect` (as a bool) for every check; `expect=None` reports the value without judging it. A probe
+    that raises fails the check (its value shows as null)."""
 
-        self.healthy = healthy
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="plate-probes", daemon=True)
+    name: str
+    probe: Callable[[], object]
+    expect: bool | None = True
+
+
+@dataclass(frozen=True)
+class Health:
+    """A health endpoint: its checks, and whether the answer starts with `"ok"` (every check passed)."""
+
+    checks: Sequence[Check] = ()
+    summary: bool = True
+
+    def answer(self) -> tuple[bool, dict[str, Any]]:
+        ok, fields = True, {}
+        for check in self.checks:
+            try:
+                value = check.probe()
+            except Exception:
+                log.warning("health check %s failed", check.name, exc_info=True)
+                ok, fields[check.name] = False, None
+                continue
+            fields[check.name] = value
+            if check.expect is not None and bool(value) is not check.expect:
+                ok = False
+        return ok, ({"ok": ok, **fields} if self.summary else fields)
+
+
+def probes_app(registry: CollectorRegistry, *, live: Health, ready: Health | None = None) -> WsgiApp:
+    """`/metrics` of `registry`, `/healthz` answered by `live`, `/readyz` by `ready` (404 without it)."""
+    metrics = make_wsgi_app(registry)
+    endpoints = {"/healthz": live} | ({"/readyz": ready} if ready is not None else {})
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if (health := endpoints.get(path)) is not None:
+            ok, body = health.answer()
+            return json_response(start_response, "200 OK" if ok else "503 Service Unavailable", body)
+        return json_response(start_response, "404 Not Found", {"error": "not found"})
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scrapes and probes every few seconds would drown the logs
+
+
+class ProbeServer(socketserver.ThreadingMixIn, WSGIServer):
+    """`app` on host:port, served by a daemon thread (a thread per request), for `worker` and `watch`."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, app: WsgiApp) -> None:
+        super().__init__((host, port), _QuietHandler)  # binds now: a taken port fails here, with OSError
+        self.set_app(app)
+        self._thread = threading.Thread(target=self.serve_forever, name="plate-probes", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        return self.server_port
 
     def start(self) -> ProbeServer:
         self._thread.start()
@@ -58,5 +112,7 @@ class ProbeServer:
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        """Stop serving and close the socket."""
+        if self._thread.is_alive():
+            self.shutdown()
+        self.server_close()

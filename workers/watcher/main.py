@@ -6,19 +6,15 @@ next renewal instead of waiting out the lease.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
-import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from config.environments import Environment, PlateConfig
 from config.settings import Settings
 from core.metrics import METRICS
+from core.probes import Check, Health, ProbeServer, probes_app
 from core.slack import SlackGateway
 from core.store import Store
 from workers.helm import Helm
@@ -29,37 +25,21 @@ log = logging.getLogger("plate.watch")
 STALE = 120.0  # a loop silent this long is stuck (a diagnosis' helm call is capped at 60 s)
 
 
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+def health(watcher: Watcher) -> Health:
+    """/healthz: alive while the loop turns (leader or standby alike); says which it is, and who it is."""
+    return Health(
+        [
+            Check("ok", lambda: time.monotonic() - watcher.heartbeat < STALE),
+            Check("leader", lambda: watcher.active, expect=None),
+            Check("holder", lambda: watcher.identity, expect=None),
+        ],
+        summary=False,  # the loop's check is the answer's "ok"
+    )
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: not worth a log line
-        pass
-
-
-def health_app(watcher: Watcher) -> Callable[..., Iterable[bytes]]:
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
-            data = METRICS.render()
-            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
-            return [data]
-        if path == "/healthz":
-            alive = time.monotonic() - watcher.heartbeat < STALE
-            body = json.dumps({"ok": alive, "leader": watcher.active, "holder": watcher.identity}).encode()
-            start_response("200 OK" if alive else "503 Service Unavailable", [("Content-Type", "application/json")])
-            return [body]
-        start_response("404 Not Found", [("Content-Type", "application/json")])
-        return [b'{"error": "not found"}']
-
-    return app
-
-
-def serve_health(watcher: Watcher, host: str, port: int) -> WSGIServer:
-    server = make_server(host, port, health_app(watcher), server_class=_Server, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="plate-watch-http", daemon=True).start()
-    return server
+def serve_health(watcher: Watcher, host: str, port: int) -> ProbeServer:
+    """/healthz and /metrics on host:port (0: any free port), served until `stop()`."""
+    return ProbeServer(host, port, probes_app(METRICS.registry, live=health(watcher))).start()
 
 
 def build(settings: Settings, config: PlateConfig, store: Store, tuning: Tuning | None = None) -> Watcher:
@@ -100,5 +80,5 @@ def main(
     try:
         watcher.run(stop)
     finally:
-        server.shutdown()
+        server.stop()
     return 0
