@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.errors import Unavailable
 from core.requests import new_request
@@ -66,7 +68,8 @@ def nowhere() -> redis.Redis:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    return redis.Redis(port=port, socket_connect_timeout=0.2)
+    # No retries: redis-py's default (3, with backoff) spent ~3 s on every call, and adds nothing here.
+    return redis.Redis(port=port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
 
 
 def test_the_table_covers_every_public_method() -> None:
