@@ -122,8 +122,10 @@ def work(args: argparse.Namespace, settings: Settings) -> int:
     from core.redisconn import connect, shown_url
     from core.store import Store
     from workers import jobs  # noqa: F401 - imported once here, every forked job inherits it (~1 s each)
+    from workers.kube import preload
     from workers.runner import PlateWorker
 
+    preload()  # the client's API modules, loaded lazily otherwise: ~2 s in every job
     logs.configure(settings.log_level)
     _load(settings)
     _backups(settings)

@@ -225,12 +225,10 @@ def worker_imports() -> None:
     kubernetes client's API modules, which it loads lazily on first use (~2 s, hundreds of model classes).
     Imported once in this process, they are inherited by every horse `Service.run_worker` forks instead
     of being imported again in each job."""
-    from kubernetes import client as kube_client
-
     import workers.jobs  # noqa: F401
+    from workers.kube import preload
 
-    for api in ("CoreV1Api", "AppsV1Api", "NetworkingV1Api", "AutoscalingV2Api", "CustomObjectsApi"):
-        getattr(kube_client, api)
+    preload()
 
 
 @pytest.fixture

@@ -83,6 +83,16 @@ def context_cluster(kubeconfig: str | None, context: str) -> str | None:
     return None
 
 
+_APIS = ("CoreV1Api", "AppsV1Api", "NetworkingV1Api", "AutoscalingV2Api", "CustomObjectsApi")
+
+
+def preload() -> None:
+    """Load the client's API classes now. The kubernetes package imports them (and hundreds of model
+    modules) lazily on first use, ~2 s: a worker calls this before it forks, so no job pays it again."""
+    for name in _APIS:
+        getattr(client, name)
+
+
 class KubeGateway:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
