@@ -13,11 +13,12 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 from redis.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import LockError, WatchError
+from redis.lock import Lock
 
 from core.errors import Unavailable
 
-__all__ = ["Pipeline", "StorePart", "WatchError"]
+__all__ = ["Lock", "LockError", "Pipeline", "StorePart", "WatchError"]
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """The incident watcher's keys: its leader lease and its incidents. Keys:
 
-plate:lease:<name>    STRING holder id                  (the leader lease: PX, holder-only renew)
+plate:lease:<name>    STRING holder id                  (the leader lease: redis-py's Lock, the holder id its token)
 plate:incident:<key>  JSON incident, versioned by its `v` field  (compare-and-set; RETENTION)
 plate:incidents:active  SET incident keys open or with Slack messages still owed
 """
@@ -10,20 +10,13 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from core.redisconn import Redis
 from core.store import StorePart
+from core.store.base import Lock, LockError
 
 RETENTION = 7 * 86400
 INCIDENTS_ACTIVE = "plate:incidents:active"
 
-# Leases hold a plain holder id; only the holder may extend or drop one.
-_LEASE_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_LEASE_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 # Write an incident only if its stored version is still ARGV[2]; keep the active index in step.
 _INCIDENT_CAS = """
 local cur = redis.call('GET', KEYS[1])
@@ -36,31 +29,46 @@ return 1
 """
 
 
+class LeaseLock(StorePart):
+    """One holder's side of a lease: redis-py's `Lock` on `plate:lease:<name>` with the holder id as its
+    token, so the key says who holds it (`WatchStore.lease_holder`). Taking it is `SET NX PX`; renewing
+    and releasing go through redis-py's scripts, which act only while the key still holds this token. The
+    token is not thread-local: the watcher renews from its keeper thread and releases from its main one."""
+
+    def __init__(self, connection: Redis, name: str, holder: str, ttl: float) -> None:
+        super().__init__(connection)
+        self.holder, self.ttl = holder, ttl
+        self.lock: Lock = connection.lock(f"plate:lease:{name}", timeout=ttl, thread_local=False)
+
+    def acquire(self) -> bool:
+        """Extend the lease to a full ttl when this holder has it, or take it when it is free."""
+        return self.renew() or bool(self.lock.acquire(blocking=False, token=self.holder))
+
+    def renew(self) -> bool:
+        """Reset the ttl, only while the key still holds this holder's token."""
+        try:
+            return self.lock.reacquire()
+        except LockError:  # never taken or released here (no token), or lapsed and maybe taken by another
+            return False
+
+    def release(self) -> bool:
+        """Drop the lease now (a standby takes it at its next attempt); False when this holder had no lease."""
+        try:
+            self.lock.release()
+        except LockError:
+            return False
+        return True
+
+
 class WatchStore(StorePart):
-    @cached_property
-    def _lease_renew(self) -> Any:
-        return self.redis.register_script(_LEASE_RENEW)
-
-    @cached_property
-    def _lease_release(self) -> Any:
-        return self.redis.register_script(_LEASE_RELEASE)
-
     @cached_property
     def _incident_cas(self) -> Any:
         return self.redis.register_script(_INCIDENT_CAS)
 
     # --- incident watcher: leader lease and incidents -------------------------------------------------
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
-        """Take the lease when it is free, or extend it when `holder` already has it."""
-        if self.redis.set(f"plate:lease:{name}", holder, nx=True, px=int(ttl * 1000)):
-            return True
-        return self.renew_lease(name, holder, ttl)
-
-    def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
-        return bool(self._lease_renew(keys=[f"plate:lease:{name}"], args=[holder, int(ttl * 1000)]))
-
-    def release_lease(self, name: str, holder: str) -> bool:
-        return bool(self._lease_release(keys=[f"plate:lease:{name}"], args=[holder]))
+    def lease(self, name: str, holder: str, ttl: float) -> LeaseLock:
+        """`holder`'s hold on the lease `name` (nothing is sent to Redis until it acquires)."""
+        return LeaseLock(self.redis, name, holder, ttl)
 
     def lease_holder(self, name: str) -> str | None:
         raw = self.redis.get(f"plate:lease:{name}")

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from config.environments import Environment, PlateConfig
 from core.errors import UserError
@@ -63,12 +63,13 @@ class Tuning:
 
 
 class Lease:
-    """The leader lease. A thread renews it every ttl/3, so a slow diagnosis cannot let it lapse.
-    `held()` turns false at 80% of the ttl after the last successful renewal: before the key can expire
-    and another replica take it, this one has stopped acting."""
+    """The leader lease (redis-py's Lock, `WatchStore.lease`). A thread renews it every ttl/3, so a slow
+    diagnosis cannot let it lapse. `held()` turns false at 80% of the ttl after the last successful
+    renewal: before the key can expire and another replica take it, this one has stopped acting."""
 
     def __init__(self, store: WatchStore, holder: str, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.holder, self.ttl, self.clock = store, holder, ttl, clock
+        self._lock = store.lease(LEASE_NAME, holder, ttl)
         self._valid_until = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,7 +80,7 @@ class Lease:
     def try_once(self) -> bool:
         started = self.clock()
         try:
-            ok = self.store.acquire_lease(LEASE_NAME, self.holder, self.ttl)
+            ok = self._lock.acquire()
         except UserError:
             ok = False  # Redis unreachable: we cannot know, so we do not lead
         was = self.held()
@@ -109,7 +110,7 @@ class Lease:
         self._valid_until = 0.0
         if release:
             try:
-                self.store.release_lease(LEASE_NAME, self.holder)
+                self._lock.release()
             except UserError:
                 log.warning("could not release the leader lease; it lapses on its own")
 
@@ -362,7 +363,7 @@ class Watcher:
 
     def _save(self, inc: Incident) -> Incident | None:
         """Compare-and-set into Redis. Losing means another watcher wrote it: take its version, send nothing."""
-        stored = replace(inc, v=inc.v + 1)
+        stored = inc.evolve(v=inc.v + 1)
         if self.keys.save_incident(inc.key, stored.for_storage(), expected=inc.v, active=stored.active):
             self.incidents[inc.key] = stored
             return stored
