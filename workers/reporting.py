@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from core import messages
 from core.progress import Progress
-from core.requests import Request
 from core.redact import REDACTOR
+from core.requests import Request
 from core.slack import SlackError, SlackGateway
 from core.store import Store
 

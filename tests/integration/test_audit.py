@@ -169,12 +169,12 @@ def test_a_worker_killed_mid_rollback_is_recorded_lost_and_its_lock_released(
 
 
 def test_the_stream_is_bounded_and_only_appended_to(redis_conn, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core.store, "AUDIT_MAXLEN", 50)
+    monkeypatch.setattr(core.store.records, "AUDIT_MAXLEN", 50)
     store = Store(redis_conn)
     for i in range(1000):
         store.append_audit({"event": "job.started", "at": str(i)})
     # Trimming is approximate (whole stream nodes), so the stream stays near the bound, never far above.
-    assert 50 <= redis_conn.xlen(core.store.AUDIT) <= 250
+    assert 50 <= redis_conn.xlen(core.store.records.AUDIT) <= 250
     newest = store.audit_entries(3)
     assert [r["at"] for r in newest] == ["999", "998", "997"]
     assert not [name for name in dir(Store) if "audit" in name and name not in ("append_audit", "audit_entries")]

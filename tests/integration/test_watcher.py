@@ -36,6 +36,7 @@ from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.watcher.incidents import Incident
 from workers.watcher.main import serve_health
+from workers.watcher.store import WatchStore
 from workers.watcher.watcher import Tuning, Watcher
 
 INC = "C0INCIDENTS"
@@ -144,6 +145,11 @@ def store(redis_url: str) -> Store:
     return Store(redis.Redis.from_url(redis_url))
 
 
+@pytest.fixture
+def watch_keys(redis_url: str) -> WatchStore:
+    return WatchStore(redis.Redis.from_url(redis_url))
+
+
 def helm_releases(helm_bin: Path, request_id: str) -> None:
     """Two revisions of plate-web in prod, the second made by a plate-bot deploy."""
     chart = ROOT / "examples" / "plate-web"
@@ -165,6 +171,7 @@ def deploy_request(store: Store, request_id: str) -> None:
 
 
 def test_one_thread_per_incident_through_410_and_dropped_streams_then_resolved(
+    watch_keys: WatchStore,
     kube_api: FakeKubeAPI, sim: SimulatedCluster, fake_slack: FakeSlack, watchers: Watchers, helm_bin: Path,
     store: Store,
 ) -> None:  # fmt: skip
@@ -222,13 +229,18 @@ def test_one_thread_per_incident_through_410_and_dropped_streams_then_resolved(
     wait_until(lambda: updates(fake_slack)[-1].params["text"].startswith("[resolved]"), what="root marked resolved")
     assert {c.params["ts"] for c in updates(fake_slack)} == {root_ts}  # edits touch only the root
     assert "seen " in json.dumps(updates(fake_slack)[-1].params["blocks"])
-    wait_until(lambda: store.active_incidents() == [], what="nothing owed any more")
+    wait_until(lambda: watch_keys.active_incidents() == [], what="nothing owed any more")
     time.sleep(0.3)  # a few more rounds: nothing else is sent
     assert len(posts(fake_slack)) == 4
 
 
 def test_a_restarted_watcher_does_not_announce_again(
-    kube_api: FakeKubeAPI, sim: SimulatedCluster, fake_slack: FakeSlack, watchers: Watchers, store: Store
+    watch_keys: WatchStore,
+    kube_api: FakeKubeAPI,
+    sim: SimulatedCluster,
+    fake_slack: FakeSlack,
+    watchers: Watchers,
+    store: Store,
 ) -> None:
     sim.fail_images(r":9\.9\.9$", "CrashLoopBackOff")
     kube_api.put(deployment("9.9.9"))
@@ -243,7 +255,7 @@ def test_a_restarted_watcher_does_not_announce_again(
     assert "*Last log lines* `plate-web-" in logs and "panic: config missing" in logs
     assert "hunter2" not in fake_slack.dump() and "password=[REDACTED]" in logs  # the Slack layer redacts
     watchers.stop(first)
-    assert store.lease_holder("watch") is None  # released on stop: no need to wait out the lease
+    assert watch_keys.lease_holder("watch") is None  # released on stop: no need to wait out the lease
     edits = len(updates(fake_slack))
 
     second = watchers.start("w2")
@@ -262,7 +274,7 @@ def test_a_restarted_watcher_does_not_announce_again(
 
 
 def test_argocd_sync_failure_and_secret_sync_incidents(
-    kube_api: FakeKubeAPI, fake_slack: FakeSlack, watchers: Watchers, store: Store
+    watch_keys: WatchStore, kube_api: FakeKubeAPI, fake_slack: FakeSlack, watchers: Watchers, store: Store
 ) -> None:
     app = {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -314,10 +326,11 @@ def test_argocd_sync_failure_and_secret_sync_incidents(
     )
     wait_until(lambda: len(posts(fake_slack)) == 7, what="the Argo CD resolution")
     assert "`Application/plate-web-prod` in `prod` is healthy again" in posts(fake_slack)[6].params["text"]
-    assert len(store.active_incidents()) == 1  # the ExternalSecret is still broken
+    assert len(watch_keys.active_incidents()) == 1  # the ExternalSecret is still broken
 
 
 def test_two_watcher_processes_one_leader_and_a_handover_without_duplicates(
+    watch_keys: WatchStore,
     plate_env: dict[str, Any], kube_api: FakeKubeAPI, sim: SimulatedCluster, fake_slack: FakeSlack, store: Store,
     tmp_path: Path,
 ) -> None:  # fmt: skip
@@ -326,7 +339,7 @@ def test_two_watcher_processes_one_leader_and_a_handover_without_duplicates(
     logs = [open(tmp_path / f"watch-{i}.log", "w") for i in range(2)]  # noqa: SIM115 - closed below
     procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log) for log in logs]
     try:
-        holder = wait_until(lambda: store.lease_holder("watch"), timeout=20, what="a leader")
+        holder = wait_until(lambda: watch_keys.lease_holder("watch"), timeout=20, what="a leader")
         leader = next(p for p in procs if f"-{p.pid}-" in holder)
         standby = next(p for p in procs if p is not leader)
         sim.fail_images(r":9\.9\.9$", "ImagePullBackOff")
@@ -334,7 +347,7 @@ def test_two_watcher_processes_one_leader_and_a_handover_without_duplicates(
         wait_until(lambda: len(posts(fake_slack)) == 3, timeout=20, what="root + diagnosis")
 
         def diagnosed() -> bool:
-            raws = store.active_incidents()
+            raws = watch_keys.active_incidents()
             return bool(raws) and Incident.from_storage(raws[0]).diagnosed
 
         wait_until(diagnosed, what="the diagnosis recorded")
@@ -343,14 +356,14 @@ def test_two_watcher_processes_one_leader_and_a_handover_without_duplicates(
         sim.clear_failures()
         kube_api.put(deployment("1.4.0"))
         wait_until(lambda: len(posts(fake_slack)) == 4, timeout=20, what="the standby's resolution")
-        assert f"-{standby.pid}-" in str(store.lease_holder("watch"))
+        assert f"-{standby.pid}-" in str(watch_keys.lease_holder("watch"))
         roots = [c for c in posts(fake_slack) if "thread_ts" not in c.params]
         assert len(roots) == 1 and posts(fake_slack)[3].params["text"].startswith(":white_check_mark: Resolved")
         assert sum("*Diagnosis of" in c.params["text"] for c in posts(fake_slack)) == 1
 
         standby.send_signal(signal.SIGTERM)
         assert standby.wait(10) == 0
-        assert store.lease_holder("watch") is None  # released: a third replica would not wait
+        assert watch_keys.lease_holder("watch") is None  # released: a third replica would not wait
         assert len(posts(fake_slack)) == 4
     finally:
         for proc in procs:
