@@ -102,32 +102,31 @@ def _execute(ctx: JobContext, body: Any, *, kind: str, mutating: bool) -> str:
     if mutating:
         _save_change(ctx, "running", wall_started, deadline=wall_started + env.job_timeout)
     reporter.open()
-    outcome = "failed"
+    outcome, returned, shown, details = "failed", "", "", []
     log.info("job started", extra={"verb": req.verb})
     try:
-        summary = result = body(ctx)
-        reporter.finish(ok=True, summary=summary)
-        outcome = "succeeded"
-        return f"succeeded: {summary}"
-    except StepFailed as exc:
-        result = exc.message
-        reporter.finish(ok=False, summary=exc.message)
-        if exc.details:
-            reporter.reply("\n".join(exc.details))
-        return f"failed: {exc.message}"
-    except JobTimeout:
-        result = f"stopped: the job ran past its {env.job_timeout}s limit"
-        reporter.finish(ok=False, summary=result)
-        outcome = "timeout"
-        raise
-    except Exception:
-        error_id = uuid.uuid4().hex[:8]
-        log.exception("job crashed", extra={"error_id": error_id})
-        reporter.finish(ok=False, summary=messages.job_crashed(error_id))
-        outcome, result = "crashed", f"internal error `{error_id}`"
-        return f"crashed: {error_id}"
+        try:
+            result = body(ctx)
+            outcome, returned = "succeeded", f"succeeded: {result}"
+        except StepFailed as exc:
+            result, returned, details = exc.message, f"failed: {exc.message}", list(exc.details or [])
+        except JobTimeout:
+            outcome, result = "timeout", f"stopped: the job ran past its {env.job_timeout}s limit"
+            raise
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("job crashed", extra={"error_id": error_id})
+            outcome, result, returned = "crashed", f"internal error `{error_id}`", f"crashed: {error_id}"
+            shown = messages.job_crashed(error_id)
+        finally:
+            # The environment is free before the thread says the job ended: whoever reads "succeeded" may
+            # ask for the next change at once and must not be told the environment is busy.
+            released = mutating and store.release_lock(env.name, req.id)
+            reporter.finish(ok=outcome == "succeeded", summary=shown or str(result))
+            if details:
+                reporter.reply("\n".join(details))
+        return returned
     finally:
-        released = mutating and store.release_lock(env.name, req.id)
         store.save_job_state(reporter.job_key, outcome=outcome, ended=str(time.time()))
         log.info("job ended", extra={"outcome": outcome})
         if mutating:
