@@ -205,7 +205,7 @@ def _signal_aware(worker_class: type[Any], on_stop: Callable[[], None] | None = 
     """`worker_class` that remembers it was asked to stop (a clean exit, not a failure) and calls
     `on_stop` on the first SIGTERM/SIGINT, before RQ's warm shutdown waits for the running job."""
 
-    class SignalAware(worker_class):  # type: ignore[misc, valid-type]
+    class SignalAware(worker_class):
         signalled = False
 
         def request_stop(self, signum: int, frame: FrameType | None) -> None:

@@ -116,13 +116,13 @@ def for_transition(old: Request, new: Request, *, at: float) -> list[dict[str, s
     if not new.status.final:
         if len(new.approvals) > len(old.approvals):
             vote = new.approvals[-1]
-            detail = f"{len(new.approvals)} of {new.approvals_required}"
+            votes = f"{len(new.approvals)} of {new.approvals_required}"
             if new.chosen != old.chosen:
-                detail += " · chose " + ", ".join(new.chosen)
-            return [entry(Event.APPROVAL, at=at, request=new, user=vote.user, detail=detail)]
+                votes += " · chose " + ", ".join(new.chosen)
+            return [entry(Event.APPROVAL, at=at, request=new, user=vote.user, detail=votes)]
         if new.planned and not old.planned:
-            detail = f"plan {new.plan_digest[:12]}" if new.plan_digest else None
-            return [entry(Event.REQUEST_PLANNED, at=at, request=new, detail=detail)]
+            plan = f"plan {new.plan_digest[:12]}" if new.plan_digest else None
+            return [entry(Event.REQUEST_PLANNED, at=at, request=new, detail=plan)]
         return []
     if old.status.final:
         return []
@@ -171,7 +171,7 @@ def line(record: dict[str, str]) -> str:
 
 
 class AuditStream(Protocol):
-    def append_audit(self, record: dict[str, str]) -> None: ...
+    def append_audit(self, record: dict[str, str]) -> object: ...
 
 
 class SlackPoster(Protocol):

@@ -39,7 +39,8 @@ class _ContextFilter(logging.Filter):
 
 class _RedactingFormatter(JsonFormatter):
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        return REDACTOR(super().process_log_record(log_data))
+        redacted: dict[str, Any] = REDACTOR(super().process_log_record(log_data))
+        return redacted
 
 
 def configure(level: str = "INFO", stream: Any = None) -> None:

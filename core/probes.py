@@ -56,7 +56,7 @@ class Health:
     summary: bool = True
 
     def answer(self) -> tuple[bool, dict[str, Any]]:
-        ok, fields = True, {}
+        ok, fields = True, dict[str, Any]()
         for check in self.checks:
             try:
                 value = check.probe()

@@ -36,6 +36,35 @@ from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 from core.errors import Unavailable
 from core.requests import Request
 
+__all__ = [
+    "ENTRY",
+    "ENTRY_KWARGS",
+    "ENTRY_POINTS",
+    "FAILURE_CALLBACKS",
+    "ON_FAILURE",
+    "PLAN_TIMEOUT",
+    "QUEUE_NAME",
+    "REPORT_TIMEOUT",
+    "RESULT_TTL",
+    "SERIALIZER",
+    "JobKind",
+    "JobTimeout",
+    "Pipeline",
+    "PlateJob",
+    "Queue",
+    "RefusedJob",
+    "enqueue",
+    "enqueue_lost_report",
+    "enqueue_plan",
+    "fetch_job",
+    "job_connection",
+    "job_kind",
+    "queue_for",
+    "refusal",
+    "sweep_abandoned",
+    "worker_options",
+]
+
 QUEUE_NAME = "plate"
 
 
@@ -97,7 +126,7 @@ class PlateJob(Job):
         if self._failure_callback_name and self._failure_callback_name not in FAILURE_CALLBACKS:
             extras.append(f"failure callback `{self._failure_callback_name}`")
             self._failure_callback_name = None
-            self._failure_callback = None
+            self._failure_callback = None  # type: ignore[assignment]  # RQ's own "no callback" value
         self.refused_extras = tuple(extras)
         if extras:
             security.warning(
@@ -151,6 +180,7 @@ def worker_options() -> dict[str, Any]:
 
 def fetch_job(job_id: str, connection: redis.Redis) -> PlateJob:
     job = PlateJob.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    assert isinstance(job, PlateJob)  # Job.fetch builds the class it is called on
     return job
 
 

@@ -399,8 +399,8 @@ class Redactor:
                 n = len(scope)
                 stale = [k for k in self._sources if isinstance(k, tuple) and k[:n] == scope and k not in found_by_key]
                 changed = changed or bool(stale)
-                for key in stale:
-                    del self._sources[key]
+                for old_key in stale:
+                    del self._sources[old_key]
                 for key, found in found_by_key.items():
                     if self._sources.get(key, frozenset()) != found:
                         changed = True

@@ -92,7 +92,7 @@ def diagnose(ctx: JobContext) -> str:
     target = ctx.request.args.get("target")
     with ctx.step("scan") as note:
         if target:
-            workloads = {resolve_target(ctx, str(target)): []}
+            workloads: dict[Workload, list[Reason]] = {resolve_target(ctx, str(target)): []}
             note.text = f"`{next(iter(workloads))}`"
         else:
             workloads = unhealthy(ctx, rs)
@@ -118,7 +118,7 @@ def diagnose(ctx: JobContext) -> str:
     if not workloads:
         return f"every workload in `{ctx.env.namespace}` is healthy"
     described = "; ".join(
-        f"`{w}`" + (f" ({', '.join(r.title.lower() for r in workloads[w])})" if workloads[w] else "")
+        f"`{w}`" + (f" ({', '.join(r.label.lower() for r in workloads[w])})" if workloads[w] else "")
         for w in sorted(workloads)[:DETAILED]
     )
     return f"{len(workloads)} to look at: {described}"

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -176,10 +176,10 @@ class KubeGateway:
             kwargs: dict[str, Any] = {"tail_lines": tail, "previous": previous}
             if container:
                 kwargs["container"] = container
-            response = self.core.read_namespaced_pod_log(
+            response: Any = self.core.read_namespaced_pod_log(
                 pod, namespace, _preload_content=False, _request_timeout=TIMEOUT, **kwargs
             )
-            return response.data.decode(errors="replace")
+            return str(response.data.decode(errors="replace"))
 
     # --- harbor-verify / harbor-bootstrap -----------------------------------------------------------------
     def _optional(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
@@ -219,7 +219,7 @@ class KubeGateway:
         known of those namespaces), before any cluster text is posted or logged. Best effort: a namespace
         that cannot be listed (RBAC's 403, the API down) is logged once, without values, and skipped:
         redaction goes on with the patterns and whatever else is known. Returns the namespaces learnt."""
-        lists: dict[tuple[str, ...], dict[tuple[str, ...], list[str]]] = {}
+        lists: dict[tuple[Hashable, ...], dict[Hashable, list[str]]] = {}
         for namespace in dict.fromkeys(namespaces):
             try:
                 items, _version = self.list_secrets(namespace)
@@ -232,7 +232,7 @@ class KubeGateway:
             }
         if lists:
             REDACTOR.replace_all(lists)
-        return [scope[2] for scope in lists]
+        return [str(scope[2]) for scope in lists]
 
     def service_account(self, namespace: str, name: str) -> Obj | None:
         return self._optional(

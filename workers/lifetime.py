@@ -31,7 +31,7 @@ def _prctl() -> Callable[..., int] | None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
-    return libc.prctl  # type: ignore[no-any-return]
+    return libc.prctl
 
 
 def die_with_parent(sig: int, parent_pid: int) -> None:

@@ -247,7 +247,7 @@ def origin_of(rev: Revision, records: list[Obj]) -> Origin:
         for rec in records:
             start = rec.get("started")
             end = rec.get("ended") or rec.get("deadline") or start
-            if start is not None and float(start) <= rev.updated <= float(end) + WINDOW_SLACK:
+            if start is not None and end is not None and float(start) <= rev.updated <= float(end) + WINDOW_SLACK:
                 return Origin(rec, rec.get("request"), rec.get("requester"))
     return Origin()
 

@@ -8,6 +8,7 @@ never a raw redis exception, and nothing is half-done on their side.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -18,7 +19,7 @@ from redis.lock import Lock
 
 from core.errors import Unavailable
 
-__all__ = ["Lock", "LockError", "Pipeline", "StorePart", "WatchError"]
+__all__ = ["Lock", "LockError", "Pipeline", "StorePart", "WatchError", "fields", "loads", "text", "texts"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,6 +34,26 @@ def _guarded(method: Callable[P, T]) -> Callable[P, T]:
             raise Unavailable("plate-bot cannot reach Redis right now; nothing was changed.") from exc
 
     return call
+
+
+# redis-py types every reply as a union of everything any command may return; these say what it is.
+def text(value: Any) -> str:
+    """A Redis reply as text (the connection returns bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def texts(values: Any) -> list[str]:
+    return [text(v) for v in values or ()]
+
+
+def fields(raw: Any) -> dict[str, str]:
+    """A hash (HGETALL) or a stream entry's fields as text."""
+    return {text(k): text(v) for k, v in (raw or {}).items()}
+
+
+def loads(raw: Any) -> Any:
+    """A JSON value stored as a string, or None when the key was absent."""
+    return json.loads(raw) if raw else None
 
 
 class StorePart:

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from core.requests import Request, Status
-from core.store.base import StorePart
+from core.store.base import StorePart, fields, texts
 from core.store.records import BACKUP_RETENTION
 from core.store.requests import PENDING, key_lock, key_req
 
@@ -33,7 +33,7 @@ class HomeStore(StorePart):
             pipe.execute()
 
     def stats(self) -> dict[str, float]:
-        return {k.decode(): float(v) for k, v in self.redis.hgetall(STATS).items()}
+        return {k: float(v) for k, v in fields(self.redis.hgetall(STATS)).items()}
 
     # --- App Home: last known releases, last operations, who looks at Home ----------------------------
     def save_release(self, env: str, record: dict[str, Any]) -> None:
@@ -81,5 +81,4 @@ class HomeStore(StorePart):
 
     def home_viewers(self, since: float, limit: int) -> list[str]:
         """Users who opened Home since `since`, most recent first."""
-        users = self.redis.zrevrangebyscore(HOME_VIEWERS, "+inf", since, start=0, num=limit)
-        return [u.decode() for u in users]
+        return texts(self.redis.zrevrangebyscore(HOME_VIEWERS, "+inf", since, start=0, num=limit))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.audit import AuditRecord
-from core.store.base import StorePart
+from core.store.base import StorePart, fields, text, texts
 
 BACKUP_RETENTION = 30 * 86400
 BACKUPS_KEPT = 20
@@ -50,7 +50,7 @@ class RecordStore(StorePart):
             record.update(values=values, manifest=manifest)
         with self.redis.pipeline() as pipe:
             pipe.delete(key)  # a plaintext field must not outlive an encrypted rewrite of the same revision
-            pipe.hset(key, mapping=record)
+            pipe.hset(key, mapping=dict[Any, Any](record))
             pipe.expire(key, BACKUP_RETENTION)
             pipe.zadd(index, {str(revision): revision})
             pipe.zremrangebyrank(index, 0, -BACKUPS_KEPT - 1)
@@ -63,7 +63,7 @@ class RecordStore(StorePart):
         raw = self.redis.hgetall(f"plate:backup:{env}:{revision}")
         if not raw:
             return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+        data = fields(raw)
         if data.pop("enc", None) == "fernet":
             if open_ is None:
                 raise ValueError(f"backup {env}:{revision} is encrypted; a key is needed to read it")
@@ -71,21 +71,20 @@ class RecordStore(StorePart):
         return {**data, "meta": json.loads(data["meta"]), "taken_at": float(data["taken_at"])}
 
     def backup_revisions(self, env: str) -> list[int]:
-        return sorted(int(r) for r in self.redis.zrange(f"plate:backups:{env}", 0, -1))
+        return sorted(int(r) for r in texts(self.redis.zrange(f"plate:backups:{env}", 0, -1)))
 
     # --- the audit trail (append and read only: nothing here edits or deletes an entry) ---------------
     def append_audit(self, record: dict[str, str]) -> str:
         """XADD one record; the stream is trimmed (approximately, which is cheap) to AUDIT_MAXLEN."""
-        entry_id = self.redis.xadd(AUDIT, dict(record), maxlen=AUDIT_MAXLEN, approximate=True)
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return text(self.redis.xadd(AUDIT, dict[Any, Any](record), maxlen=AUDIT_MAXLEN, approximate=True))
 
     def audit_entries(self, count: int = 100, *, request: str | None = None) -> list[dict[str, str]]:
         """The newest `count` records, newest first, each with its stream `id`; optionally only one request's."""
         raw = self.redis.xrevrange(AUDIT, count=count)
         out = []
-        for entry_id, fields in raw:
-            record = AuditRecord.model_validate({k.decode(): v.decode() for k, v in fields.items()}).fields()
-            record["id"] = entry_id.decode()
+        for entry_id, entry in raw or ():
+            record = AuditRecord.model_validate(fields(entry)).fields()
+            record["id"] = text(entry_id)
             if request is None or record.get("request") == request:
                 out.append(record)
         return out
@@ -108,5 +107,5 @@ class RecordStore(StorePart):
     def changes(self, env: str, limit: int = 200) -> list[dict[str, Any]]:
         """The newest `limit` records of `env`, newest first."""
         ids = self.redis.zrevrange(f"plate:changes:{env}", 0, limit - 1)
-        raws = self.redis.mget([f"plate:change:{i.decode()}" for i in ids]) if ids else []
+        raws = self.redis.mget([f"plate:change:{i}" for i in texts(ids)]) if ids else []
         return [json.loads(r) for r in raws if r]

@@ -21,7 +21,7 @@ from typing import Any
 
 from core.errors import Conflict, Unavailable
 from core.requests import Request, Status
-from core.store.base import Pipeline, StorePart, WatchError
+from core.store.base import Pipeline, StorePart, WatchError, fields, loads, texts
 
 RETENTION = 7 * 86400
 LOCK_CLAIM = 60  # a lock taken with a request that needs no approval, until its job is enqueued
@@ -109,7 +109,7 @@ class RequestStore(StorePart):
             pipe.set(key_req(request.id), request.for_storage(), nx=True, ex=RETENTION)
             pipe.zadd(PENDING, {request.id: request.expires_at}, nx=True)
             results = pipe.execute()
-        held = json.loads(results[-4]) if lock_env and results[-4] else None
+        held: dict[str, Any] | None = loads(results[-4]) if lock_env else None
         holder = held if held is not None and held.get("request") != request.id else None
         claimed = bool(lock_env and take_lock and results[0])
         answered, created = results[-3], results[-2]
@@ -170,8 +170,8 @@ class RequestStore(StorePart):
                         raise Conflict("I no longer know this request (it is older than a week).")
                     old = Request.from_storage(raw)
                     new = change(old)
-                    take_lock = bool(lock_key) and new.status is Status.APPROVED and old.status is not new.status
-                    if take_lock:
+                    take_lock = new.status is Status.APPROVED and old.status is not new.status
+                    if take_lock and lock_key is not None:
                         held = pipe.get(lock_key)
                         if held and json.loads(held)["request"] != new.id:
                             raise LockHeld(json.loads(held))
@@ -179,7 +179,7 @@ class RequestStore(StorePart):
                     pipe.set(key, new.for_storage(), keepttl=True)
                     if new.status.final:
                         pipe.zrem(PENDING, new.id)
-                    if take_lock:
+                    if take_lock and lock_key is not None:
                         holder = _holder(new, "queued")
                         pipe.set(lock_key, json.dumps(holder), px=int((lock_ttl + LOCK_QUEUE_ALLOWANCE) * 1000))
                     if on_commit is not None and old.status is not new.status:
@@ -193,13 +193,12 @@ class RequestStore(StorePart):
         raise Unavailable("Too many simultaneous changes to this request; try again.")
 
     def due_for_expiry(self, now: float, limit: int = 100) -> list[str]:
-        ids = self.redis.zrangebyscore(PENDING, "-inf", now, start=0, num=limit)
-        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+        return texts(self.redis.zrangebyscore(PENDING, "-inf", now, start=0, num=limit))
 
     # --- environment locks ---------------------------------------------------------------------------
     def lock_holder(self, env: str) -> dict[str, Any] | None:
-        raw = self.redis.get(key_lock(env))
-        return json.loads(raw) if raw else None
+        holder: dict[str, Any] | None = loads(self.redis.get(key_lock(env)))
+        return holder
 
     def refresh_lock(self, env: str, request_id: str, ttl: int, state: str = "running") -> bool:
         """Extend the lease while the job runs; False if the lock is no longer ours."""
@@ -210,11 +209,10 @@ class RequestStore(StorePart):
 
     # --- job thread state ----------------------------------------------------------------------------
     def job_state(self, job_id: str) -> dict[str, str]:
-        raw = self.redis.hgetall(_key_job(job_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return fields(self.redis.hgetall(_key_job(job_id)))
 
     def save_job_state(self, job_id: str, **fields: str) -> None:
         with self.redis.pipeline() as pipe:
-            pipe.hset(_key_job(job_id), mapping=fields)
+            pipe.hset(_key_job(job_id), mapping=dict[Any, Any](fields))
             pipe.expire(_key_job(job_id), RETENTION)
             pipe.execute()

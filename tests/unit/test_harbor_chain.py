@@ -359,6 +359,14 @@ def test_store_finding(store: dict | None, state: State, cause: Cause, says: str
     assert (finding.state, finding.cause) == (state, cause) and says in finding.evidence
 
 
+def test_a_ready_condition_without_message_or_reason_says_ready_not_none() -> None:
+    """Found by mypy: a condition without `message` and `reason` keys (the API omits empty ones) was
+    shown as "Ready (v1): None"."""
+    store = {"apiVersion": "external-secrets.io/v1", "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    finding = store_finding(store, NAMES)
+    assert finding.state is State.PASS and finding.evidence.endswith("Ready (v1)") and "None" not in finding.evidence
+
+
 def _es(
     ready: str | None, message: str = "", store: str = "openbao-harbor", refreshed: str | None = "2027-01-15T08:00:00Z"
 ) -> dict:

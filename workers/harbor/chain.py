@@ -299,7 +299,7 @@ def store_finding(store: Obj | None, names: Names) -> Finding:
     api = str(store.get("apiVersion", "")).rpartition("/")[2]
     if cond is None:
         return Finding.fail(Link.STORE, Cause.NOT_READY, f"{subject} ({api}) has no Ready condition yet")
-    message = clip(cond.get("message") or cond.get("reason"))
+    message = clip(str(cond.get("message") or cond.get("reason") or ""))
     if cond.get("status") == "True":
         return Finding.ok(Link.STORE, f"Ready ({api}): {message}" if message else f"Ready ({api})")
     cause = classify(str(cond.get("message") or ""), STORE_CAUSES, Cause.NOT_READY)

@@ -46,7 +46,7 @@ class Reason(StrEnum):
     ARGOCD_DEGRADED = "argocd_degraded"
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:
         return _TITLES[self]
 
     @property

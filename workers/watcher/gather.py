@@ -40,10 +40,17 @@ _RS_CACHE = 4096
 class Sources(Protocol):
     """What a diagnosis reads through; a job's JobContext is one, the watcher builds `WatchSources`."""
 
-    env: Environment
-    store: Store
-    slack: SlackGateway
-    clock: Callable[[], float]
+    @property
+    def env(self) -> Environment: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def slack(self) -> SlackGateway: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
 
     @property
     def kube(self) -> KubeGateway: ...
@@ -251,7 +258,7 @@ def diagnose_workload(
     *,
     with_change: bool = True,
 ) -> Diagnosis:
-    title = f"Diagnosis of `{workload}` in `{src.env.name}`" + (f": {reason.title}" if reason else "")
+    title = f"Diagnosis of `{workload}` in `{src.env.name}`" + (f": {reason.label}" if reason else "")
     d = Diagnosis(title)
     try:
         pods = workload_pods(src, workload, rs)
@@ -286,7 +293,7 @@ def diagnose_incident(src: Sources, incident: Incident, rs: Callable[[str, str],
     if incident.reason in (Reason.ARGOCD_SYNC, Reason.ARGOCD_DEGRADED):
         return diagnose_application(src, incident.name)
     if incident.reason in (Reason.SECRET_SYNC, Reason.SECRET_STORE):
-        d = Diagnosis(f"Diagnosis of `{workload}` in `{src.env.name}`: {incident.reason.title}")
+        d = Diagnosis(f"Diagnosis of `{workload}` in `{src.env.name}`: {incident.reason.label}")
         d.add("Pull-secret chain", harbor_chain_lines(src))
         d.change, d.rollback_env = recent_change(src)
         return d

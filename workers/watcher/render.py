@@ -40,10 +40,10 @@ def root_message(inc: Incident) -> Message:
     """The incident's root in the channel: what, where, since when, severity; counter and last seen."""
     resolved = inc.phase is Phase.RESOLVED
     icon = ":white_check_mark:" if resolved else _ICON.get(inc.severity, ":red_circle:")
-    state = f"Resolved after {inc.minutes_open()} min" if resolved else inc.reason.title
+    state = f"Resolved after {inc.minutes_open()} min" if resolved else inc.reason.label
     head = f"{icon} *{state}* in `{inc.env}`: `{inc.workload}` (namespace `{inc.namespace}`)"
     if resolved:
-        head += f" — was: {inc.reason.title}"
+        head += f" — was: {inc.reason.label}"
     times = "once" if inc.count == 1 else f"{inc.count} times"
     facts = [
         f"Severity *{inc.severity}*",
@@ -56,7 +56,7 @@ def root_message(inc: Incident) -> Message:
     if inc.reopened:
         facts.append(f"came back {inc.reopened}×")
     blocks: Blocks = [_section(head), _section(f"`{inc.source}`: {inc.detail}"), _context(" · ".join(facts))]
-    text = f"{'[resolved] ' if resolved else f'[{inc.severity}] '}{inc.env}: {inc.reason.title} — {inc.workload}"
+    text = f"{'[resolved] ' if resolved else f'[{inc.severity}] '}{inc.env}: {inc.reason.label} — {inc.workload}"
     return text, blocks
 
 

@@ -11,8 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from core.redisconn import Redis
-from core.store import StorePart
-from core.store.base import Lock, LockError
+from core.store.base import Lock, LockError, StorePart, text
 
 RETENTION = 7 * 86400
 INCIDENTS_ACTIVE = "plate:incidents:active"
@@ -80,11 +79,11 @@ class WatchStore(StorePart):
 
     def active_incidents(self) -> list[str]:
         """Incidents still open, or resolved with a Slack message still owed (JSON, any order)."""
-        keys = sorted(k.decode() for k in self.redis.smembers(INCIDENTS_ACTIVE))
+        keys = sorted(text(k) for k in self.redis.smembers(INCIDENTS_ACTIVE))
         if not keys:
             return []
         raws = self.redis.mget([f"plate:incident:{k}" for k in keys])
-        return [r.decode() for r in raws if r]
+        return [text(r) for r in raws if r]
 
     def save_incident(self, key: str, raw: str, *, expected: int, active: bool) -> bool:
         """Compare-and-set: write `raw` only if the stored incident still has version `expected` (0: none).
