@@ -31,7 +31,11 @@ SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-0000000000-abcdefghijkl"
 BACKUP_KEY = "cGxhdGUtYm90LXRlc3QtYmFja3VwLWtleS0zMmJ5dGU="  # a Fernet key: 32 url-safe base64 bytes
 _OUTER_REDIS_URL = os.environ.get("REDIS_URL")
-_db_numbers = itertools.cycle(range(1, 16))
+# Under pytest-xdist each worker process takes its own share of the database indexes (with REDIS_URL set
+# they all use one server; unset, each worker runs its own embedded one).
+_worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_db_numbers = itertools.cycle([db for db in range(1, 16) if db % _workers == _worker % _workers] or [1 + _worker])
 # Build every record plate-bot logs (a bad `extra` key only fails when a record is actually made).
 logging.getLogger("plate").setLevel(logging.DEBUG)
 
