@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from config.durations import Duration
 from config.freeze import Freeze
@@ -21,7 +21,11 @@ SLACK_ID = r"^[UWSCGD][A-Z0-9]{2,30}$"
 ENV_NAME = r"^[a-z][a-z0-9-]{0,31}$"
 
 KubeName = Annotated[str, Field(pattern=DNS_LABEL)]
+# Helm's own limit for a release name (53 characters, a DNS label); an app is named like one.
+ReleaseName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")]
 SlackUserOrGroup = Annotated[str, Field(pattern=r"^[UWS][A-Z0-9]{2,30}$")]
+# Who may do something: user ids, user group ids (S…, expanded through Slack), or "*" for everyone.
+Audience = list[Annotated[str, Field(pattern=r"^(\*|[UWS][A-Z0-9]{2,30})$")]]
 SlackChannel = Annotated[str, Field(pattern=r"^[CGD][A-Z0-9]{2,30}$")]
 REGISTRY_HOST = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?$"
 # host[:port]/repository:tag or @sha256:digest; it ends up in a pod spec and registry URLs.
@@ -62,8 +66,40 @@ class HarborChecks(BaseModel):
     sync_timeout: Duration = 300
 
 
+class App(BaseModel):
+    """One Helm release of an environment: a service (web, api, workers, cron). Unset overrides take the
+    environment's value. `name` is filled in from the key in `apps:`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    release: ReleaseName | None = None  # default: the app's name
+    chart: Path
+    values: list[Path] = []
+    namespace: KubeName | None = None  # default: the environment's
+    argocd_app: KubeName | None = None
+    approvals_required: int | None = Field(default=None, ge=0, le=5)
+    approvers: list[SlackUserOrGroup] | None = None
+    requesters: Audience | None = None
+    readers: Audience | None = None
+    diagnosers: Audience | None = None
+    helm_timeout: Duration | None = None
+    rollout_timeout: Duration | None = None
+
+
+# What an app may set for itself; everything else (cluster, channels, freezes, harbor) is the environment's.
+_APP_OVERRIDES = (
+    "approvals_required", "approvers", "requesters", "readers", "diagnosers", "helm_timeout", "rollout_timeout",
+)  # fmt: skip
+
+
 class Environment(BaseModel):
-    """One deploy target. `name` is filled in from the key in `environments:`."""
+    """One deploy target: a cluster context and namespace, who may ask and approve, and its apps. `name` is
+    filled in from the key in `environments:`.
+
+    An environment written the old way (`release`/`chart`/`values` at its top) is one app named after its
+    release. `for_app` gives the environment as one app sees it: that app's release, chart, values,
+    namespace and overrides in the places procedures read them, so a procedure works on one release."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -79,12 +115,19 @@ class Environment(BaseModel):
     # Optional pin of the cluster's identity: the UID of the kube-system namespace.
     cluster_uid: str | None = None
     namespace: KubeName
-    release: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")]
-    chart: Path
+    # The old single-app layout; with `apps:` these are set by `for_app` only.
+    release: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?)?$")
+    chart: Path = Path()  # unset unless in model_fields_set
     values: list[Path] = []
+    apps: dict[ReleaseName, App] = {}
+    default_app: str | None = None
     approvals_required: int = Field(default=0, ge=0, le=5)
     approvers: list[SlackUserOrGroup] = []
-    requesters: list[Annotated[str, Field(pattern=r"^(\*|[UWS][A-Z0-9]{2,30})$")]] = ["*"]
+    requesters: Audience = ["*"]
+    # May run the read verbs (status, history, diagnose, argocd, harbor-verify, apps).
+    readers: Audience = ["*"]
+    # May run diagnose, which shows pod logs; unset: the readers.
+    diagnosers: Audience | None = None
     channels: list[SlackChannel] = []
     approval_ttl: Duration = 900
     helm_timeout: Duration = 600
@@ -95,22 +138,105 @@ class Environment(BaseModel):
     argocd_namespace: KubeName = "argocd"
     harbor: HarborChecks = HarborChecks()
     freeze: Freeze | None = None
+    # The app this view is of ("" for the environment itself); set by `for_app`, never in the file.
+    _app: str = PrivateAttr(default="")
+    # Written the old way: its one app keeps the environment's name in Redis keys (locks, backups, records),
+    # so records written before apps existed stay readable.
+    _single: bool = PrivateAttr(default=False)
 
     @property
     def is_production(self) -> bool:
         if self.production is not None:
             return self.production
-        return self.approvals_required > 0
+        return self.approvals_required > 0 or any((a.approvals_required or 0) > 0 for a in self.apps.values())
 
     @property
     def job_timeout(self) -> int:
         """RQ's hard limit: helm's own timeout must run out first, with room for the steps around it."""
         return self.helm_timeout + self.rollout_timeout + 300
 
+    @property
+    def app(self) -> str:
+        """The app this view is of; "" for the whole environment."""
+        return self._app
+
+    @property
+    def key(self) -> str:
+        """What names this release in Redis (its lock, backups, change and release records): environment +
+        namespace + release. The whole environment, and the one app of an old-style one, use the name."""
+        if not self._app or self._single:
+            return self.name
+        return f"{self.name}/{self.namespace}/{self.release}"
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `prod`, or `prod/plate-api` when the environment has several apps."""
+        return self.name if not self._app or len(self.apps) < 2 else f"{self.name}/{self._app}"
+
+    def app_names(self) -> list[str]:
+        return list(self.apps)
+
+    def for_app(self, name: str | None = None) -> Environment:
+        """The environment as app `name` (default: `default_app`) sees it; KeyError if there is none."""
+        name = name or self.default_app
+        if name is None or name not in self.apps:
+            raise KeyError(name)
+        app = self.apps[name]
+        changes: dict[str, Any] = {
+            "release": app.release or name,
+            "chart": app.chart,
+            "values": app.values,
+            "namespace": app.namespace or self.namespace,
+            # An old-style environment's `argocd_app` is its one app's.
+            "argocd_app": app.argocd_app if app.argocd_app is not None or not self._single else self.argocd_app,
+        }
+        changes.update({k: getattr(app, k) for k in _APP_OVERRIDES if getattr(app, k) is not None})
+        view = self.model_copy(update=changes)
+        view._app, view._single = name, self._single
+        return view
+
+    def lock_blockers(self) -> list[str]:
+        """The other lock keys that must be free for this one to be taken: an app waits for the whole
+        environment (harbor-bootstrap), the whole environment for every app."""
+        if self._app:
+            return [] if self._single else [self.name]
+        return [k for k in (self.for_app(a).key for a in self.apps) if k != self.name]
+
+    def may_diagnose(self) -> Audience:
+        return self.diagnosers if self.diagnosers is not None else self.readers
+
+    @model_validator(mode="after")
+    def _apps(self) -> Self:
+        old_style = self.release or "chart" in self.model_fields_set or self.values
+        if self.apps and old_style:
+            raise ValueError("give either `apps:` or release/chart/values at the environment's level, not both")
+        if not self.apps:
+            if not self.release or "chart" not in self.model_fields_set:
+                raise ValueError("an environment needs `apps:`, or `release` and `chart`")
+            single = App(name=self.release, release=self.release, chart=self.chart, values=self.values)
+            self.apps = {self.release: single}
+            self._single = True
+        releases: dict[tuple[str, str], str] = {}
+        for name, app in self.apps.items():
+            app.name = name
+            where = (app.namespace or self.namespace, app.release or name)
+            if where in releases:
+                raise ValueError(f"apps {releases[where]} and {name} are the same release {where[1]} in {where[0]}")
+            releases[where] = name
+        if self.default_app is None and len(self.apps) == 1:
+            self.default_app = next(iter(self.apps))
+        if self.default_app is not None and self.default_app not in self.apps:
+            raise ValueError(f"default_app {self.default_app!r} is not one of the apps: {', '.join(self.apps)}")
+        return self
+
     @model_validator(mode="after")
     def _approvers_exist(self) -> Self:
         if self.approvals_required > 0 and not self.approvers:
             raise ValueError("approvals_required > 0 needs at least one entry in approvers")
+        for name, app in self.apps.items():
+            needed = self.approvals_required if app.approvals_required is None else app.approvals_required
+            if needed > 0 and not (self.approvers if app.approvers is None else app.approvers):
+                raise ValueError(f"app {name}: approvals_required > 0 needs at least one entry in approvers")
         return self
 
 
@@ -184,8 +310,12 @@ def parse_config(data: object, source: str = "<config>", base_dir: Path | None =
         raise ConfigError(f"{source}: {_location(err['loc'])}: {message}{more}") from None
     if base_dir is not None:
         for env in config.environments.values():
-            env.chart = (base_dir / env.chart).resolve()
-            env.values = [(base_dir / v).resolve() for v in env.values]
+            if env.chart != Path():
+                env.chart = (base_dir / env.chart).resolve()
+                env.values = [(base_dir / v).resolve() for v in env.values]
+            for app in env.apps.values():
+                app.chart = (base_dir / app.chart).resolve()
+                app.values = [(base_dir / v).resolve() for v in app.values]
             if env.harbor.manifests_dir is not None:
                 env.harbor.manifests_dir = (base_dir / env.harbor.manifests_dir).resolve()
     return config
