@@ -38,8 +38,10 @@ STATE_ENV = "FAKE_HELM_STATE"
 KUBE_URL_ENV = "FAKE_HELM_KUBE_URL"
 DEFAULT_VERSION = "v3.16.2"
 GIT_COMMIT = "13654a52f7c70a143b1dd51416d633e1071faffb"
+# An injected failure without `fail_message` names the release's Deployment (named after the release, as
+# the example charts do), so each release of a namespace fails in its own words.
 DEFAULT_FAIL_MESSAGE = (
-    'cannot patch "plate-web" with kind Deployment: Deployment.apps "plate-web" is invalid: '
+    'cannot patch "{name}" with kind Deployment: Deployment.apps "{name}" is invalid: '
     "spec.template.spec.containers[0].image: Invalid value"
 )
 UNREACHABLE_MESSAGE = (
@@ -990,7 +992,7 @@ def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd:
             _sleep_cancellable(wait)
             cause = "context deadline exceeded"
         elif mode == "fail":
-            cause = str(ctx.behaviour.get("fail_message", DEFAULT_FAIL_MESSAGE))
+            cause = str(ctx.behaviour.get("fail_message", DEFAULT_FAIL_MESSAGE.format(name=name)))
         else:
             _kube_apply(manifest, ctx.namespace, name)
     except _Cancelled:
@@ -1141,7 +1143,7 @@ def cmd_rollback(ctx: _Ctx, pos: list[str], opts: dict[str, Any]) -> int:
             _sleep_cancellable(float(override) if override is not None else timeout)
             cause = "context deadline exceeded"
         elif mode == "fail":
-            cause = str(ctx.behaviour.get("fail_message", DEFAULT_FAIL_MESSAGE))
+            cause = str(ctx.behaviour.get("fail_message", DEFAULT_FAIL_MESSAGE.format(name=name)))
         else:
             _kube_apply(rec["manifest"], ctx.namespace, name)
     except _Cancelled:

@@ -233,3 +233,48 @@ def test_helm_install_end_to_end(
     assert items[0].metadata.labels["app.kubernetes.io/instance"] == "plate-web"
     status = apps.read_namespaced_deployment(dep.metadata.name, NS).status
     assert status.observed_generation == dep.metadata.generation and status.ready_replicas == len(items)
+
+
+def test_two_helm_releases_share_a_namespace(
+    kube_api: FakeKubeAPI, cluster: SimulatedCluster, kc: client.ApiClient, tmp_path: Path
+) -> None:
+    """Issue 14: plate-web and plate-api, two apps of one environment, rolled out side by side in plate-prod;
+    upgrading one rolls only its own pods."""
+    helm = install_wrapper(tmp_path / "bin", tmp_path / "state")
+    env = {**os.environ, "FAKE_HELM_KUBE_URL": kube_api.url}
+
+    def upgrade(release: str, *extra: str) -> None:
+        chart = ROOT / "examples" / release
+        argv = [str(helm), "upgrade", "--install", release, str(chart), "-n", NS,
+                "-f", str(chart / "values-production.yaml"), *extra]  # fmt: skip
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+    def instance(release: str) -> list[client.V1Pod]:
+        core = client.CoreV1Api(kc)
+        return core.list_namespaced_pod(NS, label_selector=f"app.kubernetes.io/instance={release}").items
+
+    upgrade("plate-web")
+    upgrade("plate-api")
+    apps = client.AppsV1Api(kc)
+    wait_until(lambda: len(apps.list_namespaced_deployment(NS).items) == 2, 5, "both Deployments")
+    cluster.settle()
+    web, api = instance("plate-web"), instance("plate-api")
+    assert len(web) == 1 and len(api) == 2  # plate-web leaves the scale to its HPA (none here): 1
+    assert all(p.metadata.name.startswith("plate-web-") and p.status.phase == "Running" for p in web)
+    assert all(p.metadata.name.startswith("plate-api-") and p.status.phase == "Running" for p in api)
+    assert {p.spec.containers[0].image for p in api} == {"harbor.example.com/plate/plate-api:2.1.0"}
+    assert {p.spec.containers[0].image for p in web} == {f"{IMAGE}:1.4.0"}
+
+    upgrade("plate-api", "--set-string", "image.tag=2.2.0")
+    cluster.settle()
+    assert {p.metadata.name for p in instance("plate-web")} == {p.metadata.name for p in web}  # untouched
+    rolled = instance("plate-api")
+    assert len(rolled) == 2 and not {p.metadata.name for p in rolled} & {p.metadata.name for p in api}
+    assert {p.spec.containers[0].image for p in rolled} == {"harbor.example.com/plate/plate-api:2.2.0"}
+    status = {d.metadata.name: d.status for d in apps.list_namespaced_deployment(NS).items}
+    assert (status["plate-web"].observed_generation, status["plate-web"].ready_replicas) == (1, 1)
+    assert (status["plate-api"].observed_generation, status["plate-api"].ready_replicas) == (2, 2)
+    services = {s.metadata.name: s.spec.selector for s in client.CoreV1Api(kc).list_namespaced_service(NS).items}
+    assert services["plate-api"] == {"app.kubernetes.io/name": "plate-api", "app.kubernetes.io/instance": "plate-api"}
+    assert services["plate-web"]["app.kubernetes.io/instance"] == "plate-web"

@@ -1,4 +1,4 @@
-"""The fake helm CLI (sandbox/helm.py) and the example chart it deploys (examples/plate-web).
+"""The fake helm CLI (sandbox/helm.py) and the example charts it deploys (examples/plate-web, examples/plate-api).
 
 The fake runs as a real executable through install_wrapper, exactly as plate-bot's workers will run it.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -28,6 +29,12 @@ from tests.waiting import wait_until
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "examples" / "plate-web"
 PROD = ["-n", "plate-prod", "-f", str(CHART / "values-production.yaml")]
+# Issue 14: an environment holds several apps; the examples are two charts, one release each.
+API_CHART = REPO / "examples" / "plate-api"
+API_PROD = ["-n", "plate-prod", "-f", str(API_CHART / "values-production.yaml")]
+EXAMPLE_CHARTS = ["plate-web", "plate-api"]
+VALUES_FILES = [None, "values-staging.yaml", "values-production.yaml"]
+KUBE_VERSION = "1.30"
 
 
 @dataclass
@@ -77,12 +84,35 @@ def by_kind(docs: list[dict], kind: str) -> dict:
 # --- the example chart ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values_file", [None, "values-staging.yaml", "values-production.yaml"])
-def test_chart_lints_clean(values_file: str | None) -> None:
-    values = yaml.safe_load((CHART / values_file).read_text()) if values_file else None
-    result = helm_python.lint(str(CHART), values=values, strict=True)
+def render_example(name: str, values_file: str | None, release: str, namespace: str = "plate-prod") -> list[dict]:
+    chart = REPO / "examples" / name
+    values = yaml.safe_load((chart / values_file).read_text()) if values_file else {}
+    with helm_python.Chart.load(str(chart)) as loaded:
+        out = loaded.render(values, name=release, namespace=namespace)
+    return docs_of("\n---\n".join(v for k, v in out.items() if not k.endswith("NOTES.txt")))
+
+
+@pytest.mark.parametrize("chart_name", EXAMPLE_CHARTS)
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_chart_lints_clean(chart_name: str, values_file: str | None) -> None:
+    chart = REPO / "examples" / chart_name
+    values = yaml.safe_load((chart / values_file).read_text()) if values_file else None
+    result = helm_python.lint(str(chart), values=values, strict=True)
     assert result["errors"] == [], result
     assert [m for m in result["messages"] if m["severity"] > 1] == []
+
+
+@pytest.mark.parametrize("chart_name", EXAMPLE_CHARTS)
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_example_chart_objects_validate_against_kubernetes_schemas(chart_name: str, values_file: str | None) -> None:
+    docs = render_example(chart_name, values_file, chart_name)
+    assert {"Deployment", "Service"} <= {d["kind"] for d in docs}
+    for obj in docs:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        # The conventions plate-bot's status, diagnose and the simulated cluster rely on.
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == chart_name and labels["app.kubernetes.io/name"] == chart_name
+        assert labels["app.kubernetes.io/part-of"] == "plate" and labels["helm.sh/chart"].startswith(chart_name)
 
 
 def test_chart_renders_staging_and_production_shapes() -> None:
@@ -119,6 +149,39 @@ def test_chart_renders_staging_and_production_shapes() -> None:
     assert by_kind(stg, "Deployment")["spec"]["replicas"] == 1
     assert not [d for d in stg if d["kind"] == "HorizontalPodAutoscaler"]
     assert by_kind(stg, "Ingress")["spec"]["rules"][0]["host"] == "plate-stg.example.com"
+
+
+def test_api_chart_renders_staging_and_production_shapes() -> None:
+    prod, stg = (render_example("plate-api", f, "plate-api") for f in ("values-production.yaml", "values-staging.yaml"))
+    assert [d["kind"] for d in prod] == ["Deployment", "Service"]  # internal API: no ingress, no HPA
+    deploy = by_kind(prod, "Deployment")
+    assert deploy["metadata"]["name"] == "plate-api" and deploy["spec"]["replicas"] == 2
+    pod = deploy["spec"]["template"]["spec"]
+    assert (
+        pod["imagePullSecrets"] == [{"name": "harbor-docker-secret"}] and pod["automountServiceAccountToken"] is False
+    )
+    container = pod["containers"][0]
+    assert container["image"] == "harbor.example.com/plate/plate-api:2.1.0"  # tag defaults to appVersion
+    assert container["ports"] == [{"name": "http", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/api/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/api/live", "port": "http"}
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "384Mi"}
+    assert {e["name"]: e["value"] for e in container["env"]}["PLATE_ENV"] == "production"
+    service = by_kind(prod, "Service")
+    assert service["spec"]["ports"][0]["port"] == 8080 and service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "plate-api",
+        "app.kubernetes.io/instance": "plate-api",
+    }
+    assert deploy["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
+
+    stg_deploy = by_kind(stg, "Deployment")
+    assert stg_deploy["spec"]["replicas"] == 1
+    assert stg_deploy["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "128Mi"
+    # Another release name keeps its own objects: two copies never collide in one namespace.
+    other = by_kind(render_example("plate-api", None, "canary"), "Deployment")
+    assert other["metadata"]["name"] == "canary-plate-api"
+    assert other["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "canary"
 
 
 # --- version, lint, template ----------------------------------------------------------------------------
@@ -285,6 +348,53 @@ def test_rollback_default_explicit_and_missing(helm: FakeHelm) -> None:
     assert "plate-web:1.0.0" in helm.json("status", "plate-web", "-n", "plate-prod")["manifest"]
     missing = helm.run("rollback", "plate-web", "42", "-n", "plate-prod")
     assert (missing.returncode, missing.stderr) == (1, "Error: release has no 42 version\n")
+
+
+def test_two_releases_in_one_namespace_are_independent(helm: FakeHelm) -> None:
+    """Issue 14: plate-web and plate-api, two releases of one environment, in the same namespace."""
+    assert helm.install().returncode == 0
+    api = helm.ok("upgrade", "--install", "plate-api", str(API_CHART), *API_PROD, "--atomic", "--wait")
+    assert api.stdout.startswith('Release "plate-api" does not exist. Installing it now.\nNAME: plate-api\n')
+    assert "plate-api harbor.example.com/plate/plate-api:2.1.0 is installed as release plate-api" in api.stdout
+    for tag in ("2.1.1", "2.2.0"):
+        helm.ok("upgrade", "plate-api", str(API_CHART), *API_PROD, "--set-string", f"image.tag={tag}")
+
+    web, api_status = (helm.json("status", r, "-n", "plate-prod") for r in ("plate-web", "plate-api"))
+    assert (web["name"], web["version"], web["chart"]["metadata"]["name"]) == ("plate-web", 1, "plate-web")
+    assert (api_status["name"], api_status["version"], api_status["chart"]["metadata"]["name"]) == (
+        "plate-api", 3, "plate-api",
+    )  # fmt: skip
+    assert "plate-api" not in web["manifest"] and "plate-web" not in api_status["manifest"]
+    assert "plate/plate-api:2.2.0" in api_status["manifest"]
+    web_history = helm.json("history", "plate-web", "-n", "plate-prod")
+    assert [h["status"] for h in web_history] == ["deployed"]
+    api_history = helm.json("history", "plate-api", "-n", "plate-prod")
+    assert [(h["revision"], h["status"], h["chart"]) for h in api_history] == [
+        (1, "superseded", "plate-api-2.1.0"),
+        (2, "superseded", "plate-api-2.1.0"),
+        (3, "deployed", "plate-api-2.1.0"),
+    ]
+    assert helm.json("get", "values", "plate-api", "-n", "plate-prod")["image"] == {"tag": "2.2.0"}
+    assert "image" not in helm.json("get", "values", "plate-web", "-n", "plate-prod")
+    listed = {r["name"]: (r["revision"], r["chart"]) for r in helm.json("list", "-n", "plate-prod")}
+    assert listed == {"plate-web": ("1", "plate-web-1.4.0"), "plate-api": ("3", "plate-api-2.1.0")}
+
+    # A failed, atomically rolled back plate-api upgrade names plate-api and leaves plate-web alone.
+    set_behaviour(helm.state, upgrade="fail")
+    failed = helm.run("upgrade", "plate-api", str(API_CHART), *API_PROD, "--set-string", "image.tag=9.9.9", "--atomic")
+    assert failed.stderr.startswith(
+        "Error: UPGRADE FAILED: release plate-api failed, and has been rolled back due to atomic being set: "
+        'cannot patch "plate-api" with kind Deployment: Deployment.apps "plate-api" is invalid: '
+    )
+    set_behaviour(helm.state, upgrade=None)
+    assert [h["status"] for h in helm.json("history", "plate-api", "-n", "plate-prod")][-2:] == ["failed", "deployed"]
+    helm.ok("rollback", "plate-api", "1", "-n", "plate-prod")
+    assert helm.json("status", "plate-api", "-n", "plate-prod")["version"] == 6
+    assert helm.json("history", "plate-web", "-n", "plate-prod") == web_history
+    # The same release name in another namespace is another release.
+    assert helm.run("status", "plate-api", "-n", "plate-stg").stderr == "Error: release: not found\n"
+    helm.ok("uninstall", "plate-api", "-n", "plate-prod")
+    assert [r["name"] for r in helm.json("list", "-n", "plate-prod")] == ["plate-web"]
 
 
 def test_unknown_release_errors(helm: FakeHelm) -> None:
