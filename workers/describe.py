@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from core.text import age, clip, parse_time
@@ -46,6 +47,58 @@ def container_problems(pod: Obj) -> list[str]:
             if cond.get("status") == "False" and cond.get("reason"):
                 out.append(f"{cond['reason']}: {clip(cond.get('message', ''), 120)}")
     return out
+
+
+def _number(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def signal_name(number: int) -> str | None:
+    """`SIGKILL` for 9; None for a number this platform does not name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
+
+
+def last_state_line(cs: Obj, now: float, *, init: bool = False) -> str | None:
+    """A container's last termination as `kubectl describe` shows it, or None when it has none:
+    `↳ `web` Last State: Terminated, Reason: Error, Exit Code: 137 (SIGKILL), finished 2m ago
+    (2024-05-01T10:00:00Z), Message: …`. The reason is shown as given (137 with OOMKilled is the kernel's
+    kill); an exit code above 128 names its signal when the number is known. `now` is passed in."""
+    term = (cs.get("lastState") or {}).get("terminated")
+    if not isinstance(term, dict):
+        return None
+    parts = ["Last State: Terminated"]
+    if term.get("reason"):
+        parts.append(f"Reason: {clip(term['reason'], 60)}")
+    code = _number(term.get("exitCode"))
+    if code is not None:
+        named = signal_name(code - 128) if code > 128 else None
+        parts.append(f"Exit Code: {code}" + (f" ({named})" if named else ""))
+    sig = _number(term.get("signal"))
+    if sig and sig > 0 and (code is None or code - 128 != sig):  # not already named by the exit code
+        named = signal_name(sig)
+        parts.append(f"Signal: {sig}" + (f" ({named})" if named else ""))
+    finished = term.get("finishedAt")
+    if finished:
+        when = parse_time(str(finished))
+        parts.append(f"finished {age(str(finished), now)} ago ({finished})" if when is not None else "finished ?")
+    if term.get("message"):
+        parts.append(f"Message: {clip(term['message'], 160)}")
+    who = f"init container `{cs.get('name', '?')}`" if init else f"`{cs.get('name', '?')}`"
+    return f"↳ {who} " + ", ".join(parts)
+
+
+def last_state_lines(pod: Obj, now: float) -> list[str]:
+    """The last termination of each of the pod's init and app containers that has one."""
+    status = pod.get("status") or {}
+    lines = [last_state_line(cs, now, init=True) for cs in status.get("initContainerStatuses") or []]
+    lines += [last_state_line(cs, now) for cs in status.get("containerStatuses") or []]
+    return [line for line in lines if line]
 
 
 def pod_line(pod: Obj) -> str:

@@ -14,6 +14,7 @@ cut them). Asserted: no secret, nor either half of one, anywhere; the near-misse
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,13 +70,15 @@ def run(service: Service, text: str, channel: str = "C0DEPLOYS") -> None:
 
 
 def leaky_pod(api: FakeKubeAPI, name: str, leaks: Sequence[Leak], ns: str = NS) -> None:
-    """A crash-looping pod (two containers) whose Warning events are the leaks' texts and whose containers'
-    previous runs logged them, between the near-misses."""
+    """A crash-looping pod (two containers) whose Warning events are the leaks' texts, whose containers'
+    previous runs logged them, between the near-misses, and ended with the first and last as their
+    termination messages."""
     statuses = [
         {"name": c, "ready": False, "restartCount": 5, "image": "harbor.example.com/plate/plate-web:1.4.0",
          "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"}},
-         "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": ago(30)}}}
-        for c in ("web", "sidecar")
+         "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": ago(30),
+                                      "message": leak.text}}}
+        for c, leak in (("web", leaks[0]), ("sidecar", leaks[-1]))
     ]  # fmt: skip
     api.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
              "spec": {"containers": [{"name": "web", "image": "x"}, {"name": "sidecar", "image": "x"}]},
@@ -106,6 +109,11 @@ def test_corpus_through_diagnose_events_and_previous_logs(
         texts = "\n".join(str(c.params.get("text", "")) for c in fake_slack.calls[before:])
         for name, group in zip(names, run_groups, strict=True):
             assert f"Diagnosis of `Pod/{name}`" in texts and f"*Last log lines* `{name}/web`" in texts
+            # How each container last ended, as `kubectl describe` says it (issue 14), its message redacted.
+            diagnosis = texts.split(f"*Diagnosis of `Pod/{name}`")[1].split("*Diagnosis of")[0]
+            for container in ("web", "sidecar"):
+                last = f"↳ `{container}` Last State: Terminated, Reason: Error, Exit Code: 1, finished "
+                assert re.search(re.escape(last) + r"\d+[sm] ago \(\S+Z\), Message: \S", diagnosis), diagnosis
             assert_nothing_leaked(posted, group)
             for leak in group:  # shown whole: in the log tail, redacted, and the near-miss untouched
                 assert leak.near in texts, leak.near

@@ -107,12 +107,15 @@ def _crashed(pod: Obj) -> list[str]:
 
 
 def pods_part(src: Sources, pods: list[Obj], d: Diagnosis, *, names: set[str] | None = None) -> list[str]:
-    """Pod lines, their warning events and crashed containers' last lines into `d`; returns the events'
-    messages (the pull failure's wording, for the chain)."""
+    """Pod lines (each followed by its containers' last terminations), their warning events and crashed
+    containers' last lines into `d`; returns the events' messages (the pull failure's wording, for the
+    chain)."""
     env, now = src.env, src.clock()
     ordered = sorted(pods, key=lambda p: (describe.is_ready(p), describe.name_of(p)))
     ready = sum(1 for p in pods if describe.is_ready(p))
-    lines = [describe.pod_line(p) for p in ordered[:MAX_PODS]]
+    lines: list[str] = []
+    for pod in ordered[:MAX_PODS]:
+        lines += [describe.pod_line(pod), *describe.last_state_lines(pod, now)]
     if len(pods) > MAX_PODS:
         lines.append(f"… and {len(pods) - MAX_PODS} more pods")
     d.add(f"Pods ({ready}/{len(pods)} ready)", lines or ["No pods."])
