@@ -24,11 +24,11 @@ from config.environments import Environment, PlateConfig
 from core import messages, policy
 from core.audit import Auditor, Event, args_text
 from core.errors import Conflict, NotAllowed, Unavailable, UsageError, UserError
-from core.home import HomeTab
+from core.home import HomeTab, apps_reply, release_keys
 from core.logs import bind
 from core.metrics import METRICS
 from core.queue import Queue, enqueue, enqueue_plan
-from core.requests import PAUSE_AUTOSYNC, Request, Status, new_request
+from core.requests import PAUSE_AUTOSYNC, Request, Status, new_request, target_of
 from core.slack import SlackError, SlackGateway
 from core.store import LockHeld, Store
 
@@ -87,24 +87,50 @@ class Listeners:
     def _command(
         self, ack: Ack, respond: Respond, text: str, user: str, channel: str, request_id: str
     ) -> tuple[str, str]:
-        config = self.services.config
         try:
-            cmd = parse(
-                text,
-                self._env_name,
-                lambda app: next((e.name for e in config.environments.values() if e.argocd_app == app), None),
-            )
+            cmd = parse(text, self._env_name, self._argocd_target, self._apps_of)
         except UsageError as exc:
-            ack(text=messages.usage_reply(exc.message, help_text(config.names())))
+            ack(text=messages.usage_reply(exc.message, self._help()))
             return "invalid", "usage"
         if cmd.verb is Verb.HELP:
-            ack(text=help_text(config.names()))
+            ack(text=self._help())
             return cmd.verb.value, "help"
+        if cmd.verb is Verb.APPS:
+            return self._apps(ack, cmd, user, channel)
 
         def answer(text: str | None) -> None:
             ack(text=text) if text else ack()
 
         return self.submit(cmd, user, channel, request_id, answer, respond)
+
+    def _help(self) -> str:
+        config = self.services.config
+        return help_text(config.names(), {e.name: e.app_names() for e in config.environments.values()})
+
+    def _apps(self, ack: Ack, cmd: Command, user: str, channel: str) -> tuple[str, str]:
+        """`/plate apps [env]`: answered at once from Redis (live revision, image, lock of each app), to the
+        asker only. Environments where the asker is not a reader, or that take no commands in this
+        channel, are left out and counted."""
+        config = self.services.config
+        envs = [config.environments[cmd.env]] if cmd.env else list(config.environments.values())
+        shown: list[Environment] = []
+        for env in envs:
+            try:
+                policy.check_request(env, Verb.APPS, user, channel, self._members(env.readers))
+                shown.append(env)
+            except NotAllowed as exc:
+                if cmd.env:
+                    ack(text=f":no_entry: {exc.message}")
+                    self.audit.record(Event.REQUEST_REFUSED, env=env.name, verb="apps", user=user, detail=exc.message)
+                    return cmd.verb.value, "refused"
+        try:
+            snapshot = self.services.store.releases_and_locks(release_keys(shown))
+        except Unavailable:
+            ack(text=messages.unavailable())
+            return cmd.verb.value, "unavailable"
+        text, blocks = apps_reply(shown, snapshot, hidden=len(envs) - len(shown))
+        ack(text=text, blocks=blocks)
+        return cmd.verb.value, "answered"
 
     def submit(
         self,
@@ -114,48 +140,54 @@ class Listeners:
         request_id: str,
         answer: Callable[[str | None], None],
         respond: Respond,
+        *,
+        origin: str | None = None,
     ) -> tuple[str, str]:
         """A parsed request from `user` in `channel`: the policy, the request in Redis (with its lock when
         it goes straight to the queue), then the card. `answer` is called exactly once, before anything is
         posted, with the reply the user sees (None: nothing to say): a slash command's ack, or an
         ephemeral message for a button. Returns (verb, outcome) for the metrics."""
-        config = self.services.config
-        env = config.environments[str(cmd.env)]
+        whole = self.services.config.environments[str(cmd.env)]
+        env = whole.for_app(cmd.app) if cmd.verb.per_app else whole
         try:
-            policy.check_request(env, cmd.verb, user, channel, self._members(env.requesters))
+            policy.check_request(env, cmd.verb, user, channel, self._members(policy.audience(env, cmd.verb)))
             if cmd.verb.mutating:
                 self._check_member(user, "request changes")
             frozen = None if cmd.dry_run else policy.freeze_note(env, cmd.verb, self.services.clock())
         except NotAllowed as exc:
             answer(f":no_entry: {exc.message}")
-            self.audit.record(Event.REQUEST_REFUSED, env=env.name, verb=cmd.verb.value, user=user, detail=exc.message)
+            self.audit.record(Event.REQUEST_REFUSED, env=env.label, verb=cmd.verb.value, user=user, detail=exc.message)
             return cmd.verb.value, "refused"
         request = self._new_request(cmd, env, user, channel, request_id, frozen)
-        locks = cmd.verb.mutating and not cmd.dry_run
+        if origin:
+            request = request.evolve(origin=origin)
+        lock = request.lock_name
         try:
             # Straight to the queue: the lock is taken now, so busy is answered here, never on a posted card.
             straight = request.planned and not request.needs_approval()
-            holder = self.services.store.create(request, lock_env=env.name if locks else None, take_lock=straight)
+            holder = self.services.store.create(
+                request, lock_env=lock, take_lock=straight, blockers=env.lock_blockers()
+            )
         except Conflict:
             answer(None)  # the same command delivered twice: the first delivery answers
             return cmd.verb.value, "duplicate"
         except Unavailable:
             answer(messages.unavailable())
-            if locks and straight:
+            if lock and straight:
                 # The writes may still run when Redis answers again (a frozen node executes what it was
                 # sent): undo the lock claim and the request as soon as it does.
-                self.services.listener_executor.submit(self._forget_later, env.name, request.id)
+                self.services.listener_executor.submit(self._forget_later, lock, request.id)
             return cmd.verb.value, "unavailable"
         if holder is not None:
             # Answered for good: a replay of this signed delivery (Slack's 5-minute window) after the
             # lock frees must not run it (Store.create remembered the id).
-            answer(messages.lock_held(env.name, holder))
-            detail = f"{env.name} locked by request {holder.get('request')}"
-            self.audit.record(Event.REQUEST_REFUSED, env=env.name, verb=cmd.verb.value, user=user, detail=detail)
+            answer(messages.lock_held(env.label, holder))
+            detail = f"{env.label} locked by request {holder.get('request')}"
+            self.audit.record(Event.REQUEST_REFUSED, env=env.label, verb=cmd.verb.value, user=user, detail=detail)
             return cmd.verb.value, "locked"
         answer(None)
         self.audit.record(Event.REQUEST_CREATED, request=request, user=user, detail=args_text(request.args))
-        log.info("request created", extra={"verb": cmd.verb.value, "env": env.name, "command_args": cmd.args()})
+        log.info("request created", extra={"verb": cmd.verb.value, "env": env.label, "command_args": cmd.args()})
         self._post_card(request, env, respond)
         return cmd.verb.value, "accepted"
 
@@ -173,10 +205,15 @@ class Listeners:
         self, cmd: Command, env: Environment, user: str, channel: str, request_id: str, frozen: str | None = None
     ) -> Request:
         needed = policy.approvals_needed(env, cmd.verb, dry_run=cmd.dry_run, extra=1 if frozen else 0)
+        locks = cmd.verb.mutating and not cmd.dry_run
         return new_request(
             request_id,
             verb=cmd.verb.value,
             env=env.name,
+            # Named only where the environment has several apps: one-app requests read as they always did.
+            app=env.app if len(env.apps) > 1 else "",
+            # An old-style environment's lock is its name, which `Request.lock_name` assumes when `lock` is "".
+            lock=env.key if locks and env.key != env.name else "",
             requester=user,
             channel=channel,
             now=self.services.clock(),
@@ -190,14 +227,19 @@ class Listeners:
         )
 
     def _post_card(self, request: Request, env: Environment, respond: Respond) -> None:
-        text, blocks = messages.request_card(request, env)
+        """Post the card. A request that needs nobody's approval is posted as it will stand once queued (no
+        buttons, "queued by"), then queued: no card ever says it needs approval when it does not."""
+        straight = request.planned and not request.needs_approval()
+        shown = request.queued_now(self.services.clock()) if straight else request
+        text, blocks = messages.card(shown, env)
         try:
             ts = self.services.slack.post(request.channel, text, blocks)
         except SlackError as exc:
             self.audit.transition(
                 *self.services.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.services.clock()))
             )
-            self.services.store.release_lock(env.name, request.id)  # taken with the request if it needed no approval
+            if request.lock_name:
+                self.services.store.release_lock(request.lock_name, request.id)  # claimed with a straight request
             hint = " Invite me to this channel first (`/invite @plate`)." if exc.code == "not_in_channel" else ""
             respond(text=f":warning: I could not post the request here ({exc.code}); nothing was run.{hint}")
             return
@@ -205,7 +247,7 @@ class Listeners:
             _, request = self.services.store.transition(request.id, lambda r: r.with_message(ts))
             if not request.planned:
                 enqueue_plan(self.services.queue, request)
-            elif not request.needs_approval():
+            elif straight:
                 self._queue_now(request, env, respond)
         except Unavailable:
             # Redis went away between the ack and here: say so on the card instead of leaving it waiting
@@ -216,26 +258,26 @@ class Listeners:
         self.home.refresh()
 
     def _queue_now(self, request: Request, env: Environment, respond: Respond) -> None:
-        """Environments and verbs that need no approval go straight to the queue."""
-        locks = Verb(request.verb).mutating and not request.args.get("dry_run")
+        """Environments and verbs that need no approval go straight to the queue (the card already says
+        so; it is edited only if the queueing fails)."""
         try:
             old, request = self.services.store.transition(
                 request.id,
                 lambda r: r.queued_now(self.services.clock()),
-                lock_env=env.name if locks else None,
+                lock_env=request.lock_name,
                 lock_ttl=env.job_timeout,
                 on_commit=self._enqueue(env),
+                blockers=env.lock_blockers(),
             )
         except LockHeld as exc:
             self.audit.transition(
                 *self.services.store.transition(request.id, lambda r: r.with_cancel(r.requester, self.services.clock()))
             )
             self._update_card(request.id, env)
-            respond(text=messages.lock_held(env.name, exc.holder))
+            respond(text=messages.lock_held(env.label, exc.holder))
             return
         self.audit.transition(old, request)
         METRICS.approval("auto", 0.0)
-        self._update_card(request.id, env)
 
     def _enqueue(self, env: Environment) -> Callable[..., None]:
         def add_job(pipe: Any, _old: Request, new: Request) -> None:
@@ -257,6 +299,21 @@ class Listeners:
     def _env_name(self, word: str) -> str | None:
         env = self.services.config.resolve(word)
         return env.name if env is not None else None
+
+    def _apps_of(self, env: str) -> tuple[list[str], str | None]:
+        e = self.services.config.environments[env]
+        return e.app_names(), e.default_app
+
+    def _argocd_target(self, name: str) -> tuple[str, str | None] | None:
+        """The environment and app an Argo CD application deploys."""
+        for env in self.services.config.environments.values():
+            for app in env.apps:
+                if env.for_app(app).argocd_app == name:
+                    return env.name, app
+        return None
+
+    def target(self, request: Request) -> Environment | None:
+        return target_of(self.services.config, request)
 
     def _foreign(self, body: dict[str, Any]) -> str | None:
         """Why a payload is not from plate-bot's own app and workspace (Slack Connect, another org)."""
@@ -287,13 +344,17 @@ class Listeners:
 
     # --- buttons ------------------------------------------------------------------------------------------
     def on_request_rollback(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        """The incident thread's Request rollback button: a rollback request of the environment by the
-        clicker in that channel, through `submit` like `/plate rollback <env>` (same policy, approvals and
-        card). One request per click; a redelivery is a no-op."""
+        """The incident thread's Request rollback button (value `env` or `env/app`): a rollback request of
+        that app by the clicker, through `submit` like `/plate rollback <env> <app>` (same policy,
+        approvals and card), posted in the environment's deploy channel (its first `channels` entry) and
+        linked both ways with the incident thread. One request per click; a redelivery is a no-op."""
         ack()
         action = (body.get("actions") or [{}])[0]
         user = str((body.get("user") or {}).get("id", ""))
-        channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", ""))
+        container = body.get("container") or {}
+        clicked_in = str((body.get("channel") or {}).get("id") or container.get("channel_id", ""))
+        message = body.get("message") or {}
+        thread = str(message.get("thread_ts") or container.get("thread_ts") or message.get("ts") or "")
         click = f"{body.get('trigger_id')}:{action.get('action_ts')}"
         request_id = request_id_for((body.get("team") or {}).get("id"), click)
 
@@ -307,14 +368,48 @@ class Listeners:
             if self._foreign(body) is not None:
                 answer(messages.foreign_workspace())
                 return
-            config = self.services.config
             try:
-                env = environment(str(action.get("value", ""))[:64].strip(), self._env_name)
+                cmd = self._rollback_of(str(action.get("value", ""))[:128].strip())
             except UsageError as exc:
-                answer(messages.usage_reply(exc.message, help_text(config.names())))
+                answer(messages.usage_reply(exc.message, self._help()))
             else:
-                outcome = self.submit(Command(verb=Verb.ROLLBACK, env=env), user, channel, request_id, answer, respond)
+                env = self.services.config.environments[str(cmd.env)]
+                channel = env.channels[0] if env.channels else clicked_in
+                origin = self._permalink(clicked_in, thread)
+                outcome = self.submit(cmd, user, channel, request_id, answer, respond, origin=origin)
+                if outcome[1] == "accepted" and thread:
+                    self._link_back(request_id, user, clicked_in, thread)
         METRICS.command(outcome[0], outcome[1], time.perf_counter() - started)
+
+    def _rollback_of(self, value: str) -> Command:
+        """The button's value, `env` or `env/app`, as a rollback command (UsageError if it names nothing)."""
+        env_word, _, app = value.partition("/")
+        env = environment(env_word, self._env_name)
+        apps, default = self._apps_of(env)
+        if app and app not in apps:
+            raise UsageError(f"`{env}` has no app called `{app[:40]}` any more.")
+        if not app and len(apps) > 1 and default is None:
+            raise UsageError(f"Which app of `{env}`? Use `/plate rollback {env} <app>`.")
+        return Command(verb=Verb.ROLLBACK, env=env, app=app or default or apps[0])
+
+    def _permalink(self, channel: str, ts: str) -> str | None:
+        if not channel or not ts:
+            return None
+        try:
+            return self.services.slack.permalink(channel, ts)
+        except SlackError:
+            return None
+
+    def _link_back(self, request_id: str, user: str, channel: str, thread: str) -> None:
+        """Say in the incident thread where the rollback request is."""
+        request = self.services.store.get(request_id)
+        if request is None or request.message_ts is None:
+            return
+        link = self._permalink(request.channel, request.message_ts)
+        try:
+            self.services.slack.post(channel, messages.rollback_requested(user, link), thread_ts=thread)
+        except SlackError:
+            log.warning("could not link the rollback request from the incident thread")
 
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
@@ -341,9 +436,9 @@ class Listeners:
         request = self.services.store.get(request_id)
         if request is None:
             raise Conflict("I don't know this request any more; it may be older than a week.")
-        env = self.services.config.environments.get(request.env)
+        env = self.target(request)
         if env is None:
-            raise Conflict(f"The environment `{request.env}` is no longer configured; nothing was run.")
+            raise Conflict(f"`{request.where}` is no longer configured; nothing was run.")
         now = self.services.clock()
         if request.is_expired(now):
             self.expire(request.id)
@@ -358,18 +453,18 @@ class Listeners:
                 change = lambda r: r.with_approval(user, now, is_approver=approver, option=option)  # noqa: E731
             else:
                 change = lambda r: r.with_rejection(user, now, is_approver=approver)  # noqa: E731
-        locks = Verb(request.verb).mutating and not request.args.get("dry_run")
         try:
             old, new = self.services.store.transition(
                 request.id,
                 change,
-                lock_env=env.name if locks else None,
+                lock_env=request.lock_name,
                 lock_ttl=env.job_timeout,
                 on_commit=self._enqueue(env),
+                blockers=env.lock_blockers(),
             )
         except LockHeld as exc:
-            raise Conflict(messages.lock_held(env.name, exc.holder)) from None
-        log.info("request %s", new.status.value, extra={"by": user, "env": env.name})
+            raise Conflict(messages.lock_held(env.label, exc.holder)) from None
+        log.info("request %s", new.status.value, extra={"by": user, "env": env.label})
         self.audit.transition(old, new)
         if new.status.final:
             METRICS.approval(new.status.value, now - new.created_at)
@@ -381,7 +476,7 @@ class Listeners:
         request = self.services.store.get(request_id)
         if request is None:
             return False
-        env = self.services.config.environments.get(request.env)
+        env = self.target(request)
         try:
             self.audit.transition(
                 *self.services.store.transition(request_id, lambda r: r.with_expiry(self.services.clock()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.errors import UsageError
 from core.requests import Verb
@@ -25,16 +25,20 @@ VERB_ALIASES = {"verify-harbor": Verb.HARBOR_VERIFY}
 DRY_RUN_VERBS = (Verb.DEPLOY, Verb.ROLLBACK)
 
 USAGE = {
-    Verb.DEPLOY: "/plate deploy <env> [image-tag] [--dry-run]",
-    Verb.ROLLBACK: "/plate rollback <env> [revision] [--dry-run]",
+    Verb.DEPLOY: "/plate deploy <env> [app] [image-tag] [--dry-run]",
+    Verb.ROLLBACK: "/plate rollback <env> [app] [revision] [--dry-run]",
     Verb.HARBOR_VERIFY: "/plate harbor-verify <env>",
     Verb.HARBOR_BOOTSTRAP: "/plate harbor-bootstrap <env>",
-    Verb.STATUS: "/plate status <env>",
-    Verb.HISTORY: "/plate history <env> [count]",
-    Verb.DIAGNOSE: "/plate diagnose <env> [pod-or-workload]",
-    Verb.ARGOCD: "/plate argocd <app>",
+    Verb.STATUS: "/plate status <env> [app]",
+    Verb.HISTORY: "/plate history <env> [app] [count]",
+    Verb.DIAGNOSE: "/plate diagnose <env> [app|pod-or-workload]",
+    Verb.ARGOCD: "/plate argocd <argocd-app>",
+    Verb.APPS: "/plate apps [env]",
     Verb.HELP: "/plate help",
 }
+
+# An environment's apps and its default app (None: a command must name one when there are several).
+AppsOf = Callable[[str], tuple[list[str], str | None]]
 
 
 @dataclass(frozen=True)
@@ -45,13 +49,14 @@ class Command:
     revision: int | None = None
     target: str | None = None
     count: int | None = None
-    app: str | None = None
+    argocd_app: str | None = None
+    app: str | None = None  # the environment's app (Helm release) the verb is about
     dry_run: bool = False
 
     def args(self) -> dict[str, object]:
-        """The verb's arguments, without the defaults: what the job needs beyond the environment."""
+        """The verb's arguments, without the defaults: what the job needs beyond the environment and app."""
         out: dict[str, object] = {}
-        for key in ("image_tag", "revision", "target", "count", "app"):
+        for key in ("image_tag", "revision", "target", "count", "argocd_app"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -75,10 +80,14 @@ def environment(word: str, resolve_env: Callable[[str], str | None]) -> str:
 
 
 def parse(
-    text: str, resolve_env: Callable[[str], str | None], resolve_app: Callable[[str], str | None] | None = None
+    text: str,
+    resolve_env: Callable[[str], str | None],
+    resolve_argocd: Callable[[str], tuple[str, str | None] | None] | None = None,
+    apps_of: AppsOf | None = None,
 ) -> Command:
     """Parse the text after `/plate`. `resolve_env` maps a name or alias to the canonical name;
-    `resolve_app` maps an Argo CD application name to the environment it deploys."""
+    `resolve_argocd` maps an Argo CD application name to the environment (and app) it deploys; `apps_of`
+    names an environment's apps and its default (without it, commands name no app)."""
     if len(text) > MAX_TEXT:
         raise UsageError(f"That command is {len(text)} characters long; the limit is {MAX_TEXT}.")
     words = text.split()
@@ -108,31 +117,45 @@ def parse(
         raise UsageError("`--dry-run` is given twice.")
 
     if verb is Verb.ARGOCD:
-        return _argocd(words[1:], resolve_app)
+        return _argocd(words[1:], resolve_argocd)
+    if verb is Verb.APPS:
+        if len(words) > 2:
+            raise UsageError(f"Too many arguments. Usage: `{USAGE[verb]}`")
+        return Command(verb, environment(words[1], resolve_env) if len(words) == 2 else None)
     if len(words) < 2:
         raise UsageError(f"Which environment? Usage: `{USAGE[verb]}`")
     env = environment(words[1], resolve_env)
     rest = words[2:]
+    app = None
+    if verb.per_app and apps_of is not None:
+        apps, default = apps_of(env)
+        if rest and rest[0] in apps:
+            app, rest = rest[0], rest[1:]
+        elif len(apps) == 1 or default is not None:
+            app = default or apps[0]
+        else:
+            listed = ", ".join(f"`{a}`" for a in apps)
+            raise UsageError(f"Which app of `{env}`? It has {listed}. Usage: `{USAGE[verb]}`")
     if len(rest) > 1:
         raise UsageError(f"Too many arguments. Usage: `{USAGE[verb]}`")
     arg = rest[0] if rest else None
-    return _with_argument(verb, env, arg, dry_run)
+    return replace(_with_argument(verb, env, arg, dry_run), app=app)
 
 
-def _argocd(words: list[str], resolve_app: Callable[[str], str | None] | None) -> Command:
-    """`argocd <app>`: the application names its environment (the one whose `argocd_app` it is)."""
+def _argocd(words: list[str], resolve_argocd: Callable[[str], tuple[str, str | None] | None] | None) -> Command:
+    """`argocd <argocd-app>`: the application names its environment and app (the one whose `argocd_app` it is)."""
     usage = USAGE[Verb.ARGOCD]
     if not words:
         raise UsageError(f"Which Argo CD application? Usage: `{usage}`")
     if len(words) > 1:
         raise UsageError(f"Too many arguments. Usage: `{usage}`")
-    app = words[0]
-    if not ARGOCD_APP.match(app):
-        raise UsageError(f"`{_shown(app)}` is not an Argo CD application name (lowercase letters, digits, `-`).")
-    env = resolve_app(app) if resolve_app is not None else None
-    if env is None:
-        raise UsageError(f"No environment here is deployed by the Argo CD application `{_shown(app)}`.")
-    return Command(Verb.ARGOCD, env, app=app)
+    name = words[0]
+    if not ARGOCD_APP.match(name):
+        raise UsageError(f"`{_shown(name)}` is not an Argo CD application name (lowercase letters, digits, `-`).")
+    found = resolve_argocd(name) if resolve_argocd is not None else None
+    if found is None:
+        raise UsageError(f"No environment here is deployed by the Argo CD application `{_shown(name)}`.")
+    return Command(Verb.ARGOCD, found[0], argocd_app=name, app=found[1])
 
 
 def _with_argument(verb: Verb, env: str, arg: str | None, dry_run: bool) -> Command:
@@ -158,9 +181,13 @@ def _with_argument(verb: Verb, env: str, arg: str | None, dry_run: bool) -> Comm
     raise UsageError(f"`{verb}` takes no further arguments. Usage: `{USAGE[verb]}`")
 
 
-def help_text(env_names: list[str]) -> str:
+def help_text(env_names: list[str], apps: dict[str, list[str]] | None = None) -> str:
+    """The command list and, per environment, its apps (when it has more than one)."""
     lines = ["*plate-bot commands*"]
     lines += [f"• `{usage}`" for usage in USAGE.values()]
     lines.append(f"Environments: {', '.join(f'`{n}`' for n in env_names)}")
+    for env, names in (apps or {}).items():
+        if len(names) > 1:
+            lines.append(f"Apps of `{env}`: {', '.join(f'`{a}`' for a in names)}")
     lines.append("Changes to environments that need approval wait for a second person to click Approve.")
     return "\n".join(lines)

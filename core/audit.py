@@ -54,6 +54,7 @@ class AuditRecord(Versioned):
     at: str
     request: str | None = None
     env: str | None = None
+    app: str | None = None  # the app (Helm release) of an environment with several
     verb: str | None = None
     requester: str | None = None
     user: str | None = None
@@ -82,10 +83,12 @@ def _clean(value: object, limit: int) -> str:
 
 
 def entry(event: Event, *, at: float, request: Request | None = None, **fields: object) -> dict[str, str]:
-    """One record. `request` fills request/env/verb/requester; `fields` adds or overrides the others."""
+    """One record. `request` fills request/env/app/verb/requester; `fields` adds or overrides the others."""
     record = {"event": event.value, "at": f"{at:.3f}"}
     if request is not None:
         record.update(request=request.id, env=request.env, verb=request.verb, requester=request.requester)
+        if request.app:
+            record["app"] = request.app
     for key, value in fields.items():
         if key not in FIELDS:
             raise ValueError(f"{key!r} is not an audit field")

@@ -14,6 +14,7 @@ Block = dict[str, Any]
 Blocks = list[Block]
 
 HOME_BLOCKS = 100  # blocks in a Home view
+MESSAGE_BLOCKS = 50  # blocks in a message
 SECTION_CHARS = 3000  # characters of a section's text
 
 

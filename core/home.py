@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from config.environments import Environment, PlateConfig
 from core import messages, policy
-from core.blocks import HOME_BLOCKS, Blocks, actions, button, context, section
+from core.blocks import HOME_BLOCKS, MESSAGE_BLOCKS, SECTION_CHARS, Blocks, actions, button, context, section
 from core.requests import PAUSE_AUTOSYNC, Request
 from core.text import clip, parse_time
 
@@ -171,20 +171,115 @@ def _operation_line(op: Mapping[str, Any]) -> str:
     )
 
 
+def release_keys(envs: list[Environment]) -> list[str]:
+    """The Redis names of every environment and app in `envs` (locks and release records)."""
+    keys = [k for env in envs for k in (env.name, *(env.for_app(a).key for a in env.apps))]
+    return list(dict.fromkeys(keys))
+
+
+def app_line(app: Environment, record: Mapping[str, Any] | None, holder: Mapping[str, Any] | None) -> str:
+    """One app in one line: revision, image tag, status, and who holds its lock."""
+    if record is None:
+        state = "_not seen yet_"
+    elif not record.get("installed"):
+        state = ":white_circle: not installed"
+    else:
+        status = str(record.get("status"))
+        icon = _STATUS_ICON.get(status, ":hourglass_flowing_sand:" if status.startswith("pending") else ":red_circle:")
+        tag = f" · `{record['image_tag']}`" if record.get("image_tag") else ""
+        state = f"{icon} rev {record.get('revision')}{tag} · {status}"
+    lock = f" · :lock: {holder.get('verb', 'a change')} by <@{holder.get('user')}>" if holder else ""
+    return f"`{app.app}` {state}{lock}"
+
+
+def apps_text(env: Environment, snapshot: Mapping[str, Any], limit: int = SECTION_CHARS) -> str:
+    """The environment's apps, a line each, cut to fit one section: the rest is counted, not dropped
+    silently (`/plate apps <env>` lists them in full, a section per 3,000 characters)."""
+    lines = []
+    for app in env.apps:
+        view = env.for_app(app)
+        lines.append(app_line(view, snapshot["releases"].get(view.key), snapshot["locks"].get(view.key)))
+    return fit_lines(lines, limit, lambda n: f"…and {n} more: `/plate apps {env.name}`")
+
+
+def fit_lines(lines: list[str], limit: int, more: Callable[[int], str]) -> str:
+    """As many whole lines as fit in `limit` characters, then `more(count left out)`."""
+    out: list[str] = []
+    used = 0
+    for n, line in enumerate(lines):
+        tail = len(more(len(lines) - n)) + 1
+        if used + len(line) + 1 + (tail if n < len(lines) - 1 else 0) > limit:
+            out.append(more(len(lines) - n))
+            break
+        out.append(line)
+        used += len(line) + 1
+    return "\n".join(out)
+
+
+def apps_reply(envs: list[Environment], snapshot: Mapping[str, Any], hidden: int = 0) -> tuple[str, Blocks]:
+    """`/plate apps`: per environment its apps (revision, image, lock), within one message's limits: a
+    section per 3,000 characters of lines, at most MESSAGE_BLOCKS blocks (the rest counted)."""
+    blocks: Blocks = []
+    total = sum(len(e.apps) for e in envs)
+    for n, env in enumerate(envs):
+        held = snapshot["locks"].get(env.name) if len(env.apps) > 1 else None
+        head = f"*{env.name}* · {len(env.apps)} app{'s' if len(env.apps) != 1 else ''} in `{env.namespace}`"
+        if held:
+            head += f" · :lock: whole environment: {held.get('verb')} by <@{held.get('user')}>"
+        chunks = _sections(env, snapshot)
+        if len(blocks) + 1 + len(chunks) > MESSAGE_BLOCKS - 1:
+            rest = ", ".join(f"`{e.name}`" for e in envs[n:])
+            blocks.append(context(f"No room for {rest}: ask `/plate apps <env>`."))
+            break
+        blocks += [section(head), *chunks]
+    if hidden:
+        blocks.append(context(f"{hidden} environment{'s' if hidden != 1 else ''} not shown: not yours to read here."))
+    if not blocks:
+        blocks.append(section("No environments to show."))
+    return f"{total} app{'s' if total != 1 else ''} in {len(envs)} environment{'s' if len(envs) != 1 else ''}", blocks
+
+
+def _sections(env: Environment, snapshot: Mapping[str, Any]) -> Blocks:
+    out: Blocks = []
+    chunk: list[str] = []
+    size = 0
+    for app in env.apps:
+        view = env.for_app(app)
+        line = app_line(view, snapshot["releases"].get(view.key), snapshot["locks"].get(view.key))
+        if size + len(line) + 1 > SECTION_CHARS and chunk:
+            out.append(section("\n".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        out.append(section("\n".join(chunk)))
+    return out
+
+
 def _env_blocks(
-    env: Environment, snapshot: Mapping[str, Any], viewer: str, may_approve: bool, pending: list[Request]
+    env: Environment, snapshot: Mapping[str, Any], viewer: str, approver_of: Collection[str], pending: list[Request]
 ) -> Blocks:
-    blocks: Blocks = [
-        {"type": "divider"},
-        section(f"*{env.name}* · release `{env.release}` in `{env.namespace}`"),
-        section(release_lines(snapshot["releases"].get(env.name), env)),
-        context(lock_line(snapshot["locks"].get(env.name))),
-    ]
-    # A request is shown to who may act on it (the environment's approvers) and to its requester; the
-    # others see only how many wait: requests may come from channels the viewer is not in.
-    shown = [r for r in pending if may_approve or r.requester == viewer]
+    if len(env.apps) > 1:
+        blocks: Blocks = [
+            {"type": "divider"},
+            section(f"*{env.name}* · {len(env.apps)} apps in `{env.namespace}`"),
+            section(apps_text(env, snapshot)),
+        ]
+        if held := snapshot["locks"].get(env.name):
+            blocks.append(context(lock_line(held)))
+    else:
+        app = env.for_app()
+        blocks = [
+            {"type": "divider"},
+            section(f"*{env.name}* · release `{app.release}` in `{app.namespace}`"),
+            section(release_lines(snapshot["releases"].get(app.key), app)),
+            context(lock_line(snapshot["locks"].get(app.key))),
+        ]
+    # A request is shown to who may act on it (the approvers of its environment or app) and to its
+    # requester; the others see only how many wait: requests may come from channels the viewer is not in.
+    shown = [r for r in pending if r.where in approver_of or r.requester == viewer]
     for request in shown[:PENDING_PER_ENV]:
-        blocks += _pending_blocks(request, viewer, may_approve)
+        blocks += _pending_blocks(request, viewer, request.where in approver_of)
     if len(shown) > PENDING_PER_ENV:
         blocks.append(context(f"…and {len(shown) - PENDING_PER_ENV} more pending in their channels."))
     if hidden := len(pending) - len(shown):
@@ -206,7 +301,8 @@ def home_view(
     now: float,
     notice: str | None = None,
 ) -> dict[str, Any]:
-    """The Home tab of `viewer`; `approver_of` names the environments whose requests they may approve."""
+    """The Home tab of `viewer`; `approver_of` names what they may approve: environments, and `env/app`
+    for the apps of environments with several (`approvable`)."""
     blocks: Blocks = [{"type": "header", "text": {"type": "plain_text", "text": "plate-bot"}}]
     if notice:
         blocks.append(section(f":warning: {notice}"))
@@ -217,13 +313,21 @@ def home_view(
     for request in snapshot.get("pending") or []:
         by_env.setdefault(request.env, []).append(request)
     for n, env in enumerate(environments):
-        more = _env_blocks(env, snapshot, viewer, env.name in approver_of, by_env.get(env.name, []))
+        more = _env_blocks(env, snapshot, viewer, approver_of, by_env.get(env.name, []))
         if len(blocks) + len(more) > MAX_BLOCKS - 1:
             rest = ", ".join(f"`{e.name}`" for e in environments[n:])
             blocks.append(context(f"No room for {rest}: use `/plate status <env>`."))
             break
         blocks += more
     return {"type": "home", "callback_id": "plate_home", "blocks": blocks}
+
+
+def approvable(
+    envs: list[Environment], views: list[tuple[Environment, Environment]], user: str, members: policy.Members
+) -> set[str]:
+    """What `user` may approve, as `Request.where` names it: environments, and `env/app` per app view."""
+    out = {e.name for e in envs if policy.is_approver(e, user, members)}
+    return out | {f"{e.name}/{v.app}" for e, v in views if policy.is_approver(v, user, members)}
 
 
 log = logging.getLogger("plate.home")
@@ -234,7 +338,7 @@ MAX_VIEWERS = 25
 class HomeStore(Protocol):
     def home_opened(self, user: str, now: float, *, window: float) -> None: ...
     def home_viewers(self, since: float, limit: int) -> list[str]: ...
-    def home_snapshot(self, envs: list[str]) -> dict[str, Any]: ...
+    def home_snapshot(self, envs: list[str], keys: Sequence[str] = ...) -> dict[str, Any]: ...
 
 
 class HomeSlack(Protocol):
@@ -283,15 +387,18 @@ class HomeTab:
         config = self.config()
         envs = list(config.environments.values())
         try:
-            snapshot = self.store.home_snapshot([e.name for e in envs])
+            snapshot = self.store.home_snapshot([e.name for e in envs], release_keys(envs))
         except Exception:
             log.warning("could not read the Home data", exc_info=True)
             return 0
-        groups = sorted({g for e in envs for g in policy.groups_in(e.approvers)})
+        views = [(e, e.for_app(a)) for e in envs for a in e.apps if len(e.apps) > 1]
+        groups = sorted({g for e in envs for g in policy.groups_in(e.approvers)} | {
+            g for _e, v in views for g in policy.groups_in(v.approvers)
+        })  # fmt: skip
         members = self.slack.members(groups) if groups else {}
         published = 0
         for user in users:
-            approver_of = {e.name for e in envs if policy.is_approver(e, user, members)}
+            approver_of = approvable(envs, views, user, members)
             view: dict[str, Any] = home_view(
                 envs, snapshot, viewer=user, approver_of=approver_of, now=self.clock(), notice=notice
             )

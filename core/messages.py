@@ -17,7 +17,8 @@ from core.progress import Outcome, Progress, StepState
 from core.requests import PAUSE_AUTOSYNC, Request, Status
 
 APPROVE, REJECT, CANCEL = "plate_approve", "plate_reject", "plate_cancel"
-# The incident thread's button; its value is the environment. It opens `/plate rollback <env>`.
+# The incident thread's button; its value is `env` or `env/app`. It opens `/plate rollback <env> <app>` in
+# the environment's deploy channel.
 REQUEST_ROLLBACK = "plate_request_rollback"
 APPROVE_PAUSE = "plate_approve_pause"  # a rollback's "Approve and pause auto-sync"
 _CHECKING = {"rollback": ":hourglass_flowing_sand: Checking the target revision against helm history…"}
@@ -65,43 +66,54 @@ def unavailable() -> str:
 
 
 def lock_held(env: str, holder: dict[str, Any]) -> str:
+    """`env`: what the request is about (`prod`, `prod/plate-api`); the holder may be the whole environment."""
+    app = f" of `{holder['app']}`" if holder.get("app") else ""
     return (
-        f":lock: `{env}` is busy: {holder.get('verb', 'a change')} requested by <@{holder.get('user')}> "
+        f":lock: `{env}` is busy: {holder.get('verb', 'a change')}{app} requested by <@{holder.get('user')}> "
         f"is {holder.get('state', 'running')} since {hhmm(float(holder.get('since', 0)))}. "
         "Try again when it has finished."
     )
 
 
 def queued_reply(request: Request) -> str:
-    return f":inbox_tray: `{request.verb} {request.env}` is queued; follow it in the thread."
+    return f":inbox_tray: `{request.verb} {request.where}` is queued; follow it in the thread."
+
+
+def rollback_requested(user: str, link: str | None) -> str:
+    """The incident thread's note once its Request rollback button made a request."""
+    where = f": <{link}|the request>" if link else " in the environment's deploy channel"
+    return f":rewind: Rollback requested by <@{user}>{where}."
 
 
 # --- the request card ----------------------------------------------------------------------------------
 
 
 def _what(request: Request, env: Environment) -> str:
-    rows = [
-        f"*Environment:* `{env.name}`   *Namespace:* `{env.namespace}`",
-        f"*Release:* `{env.release}`   *Chart:* `{env.chart.name}`",
-    ]
+    rows = [f"*Environment:* `{env.name}`   *Namespace:* `{env.namespace}`"]
+    if request.app:
+        rows.append(f"*App:* `{request.app}`")
+    if env.release:  # a verb about the whole environment of several apps has none
+        rows.append(f"*Release:* `{env.release}`   *Chart:* `{env.chart.name}`")
     if "image_tag" in request.args:
         rows.append(f"*Image tag:* `{request.args['image_tag']}`")
     if "revision" in request.args:
         rows.append(f"*Target revision:* `{request.args['revision']}`")
     if request.args.get("dry_run"):
         rows.append("*Dry run:* nothing will change")
+    if request.origin:
+        rows.append(f"*Asked from:* <{request.origin}|the incident thread>")
     return "\n".join(rows)
 
 
 def _headline(request: Request) -> str:
     dry = " (dry run)" if request.args.get("dry_run") else ""
-    return f"*{request.verb} `{request.env}`*{dry} requested by <@{request.requester}>"
+    return f"*{request.verb} `{request.where}`*{dry} requested by <@{request.requester}>"
 
 
 def request_card(request: Request, env: Environment) -> tuple[str, Blocks]:
     """The pending card: while planning only Cancel; then the plan with Approve / Reject / Cancel."""
     need = request.approvals_required - len(request.approvals)
-    status = f"Needs {need} approval{'s' if need != 1 else ''} from approvers of `{env.name}` (not the requester)"
+    status = f"Needs {need} approval{'s' if need != 1 else ''} from approvers of `{env.label}` (not the requester)"
     if request.approvals:
         status += " · approved so far by " + ", ".join(f"<@{v.user}>" for v in request.approvals)
     status += f" · expires {hhmm(request.expires_at)}"
@@ -123,7 +135,7 @@ def request_card(request: Request, env: Environment) -> tuple[str, Blocks]:
             ]
         buttons = [*approve, button("Reject", REJECT, request.id, "danger"), *buttons]
     blocks.append(actions(f"plate:{request.id}", buttons))
-    text = f"{request.verb} {request.env} requested by <@{request.requester}>: needs approval"
+    text = f"{request.verb} {request.where} requested by <@{request.requester}>: needs approval"
     return text, blocks
 
 
@@ -151,7 +163,17 @@ def decided_card(request: Request, env: Environment) -> tuple[str, Blocks]:
     if request.plan_summary:
         blocks.append(section("\n".join(request.plan_summary)))
     blocks.append(context(line))
-    return f"{request.verb} {request.env}: {request.status.value}", blocks
+    return _decided_text(request), blocks
+
+
+def _decided_text(request: Request) -> str:
+    """The notification says what happened, and never "approved" when nobody approved."""
+    what = f"{request.verb} {request.where}"
+    if request.status is Status.APPROVED and not request.needs_approval():
+        return f"{what} queued by <@{request.requester}>"
+    if request.status is Status.APPROVED:
+        return f"{what} approved by {', '.join(f'<@{v.user}>' for v in request.approvals)}: queued"
+    return f"{what}: {request.status.value}"
 
 
 def card(request: Request, env: Environment) -> tuple[str, Blocks]:

@@ -97,10 +97,14 @@ METRICS = Metrics()
 
 
 def job_increments(
-    kind: str, outcome: str, seconds: float, slack: Mapping[str, float] | None = None
+    kind: str,
+    outcome: str,
+    seconds: float,
+    slack: Mapping[str, float] | None = None,
+    app: tuple[str, str] | None = None,
 ) -> dict[str, float]:
     """The stats-hash fields one finished job adds (`Store.record_stats`); `slack` is the job's own
-    Slack error/429 counts (`Metrics.slack_counts()` after minus before)."""
+    Slack error/429 counts (`Metrics.slack_counts()` after minus before); `app` its (environment, app)."""
     le = next((label for b, label in zip(_JOB_BUCKETS, _JOB_LE, strict=True) if seconds <= b), "+Inf")
     fields = {
         f"jobs|{kind}|{outcome}": 1.0,
@@ -108,6 +112,8 @@ def job_increments(
         f"job_seconds_count|{kind}": 1.0,
         f"job_seconds_bucket|{kind}|{le}": 1.0,
     }
+    if app is not None:  # a field of its own: readers from before apps count `jobs|…` as they did
+        fields[f"app_jobs|{app[0]}|{app[1]}|{kind}|{outcome}"] = 1.0
     fields.update({k: v for k, v in (slack or {}).items() if v > 0})
     return fields
 
@@ -135,6 +141,11 @@ class SharedCollector:
         jobs = CounterMetricFamily(
             "plate_jobs", "Jobs finished, by kind and outcome (all workers)", labels=["kind", "outcome"]
         )
+        per_app = CounterMetricFamily(
+            "plate_app_jobs",
+            "Jobs finished, by environment, app, kind and outcome (all workers)",
+            labels=["env", "app", "kind", "outcome"],
+        )
         errors = CounterMetricFamily("plate_job_slack_errors", "Slack API errors in jobs, by code", labels=["code"])
         retries = CounterMetricFamily(
             "plate_job_slack_ratelimited", "Slack 429s retried in jobs, by method", labels=["method"]
@@ -147,6 +158,8 @@ class SharedCollector:
             parts = rest.split("|")
             if name == "jobs" and len(parts) == 2:
                 jobs.add_metric(parts, value)
+            elif name == "app_jobs" and len(parts) == 4:
+                per_app.add_metric(parts, value)
             elif name == "job_slack_errors":
                 errors.add_metric([rest], value)
             elif name == "job_slack_429":
@@ -164,7 +177,7 @@ class SharedCollector:
                 running += buckets.get(kind, {}).get(bound, 0.0)
                 cumulative.append((bound, running))
             seconds.add_metric([kind], cumulative, sums.get(kind, 0.0))
-        yield from (jobs, seconds, errors, retries)
+        yield from (jobs, per_app, seconds, errors, retries)
         queue = GaugeMetricFamily("plate_queue_depth", "Jobs waiting in the plate queue")
         up = GaugeMetricFamily("plate_stats_up", "1 if the job stats and queue could be read from Redis")
         if depth is not None:

@@ -26,13 +26,33 @@ def _matches(user: str, ids: list[str], members: Members) -> bool:
     return any(i == "*" or i == user or user in members.get(i, frozenset()) for i in ids)
 
 
+def audience(env: Environment, verb: Verb) -> list[str]:
+    """Who may run `verb` on `env` (an app's view): requesters for changes, diagnosers for diagnose (it
+    shows pod logs), readers for the other reads."""
+    if verb.mutating:
+        return env.requesters
+    if verb is Verb.DIAGNOSE:
+        return env.may_diagnose()
+    return env.readers
+
+
+def _audience_name(env: Environment, verb: Verb) -> str:
+    if verb.mutating:
+        return "requesters"
+    return "diagnosers" if verb is Verb.DIAGNOSE and env.diagnosers is not None else "readers"
+
+
 def check_request(env: Environment, verb: Verb, user: str, channel: str, members: Members) -> None:
-    """Raise NotAllowed unless `user` may run `verb` on `env` from `channel`."""
+    """Raise NotAllowed unless `user` may run `verb` on `env` from `channel`; the refusal names the list
+    the user is missing from. `members` expands the groups in that list."""
     if env.channels and channel not in env.channels:
         where = ", ".join(f"<#{c}>" for c in env.channels)
         raise NotAllowed(f"Commands for `{env.name}` are taken only in {where}.")
-    if verb.mutating and not _matches(user, env.requesters, members):
-        raise NotAllowed(f"You are not on the list of people who may request changes to `{env.name}`.")
+    if not _matches(user, audience(env, verb), members):
+        what = "request changes to" if verb.mutating else f"run `{verb.value}` on"
+        raise NotAllowed(
+            f"You are not in the `{_audience_name(env, verb)}` of `{env.label}`, so you may not {what} it."
+        )
 
 
 def is_approver(env: Environment, user: str, members: Members) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.environments import Environment, PlateConfig
 from core.errors import Conflict, NotAllowed
 from core.versioned import Versioned
 
@@ -28,12 +29,18 @@ class Verb(StrEnum):
     HISTORY = "history"
     DIAGNOSE = "diagnose"
     ARGOCD = "argocd"  # takes an Argo CD application name; the environment is the one it deploys
+    APPS = "apps"  # answered from Redis at once: environments x apps, live revision, lock
     HELP = "help"
 
     @property
     def mutating(self) -> bool:
         """Verbs that change the cluster: approval rules and the environment lock apply."""
         return self in (Verb.DEPLOY, Verb.ROLLBACK, Verb.HARBOR_BOOTSTRAP)
+
+    @property
+    def per_app(self) -> bool:
+        """Verbs about one app (Helm release) of an environment; the others are about all of it."""
+        return self in (Verb.DEPLOY, Verb.ROLLBACK, Verb.STATUS, Verb.HISTORY, Verb.DIAGNOSE, Verb.ARGOCD)
 
 
 class Status(StrEnum):
@@ -59,9 +66,16 @@ class Request(Versioned):
     """A request for a verb on an environment, from its creation to its decision: the approval state
     machine (pure transitions, `with_*`). Stored in Redis and carried by its jobs (`Versioned`)."""
 
+    ADDED = ("app", "lock", "origin")
+
     id: str
     verb: str
     env: str
+    # The app (Helm release) it is about, in an environment of several apps; "" for verbs about the whole
+    # environment and in one-app environments (records written before apps existed read the same way).
+    app: str = ""
+    # The Redis lock it holds while it runs ("" before apps existed: the environment's name).
+    lock: str = ""
     requester: str
     channel: str
     created_at: float
@@ -75,6 +89,8 @@ class Request(Versioned):
     reason: str | None = None
     # Slack coordinates, filled once the card is posted.
     message_ts: str | None = None
+    # Where it was asked from, when not a command: the incident thread's link (Request rollback).
+    origin: str | None = None
     # Why this request needs more approvals than the environment's default (a freeze, say).
     notes: tuple[str, ...] = ()
     # Deploys that need approval are planned first; the approval binds to the plan's digest.
@@ -84,6 +100,20 @@ class Request(Versioned):
     # What the plan offers approvers to choose (e.g. PAUSE_AUTOSYNC), and what they chose.
     offers: tuple[str, ...] = ()
     chosen: tuple[str, ...] = ()
+
+    @property
+    def lock_name(self) -> str | None:
+        """The lock its job holds, if any. Records from before apps existed lack `lock`: theirs was the
+        environment's name, for changes that were not dry runs."""
+        if self.lock:
+            return self.lock
+        changes = self.verb in (Verb.DEPLOY, Verb.ROLLBACK, Verb.HARBOR_BOOTSTRAP) and not self.args.get("dry_run")
+        return self.env if changes else None
+
+    @property
+    def where(self) -> str:
+        """How messages name what it is about: `prod`, or `prod/plate-api`."""
+        return f"{self.env}/{self.app}" if self.app else self.env
 
     @property
     def job_id(self) -> str:
@@ -158,6 +188,21 @@ class Request(Versioned):
         return self.evolve(message_ts=ts)
 
 
+def target_of(config: PlateConfig, request: Request) -> Environment | None:
+    """The environment as `request` sees it: its app's view for a verb about one app (the environment's
+    default app for records without one), the whole environment otherwise; None if no longer configured."""
+    env = config.environments.get(request.env)
+    if env is None or request.verb not in _PER_APP:
+        return env
+    try:
+        return env.for_app(request.app or None)
+    except KeyError:
+        return None
+
+
+_PER_APP = frozenset(v.value for v in Verb if v.per_app)
+
+
 def _hhmm(ts: float) -> str:
     return time.strftime("%H:%M", time.gmtime(ts))
 
@@ -182,11 +227,15 @@ def new_request(
     args: dict[str, Any] | None = None,
     notes: tuple[str, ...] = (),
     planned: bool = True,
+    app: str = "",
+    lock: str = "",
 ) -> Request:
     return Request(
         id=request_id,
         verb=verb,
         env=env,
+        app=app,
+        lock=lock,
         requester=requester,
         channel=channel,
         created_at=now,

@@ -11,7 +11,7 @@ shape) when a field changes meaning; adding a field with a default needs no bump
 from __future__ import annotations
 
 import json
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,12 +19,19 @@ from pydantic import BaseModel, ConfigDict
 class Versioned(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    # Fields added after plate-bot 0.1, written only when they differ from their default: a record that
+    # does not use them stays in the shape 0.1's `cls(**data)` reader takes.
+    ADDED: ClassVar[tuple[str, ...]] = ()
+
     format: int = 1
 
     def for_storage(self) -> str:
         data = self.model_dump(mode="json")
         if data.get("format") == 1:
             del data["format"]
+        for name in self.ADDED:
+            if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+                data.pop(name, None)
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod

@@ -8,6 +8,7 @@ controllers roll pods out. Only Slack, the cluster and helm's cluster side are s
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from sandbox.cluster import SimulatedCluster
 from sandbox.helm import install_wrapper, set_behaviour
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.signing import action_body, post, sign, slash_body
-from sandbox.slack import FakeSlack
+from sandbox.slack import FakeSlack, render_blocks
 
 SECRET = "demo-signing-secret"  # noqa: S105 - the demo signs its own loopback requests
 CHANNEL = "C0DEPLOYS"
@@ -108,8 +109,12 @@ class Demo:
         )
         _status, _headers, data = post(self.url, body, sign(SECRET, body))
         self.say(f"\n$ {user} types: /plate {text}")
-        if data:
-            self.say(textwrap.indent(data.decode(), "  (only you can see this) "))
+        shown = data.decode()
+        if shown.startswith("{"):  # an ack with blocks (`/plate apps`): shown as Slack renders it
+            reply = json.loads(shown)
+            shown = "\n".join(render_blocks(reply.get("blocks") or []) or [str(reply.get("text", ""))])
+        if shown:
+            self.say(textwrap.indent(shown, "  (only you can see this) "))
         return data.decode()
 
     def click(self, user: str, action: str, request_id: str) -> None:
@@ -169,6 +174,12 @@ class Demo:
         self.command("U0BOB", "status stg")
         self.work()
         self.show_thread("status stg")
+
+        self.command("U0BOB", "deploy stg plate-api 2.1.0")  # stg's second app: its own release and lock
+        self.work()
+        self.cluster.settle()
+        self.show_thread("staging deploy of the second app, plate-api")
+        self.command("U0BOB", "apps")
 
         self.cluster.settle()
         self.command("U0BOB", "deploy prod 1.5.0")

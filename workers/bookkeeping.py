@@ -16,7 +16,7 @@ from typing import Any
 from config.environments import PlateConfig
 from core.home import HomeTab, operation_entry, release_record
 from core.metrics import METRICS, job_increments
-from core.requests import Request
+from core.requests import Request, target_of
 from core.slack import SlackGateway
 from core.store import Store
 
@@ -29,6 +29,14 @@ def record_release(store: Store, env: str, status: Mapping[str, Any] | None) -> 
         store.save_release(env, release_record(status, previous=store.release(env), now=time.time()))
     except Exception:
         log.warning("could not record the release state", exc_info=True)
+
+
+def _app_of(config: PlateConfig | None, request: Request) -> str | None:
+    """The app a job was about, for the per-app metrics (a one-app environment's requests name none)."""
+    if request.app:
+        return request.app
+    view = target_of(config, request) if config is not None else None
+    return view.app or None if view is not None else None
 
 
 def job_ended(
@@ -46,8 +54,9 @@ def job_ended(
     """Stats, the operation line (for the request's own job, not its plan) and a Home refresh."""
     now = METRICS.slack_counts()
     delta = {k: v - (slack_before or {}).get(k, 0.0) for k, v in now.items()} if slack_before is not None else {}
+    app = _app_of(config, request)
     try:
-        store.record_stats(job_increments(kind, outcome, seconds, delta))
+        store.record_stats(job_increments(kind, outcome, seconds, delta, (request.env, app) if app else None))
     except Exception:
         log.warning("could not record the job's metrics", exc_info=True)
     if kind == request.verb:

@@ -96,7 +96,7 @@ def backup_release(ctx: JobContext) -> str:
     }
     sealed = policy.mode == "encrypted"
     ctx.store.save_backup(
-        env.name, revision, values=values, manifest=manifest, meta=meta, seal=policy.seal if sealed else None
+        env.key, revision, values=values, manifest=manifest, meta=meta, seal=policy.seal if sealed else None
     )
     how = "encrypted" if sealed else "in plaintext (PLATE_BACKUPS=plaintext or embedded Redis)"
     return f"revision {revision} saved {how} ({len(manifest.splitlines())} manifest lines)"
@@ -167,7 +167,7 @@ def finish_change(ctx: JobContext, workloads: tuple[str, ...], *, dry: bool) -> 
 def status_summary(ctx: JobContext) -> tuple[dict[str, Any] | None, list[str]]:
     env = ctx.env
     release = ctx.helm.status(env.release)
-    bookkeeping.record_release(ctx.store, env.name, release)
+    bookkeeping.record_release(ctx.store, env.key, release)
     sel = ctx.release_selector
     kube = ctx.kube
     lines = describe.status_report(
@@ -192,7 +192,7 @@ def helm_failure(ctx: JobContext, exc: HelmError, action: str) -> StepFailed:
     except HelmError:
         history = []
     with contextlib.suppress(HelmError):  # if unreadable, Home keeps the last state it knew
-        bookkeeping.record_release(ctx.store, env.name, ctx.helm.status(env.release))  # what is live now
+        bookkeeping.record_release(ctx.store, env.key, ctx.helm.status(env.release))  # what is live now
     if history and "rolled back" in exc.stderr:
         live = history[-1]
         details.append(

@@ -55,7 +55,7 @@ def unhealthy(ctx: JobContext, rs: ReplicaSets) -> dict[Workload, list[Reason]]:
     environment's Argo CD Application failing. Reasons may be empty (not Ready, cause unknown yet)."""
     env, now = ctx.env, ctx.clock()
     found: dict[Workload, list[Reason]] = {}
-    for pod in ctx.kube.pods(env.namespace):
+    for pod in ctx.kube.pods(env.namespace, ctx.app_selector):
         reasons = [r for r, _d, _s in pod_problems(pod, now)]
         if reasons or not describe.is_ready(pod):
             bucket = found.setdefault(owning_workload(pod, rs), [])
@@ -126,9 +126,11 @@ def diagnose(ctx: JobContext) -> str:
 
 @procedure("argocd", "Argo CD check", [("app", "Procedure 4: source, credentials, policy"), ("change", "What changed")])
 def argocd(ctx: JobContext) -> str:
-    name = str(ctx.request.args.get("app") or ctx.env.argocd_app or "")
+    # `app` is what requests queued before apps existed called the Argo CD application.
+    args = ctx.request.args
+    name = str(args.get("argocd_app") or args.get("app") or ctx.env.argocd_app or "")
     if not name:
-        raise StepFailed(f"`{ctx.env.name}` names no Argo CD application")
+        raise StepFailed(f"`{ctx.env.label}` names no Argo CD application")
     with ctx.step("app") as note:
         d = diagnose_application(ctx, name, with_change=False)
         for text, _blocks in diagnosis_messages(d):

@@ -47,7 +47,7 @@ def history(ctx: JobContext) -> str:
         note.text = f"{len(revs)} revision(s) kept" if revs else "not installed"
     shown = list(reversed(revs))[:count]
     with ctx.step("records") as note:
-        records = ctx.store.changes(env.name)
+        records = ctx.store.changes(env.key)
         # Only the records the rows shown refer to get a permalink (one Slack call each).
         used = {id(o.record): o.record for rev in shown if (o := origin_of(rev, records)).record is not None}
         links = _links(ctx, list(used.values()))

@@ -23,7 +23,7 @@ from core.metrics import METRICS
 from core.progress import Progress
 from core.queue import JobKind, JobTimeout, job_connection
 from core.redisconn import Redis
-from core.requests import Request
+from core.requests import Request, target_of
 from core.slack import SlackGateway
 from core.store import Store
 from workers import bookkeeping, catalog, lost
@@ -70,19 +70,19 @@ def _run(req: Request, proc: Procedure | None, kind: JobKind) -> str:
     config = _config(str(settings.plate_config))
     store = Store(_connection())
     slack = SlackGateway.from_settings(settings)
-    env = config.environments.get(req.env)
-    with bind(request_id=req.id, job_id=req.job_id, env=req.env, user=req.requester):
+    env = target_of(config, req)
+    with bind(request_id=req.id, job_id=req.job_id, env=req.where, user=req.requester):
         if env is None or proc is None:
-            what = f"environment `{req.env}`" if env is None else f"procedure for `{req.verb}`"
+            what = f"environment `{req.where}`" if env is None else f"procedure for `{req.verb}`"
             slack.post(req.channel, f":x: This worker has no {what}; nothing was run.", thread_ts=req.message_ts)
             store.save_job_state(req.job_id, outcome="failed")
-            if env is not None:
-                store.release_lock(env.name, req.id)
+            if req.lock_name:
+                store.release_lock(req.lock_name, req.id)
             return "failed: not configured"
         dry = " (dry run)" if req.args.get("dry_run") else ""
         # A pre-approval job keeps its state under its RQ job id, so on_failure finds it.
         job_key = req.job_id if kind is JobKind.RUN else f"{req.job_id}-plan"
-        title = f"{proc.title} {env.name}{dry}"
+        title = f"{proc.title} {req.where}{dry}"
         reporter = ThreadReporter(slack, store, req, Progress.checklist(title, proc.steps), job_key=job_key)
         ctx = JobContext(req, env, config, settings, store, slack, reporter)
         mutating = proc.mutating and not req.args.get("dry_run")
@@ -94,8 +94,9 @@ def _execute(ctx: JobContext, body: Any, *, kind: str, mutating: bool) -> str:
     started = time.monotonic()
     slack_before = METRICS.slack_counts()  # this work-horse's Slack trouble is the difference at the end
     result = "failed"
-    if mutating:
-        store.refresh_lock(env.name, req.id, env.job_timeout + 60, "running")
+    lock = req.lock_name if mutating else None
+    if lock:
+        store.refresh_lock(lock, req.id, env.job_timeout + 60, "running")
     wall_started = time.time()
     store.save_job_state(reporter.job_key, started=str(wall_started))
     ctx.audit.record(Event.JOB_STARTED, request=req, job=reporter.job_key, detail=reporter.progress.title)
@@ -121,7 +122,7 @@ def _execute(ctx: JobContext, body: Any, *, kind: str, mutating: bool) -> str:
         finally:
             # The environment is free before the thread says the job ended: whoever reads "succeeded" may
             # ask for the next change at once and must not be told the environment is busy.
-            released = mutating and store.release_lock(env.name, req.id)
+            released = bool(lock) and store.release_lock(str(lock), req.id)
             reporter.finish(ok=outcome == "succeeded", summary=shown or str(result))
             if details:
                 reporter.reply("\n".join(details))
@@ -152,7 +153,7 @@ def _save_change(ctx: JobContext, outcome: str, started: float, **times: float) 
     """plate-bot's record of a mutating job, which `/plate history` joins with helm's history."""
     try:
         record = change_record(ctx.request, job=ctx.report.job_key, outcome=outcome, started=started, **times)
-        ctx.store.save_change(ctx.env.name, record)
+        ctx.store.save_change(ctx.env.key, record)
     except Exception:
         log.exception("could not save the record of this change")
 
@@ -170,7 +171,9 @@ def report_lost(request: str, lost_job: str) -> str:
     line = None
     with bind(request_id=req.id, job_id=lost_job, env=req.env):
         try:
-            env = _config(str(settings.plate_config)).environments[req.env]
+            env = target_of(_config(str(settings.plate_config)), req)
+            if env is None:
+                raise LookupError(f"{req.where} is no longer configured")
             helm = Helm(settings.helm_bin, namespace=env.namespace, kube_context=env.kube_context,
                         kubeconfig=settings.kubeconfig)  # fmt: skip
             release = helm.status(env.release)

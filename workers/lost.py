@@ -72,7 +72,7 @@ def on_failure(job: Any, connection: Any, exc_type: type, value: BaseException, 
     req = request_of(job, store)
     if req is None:
         return
-    released = store.release_lock(req.env, req.id)
+    released = bool(req.lock_name) and store.release_lock(str(req.lock_name), req.id)
     state = store.job_state(job.id)
     if state.get("outcome"):
         return  # `run` already reported this job
@@ -80,7 +80,7 @@ def on_failure(job: Any, connection: Any, exc_type: type, value: BaseException, 
     settings = Settings()
     slack = SlackGateway.from_settings(settings)
     _audit_lost(store, slack, settings, req, job.id, released, exc_type)
-    with bind(request_id=req.id, job_id=req.job_id, env=req.env):
+    with bind(request_id=req.id, job_id=req.job_id, env=req.where):
         log.warning("job lost", extra={"reason": getattr(exc_type, "__name__", str(exc_type))})
         # Metrics, the operation line and Home first: the thread's message is the last word.
         started = float(store.job_state(job.id).get("started") or time.time())
@@ -133,7 +133,8 @@ def _audit_lost(
     try:
         change = store.change(req.id) if job_id == req.job_id else None
         if change is not None:
-            store.save_change(req.env, {**change, "outcome": "lost", "ended": time.time()})
+            # A change's record is kept under its release's name, which is the lock its job held.
+            store.save_change(req.lock_name or req.env, {**change, "outcome": "lost", "ended": time.time()})
     except Exception:
         log.exception("could not mark the record of this change lost")
 
@@ -145,7 +146,7 @@ def report_refused(connection: Any, job_id: str, reason: str, *, unreadable: boo
     req = request_for_job_id(job_id, store)
     if req is None:
         return False
-    released = store.release_lock(req.env, req.id)
+    released = bool(req.lock_name) and store.release_lock(str(req.lock_name), req.id)
     if store.job_state(job_id).get("outcome"):
         return True
     store.save_job_state(job_id, outcome="refused", ended=str(time.time()))

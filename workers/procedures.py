@@ -96,6 +96,12 @@ class JobContext:
     def release_selector(self) -> str:
         return f"app.kubernetes.io/instance={self.env.release}"
 
+    @property
+    def app_selector(self) -> str | None:
+        """What a read about the app looks at: its release's objects where the environment has several
+        apps, the whole namespace where it has one (as before apps existed)."""
+        return self.release_selector if len(self.env.apps) > 1 else None
+
     @contextmanager
     def step(self, key: str) -> Iterator[StepNote]:
         """Run one checklist step: running -> done, or failed with the reason, which is re-raised."""

@@ -23,18 +23,18 @@ def status(ctx: JobContext) -> str:
     env = ctx.env
     with ctx.step("helm") as note:
         release = ctx.helm.status(env.release)
-        bookkeeping.record_release(ctx.store, env.name, release)
+        bookkeeping.record_release(ctx.store, env.key, release)
         note.text = (
             f"revision {release.get('version')}, {release.get('info', {}).get('status')}"
             if release
             else "not installed"
         )
     with ctx.step("workloads") as note:
-        kube = ctx.kube
-        pods = kube.pods(env.namespace)
-        services = kube.services(env.namespace)
-        ingresses = kube.ingresses(env.namespace)
-        hpas = kube.hpas(env.namespace)
+        kube, sel = ctx.kube, ctx.app_selector
+        pods = kube.pods(env.namespace, sel)
+        services = kube.services(env.namespace, sel)
+        ingresses = kube.ingresses(env.namespace, sel)
+        hpas = kube.hpas(env.namespace, sel)
         note.text = f"{sum(describe.is_ready(p) for p in pods)}/{len(pods)} pods ready"
     with ctx.step("summary"):
         lines = describe.status_report(release, pods, services, ingresses, hpas)

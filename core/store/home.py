@@ -3,18 +3,20 @@ work-horses whose own counters die with them), the last known release and operat
 and who looked at Home recently. Keys:
 
     plate:stats           HASH job counters and durations (fields from core.metrics.job_increments), all workers
-    plate:release:<env>   JSON last known live release, written by the jobs that read helm status
-    plate:ops:<env>       LIST JSON of the last operations, newest first, trimmed to OPS_KEPT
+    plate:release:<key>   JSON last known live release (key: `Environment.key`, an app's release or an
+                          old-style environment's name), written by the jobs that read helm status
+    plate:ops:<env>       LIST JSON of the last operations of an environment (all its apps), newest first
     plate:home:viewers    ZSET user -> when they last opened the App Home tab (whose Home to refresh)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from core.requests import Request, Status
-from core.store.base import StorePart, fields, texts
+from core.store.base import StorePart, fields, loads, texts
 from core.store.records import BACKUP_RETENTION
 from core.store.requests import PENDING, key_lock, key_req
 
@@ -51,27 +53,43 @@ class HomeStore(StorePart):
             pipe.expire(key, BACKUP_RETENTION)
             pipe.execute()
 
-    def home_snapshot(self, envs: list[str]) -> dict[str, Any]:
-        """Everything App Home shows, in two round trips: per env the release, lock holder and last
-        operations, plus the pending requests (oldest first)."""
+    def home_snapshot(self, envs: list[str], keys: Sequence[str] = ()) -> dict[str, Any]:
+        """Everything App Home shows, in two round trips: the release record and lock holder of every
+        environment and release in `envs` + `keys` (`Environment.key`), the last operations per
+        environment, and the pending requests (oldest first)."""
+        names = list(dict.fromkeys([*envs, *keys]))
         with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(f"plate:release:{name}")
+                pipe.get(key_lock(name))
             for env in envs:
-                pipe.get(f"plate:release:{env}")
-                pipe.get(key_lock(env))
                 pipe.lrange(f"plate:ops:{env}", 0, OPS_KEPT - 1)
             pipe.zrange(PENDING, 0, PENDING_SHOWN - 1)
             results = pipe.execute()
         ids = [i.decode() for i in results[-1]]
         raws = self.redis.mget([key_req(i) for i in ids]) if ids else []
         out: dict[str, Any] = {"releases": {}, "locks": {}, "operations": {}}
+        for n, name in enumerate(names):
+            release, lock = results[2 * n : 2 * n + 2]
+            out["releases"][name] = loads(release)
+            out["locks"][name] = loads(lock)
         for n, env in enumerate(envs):
-            release, lock, ops = results[3 * n : 3 * n + 3]
-            out["releases"][env] = json.loads(release) if release else None
-            out["locks"][env] = json.loads(lock) if lock else None
-            out["operations"][env] = [json.loads(o) for o in ops]
+            out["operations"][env] = [json.loads(o) for o in results[2 * len(names) + n]]
         pending = [Request.from_storage(r) for r in raws if r]
         out["pending"] = [r for r in pending if r.status is Status.PENDING]
         return out
+
+    def releases_and_locks(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The release record and lock holder of each name in `keys`, in one round trip (`/plate apps`)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in keys:
+                pipe.get(f"plate:release:{name}")
+                pipe.get(key_lock(name))
+            results = pipe.execute()
+        return {
+            "releases": {k: loads(results[2 * n]) for n, k in enumerate(keys)},
+            "locks": {k: loads(results[2 * n + 1]) for n, k in enumerate(keys)},
+        }
 
     def home_opened(self, user: str, now: float, *, window: float) -> None:
         with self.redis.pipeline() as pipe:

@@ -7,7 +7,11 @@ enqueue, added through `on_commit` into the same MULTI) happen. Keys:
     plate:req:<id>        JSON Request                      (kept `RETENTION` after creation)
     plate:pending         ZSET request id -> expires_at     (the expiry sweeper's work list)
     plate:answered:<id>   STRING a command refused as busy: a replay is not a new command  (ANSWERED_TTL)
-    plate:lock:<env>      JSON lock holder                  (lease: PX, refreshed by the worker)
+    plate:lock:<name>     JSON lock holder                  (lease: PX, refreshed by the worker)
+                          <name>: a release (`Environment.key`: env/namespace/release, or the environment's
+                          name for an old-style one) or a whole environment (harbor-bootstrap). A lock is
+                          taken only while its `blockers` are free: an app's waits for its environment's,
+                          the environment's for every app's.
     plate:job:<job id>    HASH status message ts and outcome of one job
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -70,6 +74,7 @@ def _holder(request: Request, state: str) -> dict[str, Any]:
     return {
         "request": request.id,
         "verb": request.verb,
+        "app": request.app,
         "user": request.requester,
         "since": time.time(),
         "state": state,
@@ -77,11 +82,11 @@ def _holder(request: Request, state: str) -> dict[str, Any]:
 
 
 class LockHeld(Conflict):
-    """The environment is held by another request; `holder` says who, for what, since when."""
+    """The release or environment is held by another request; `holder` says who, for what, since when."""
 
     def __init__(self, holder: dict[str, Any]) -> None:
         self.holder = holder
-        super().__init__(f"The environment is locked by request {holder.get('request')}.")
+        super().__init__(f"It is locked by request {holder.get('request')}.")
 
 
 class RequestStore(StorePart):
@@ -94,27 +99,38 @@ class RequestStore(StorePart):
         return self.redis.register_script(_REFRESH)
 
     # --- requests ------------------------------------------------------------------------------------
-    def create(self, request: Request, *, lock_env: str | None, take_lock: bool = False) -> dict[str, Any] | None:
-        """Save a new pending request in one round trip; returns the lock holder instead if `lock_env` is
-        busy. A duplicate delivery (same id) is a Conflict. With `take_lock` (a request that goes straight
-        to the queue) the lock is taken here, for LOCK_CLAIM seconds until the enqueue extends it, so no
-        card is ever posted for a request that would then be cancelled as busy."""
+    def create(
+        self,
+        request: Request,
+        *,
+        lock_env: str | None,
+        take_lock: bool = False,
+        blockers: Sequence[str] = (),
+    ) -> dict[str, Any] | None:
+        """Save a new pending request in one round trip; returns the lock holder instead if the lock
+        `lock_env` or one of its `blockers` is busy. A duplicate delivery (same id) is a Conflict. With
+        `take_lock` (a request that goes straight to the queue) the lock is taken here, for LOCK_CLAIM
+        seconds until the enqueue extends it, so no card is ever posted for a request that would then be
+        cancelled as busy."""
+        locks = [lock_env, *blockers] if lock_env else []
         with self.redis.pipeline() as pipe:
             if lock_env and take_lock:
                 claim = _holder(request, "claimed")
                 pipe.set(key_lock(lock_env), json.dumps(claim), nx=True, px=LOCK_CLAIM * 1000)
-            if lock_env:
-                pipe.get(key_lock(lock_env))
+            for name in locks:
+                pipe.get(key_lock(name))
             pipe.exists(_key_answered(request.id))
             pipe.set(key_req(request.id), request.for_storage(), nx=True, ex=RETENTION)
             pipe.zadd(PENDING, {request.id: request.expires_at}, nx=True)
             results = pipe.execute()
-        held: dict[str, Any] | None = loads(results[-4]) if lock_env else None
-        holder = held if held is not None and held.get("request") != request.id else None
+        first = 1 if lock_env and take_lock else 0
+        held = [loads(raw) for raw in results[first : first + len(locks)]]
+        holder: dict[str, Any] | None = next((h for h in held if h and h.get("request") != request.id), None)
         claimed = bool(lock_env and take_lock and results[0])
         answered, created = results[-3], results[-2]
-        if claimed and (answered or not created):
-            self.release_lock(str(lock_env), request.id)  # a replay or redelivery must not hold the lock
+        if claimed and (answered or not created or holder is not None):
+            # A replay or redelivery must not hold the lock, nor a claim beside a busy blocker.
+            self.release_lock(str(lock_env), request.id)
         if answered and created:  # refused before as busy: a replay, not a new command
             self.redis.delete(key_req(request.id))
             self.redis.zrem(PENDING, request.id)
@@ -122,8 +138,8 @@ class RequestStore(StorePart):
         if not created:
             # A redelivery: the first copy answered. Checked before the lock, which the first copy may hold
             # itself; and the ZADD must not put a request that was decided meanwhile back on the sweep list.
-            first = self.get(request.id)
-            if first is None or first.status is not Status.PENDING:
+            first_copy = self.get(request.id)
+            if first_copy is None or first_copy.status is not Status.PENDING:
                 self.redis.zrem(PENDING, request.id)
             raise Conflict("This command was already received.")
         if holder is not None:
@@ -155,16 +171,19 @@ class RequestStore(StorePart):
         lock_env: str | None = None,
         lock_ttl: int = 0,
         on_commit: OnCommit | None = None,
+        blockers: Sequence[str] = (),
     ) -> tuple[Request, Request]:
-        """Apply `change` atomically. When the new state is APPROVED and `lock_env` is set, the environment
-        lock is taken in the same transaction (Conflict if someone else holds it). `on_commit` adds its own
-        commands (the RQ enqueue) to the MULTI, so they happen exactly when the transition does."""
+        """Apply `change` atomically. When the new state is APPROVED and `lock_env` is set, that lock is
+        taken in the same transaction (LockHeld if someone else holds it or one of its `blockers`).
+        `on_commit` adds its own commands (the RQ enqueue) to the MULTI, so they happen exactly when the
+        transition does."""
         key = key_req(request_id)
         lock_key = key_lock(lock_env) if lock_env else None
+        others = [key_lock(b) for b in blockers] if lock_env else []
         with self.redis.pipeline() as pipe:
             for _ in range(_MAX_RETRIES):
                 try:
-                    pipe.watch(key, *([lock_key] if lock_key else []))
+                    pipe.watch(key, *([lock_key] if lock_key else []), *others)
                     raw = pipe.get(key)
                     if raw is None:
                         raise Conflict("I no longer know this request (it is older than a week).")
@@ -172,9 +191,9 @@ class RequestStore(StorePart):
                     new = change(old)
                     take_lock = new.status is Status.APPROVED and old.status is not new.status
                     if take_lock and lock_key is not None:
-                        held = pipe.get(lock_key)
-                        if held and json.loads(held)["request"] != new.id:
-                            raise LockHeld(json.loads(held))
+                        for held in (pipe.get(k) for k in (lock_key, *others)):
+                            if held and json.loads(held)["request"] != new.id:
+                                raise LockHeld(json.loads(held))
                     pipe.multi()
                     pipe.set(key, new.for_storage(), keepttl=True)
                     if new.status.final:
@@ -195,7 +214,7 @@ class RequestStore(StorePart):
     def due_for_expiry(self, now: float, limit: int = 100) -> list[str]:
         return texts(self.redis.zrangebyscore(PENDING, "-inf", now, start=0, num=limit))
 
-    # --- environment locks ---------------------------------------------------------------------------
+    # --- release and environment locks -------------------------------------------------------------
     def lock_holder(self, env: str) -> dict[str, Any] | None:
         holder: dict[str, Any] | None = loads(self.redis.get(key_lock(env)))
         return holder

@@ -130,7 +130,7 @@ def test_argocd_of_an_unknown_app_is_refused_clearly(service: Service) -> None:
     text = body.decode()
     assert status == 200
     assert "No environment here is deployed by the Argo CD application `someone-elses-app`" in text
-    assert "/plate argocd <app>" in text
+    assert "/plate argocd <argocd-app>" in text
     assert service.runtime.queue.count == 0 and service.request_ids() == []
 
 
@@ -141,17 +141,24 @@ def click_rollback(service: Service, env: str, user: str) -> tuple[int, str]:
     return status, body
 
 
-def test_request_rollback_button_opens_a_rollback_request_in_the_incident_channel(service: Service) -> None:
+def test_request_rollback_button_opens_the_request_in_the_deploy_channel_linked_both_ways(service: Service) -> None:
+    """The incident channel is not where prod takes changes: the card goes to prod's deploy channel (its
+    first `channels` entry), links the incident thread, and the incident thread links the card."""
     status, body = click_rollback(service, "prod", "U0BOB")
     assert status == 200
     ids = service.wait(service.request_ids)
     request = service.runtime.store.get(ids[0])
     assert request is not None
-    assert (request.verb, request.env, request.requester, request.channel) == ("rollback", "prod", "U0BOB", INC)
+    assert (request.verb, request.env, request.requester, request.channel) == ("rollback", "prod", "U0BOB", "C0DEPLOYS")
     assert request.approvals_required == 1 and request.args == {}
-    service.wait(lambda: service.slack.messages(INC))
-    card = service.slack.messages(INC)[0]
-    assert "rollback `prod`" in json.dumps(card.blocks) and "U0BOB" in json.dumps(card.blocks)
+    assert request.origin == f"https://fake.slack.com/archives/{INC}/p1700000000000300"
+    service.wait(lambda: service.slack.messages("C0DEPLOYS"))
+    card = json.dumps(service.slack.messages("C0DEPLOYS")[0].blocks)
+    assert "rollback `prod`" in card and "U0BOB" in card and request.origin in card
+    back = service.wait(lambda: [m for m in service.slack.messages(INC) if m.thread_ts == "1700000000.000300"])
+    request = service.wait(lambda: (r := service.runtime.store.get(ids[0])) and r.message_ts and r)
+    assert "Rollback requested by <@U0BOB>" in back[0].text
+    assert f"p{request.message_ts.replace('.', '')}" in back[0].text
     # Slack redelivering the same click changes nothing.
     post(service.url, body, sign(SIGNING_SECRET, body))
     assert len(service.wait(service.request_ids)) == 1

@@ -7,7 +7,7 @@ import pytest
 from bot.grammar import USAGE, Command, Verb, help_text, parse
 from core.errors import UsageError
 
-APPS = {"plate-web-prod": "prod", "plate-web-stg": "stg"}
+APPS = {"plate-web-prod": ("prod", "plate-web"), "plate-web-stg": ("stg", "plate-web")}
 
 
 def resolve_env(name: str) -> str | None:
@@ -17,14 +17,14 @@ def resolve_env(name: str) -> str | None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("argocd plate-web-prod", Command(Verb.ARGOCD, "prod", app="plate-web-prod")),
-        ("ARGOCD plate-web-stg", Command(Verb.ARGOCD, "stg", app="plate-web-stg")),
+        ("argocd plate-web-prod", Command(Verb.ARGOCD, "prod", argocd_app="plate-web-prod", app="plate-web")),
+        ("ARGOCD plate-web-stg", Command(Verb.ARGOCD, "stg", argocd_app="plate-web-stg", app="plate-web")),
     ],
 )
 def test_argocd_resolves_the_environment_from_the_app(text: str, expected: Command) -> None:
     command = parse(text, resolve_env, APPS.get)
     assert command == expected
-    assert command.args() == {"app": expected.app}
+    assert command.args() == {"argocd_app": expected.argocd_app}
 
 
 @pytest.mark.parametrize(
@@ -51,4 +51,4 @@ def test_without_an_app_resolver_no_app_is_known() -> None:
 
 def test_argocd_is_read_only_and_in_the_help() -> None:
     assert not Verb.ARGOCD.mutating
-    assert "`/plate argocd <app>`" in help_text(["stg", "prod"])
+    assert "`/plate argocd <argocd-app>`" in help_text(["stg", "prod"])

@@ -304,7 +304,12 @@ def test_decided_card(case: int) -> None:
     request, status, line = _decided()[case]
     assert request.status is Status(status)
     text, blocks = decided_card(request, ENV)
-    assert text == f"deploy prod: {status}"
+    if request.status is not Status.APPROVED:
+        assert text == f"deploy prod: {status}"
+    elif request.needs_approval():  # the notification names who approved; "queued by" when nobody had to
+        assert text.startswith("deploy prod approved by <@") and text.endswith(": queued"), text
+    else:
+        assert text == "deploy prod queued by <@U0BOB>" and "approved" not in text
     assert all(b["type"] != "actions" for b in blocks)
     assert blocks[-1]["type"] == "context" and line in blocks[-1]["elements"][0]["text"]
     assert "*Image tag:* `1.4.2`" in texts(blocks)

@@ -52,7 +52,7 @@ def test_requesters_users_and_groups(verb: Verb, user: str, allowed: bool) -> No
     if allowed:
         check_request(LOCKED, verb, user, "C0OPS", MEMBERS)
     else:
-        with pytest.raises(NotAllowed, match="not on the list of people who may request changes to `prod`"):
+        with pytest.raises(NotAllowed, match="not in the `requesters` of `prod`, so you may not request changes"):
             check_request(LOCKED, verb, user, "C0OPS", MEMBERS)
 
 

@@ -47,6 +47,7 @@ CALLS: dict[str, Callable[[Any], object]] = {
     "release": lambda s: s.release("stg"),
     "record_operation": lambda s: s.record_operation("stg", {}),
     "home_snapshot": lambda s: s.home_snapshot(["stg"]),
+    "releases_and_locks": lambda s: s.releases_and_locks(["stg", "prod/plate-prod/plate-api"]),
     "home_opened": lambda s: s.home_opened("U0BOB", 1.0, window=60),
     "home_viewers": lambda s: s.home_viewers(0.0, 10),
     "lease": lambda s: s.lease("watch", "a", 1.0).acquire(),

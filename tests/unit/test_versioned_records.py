@@ -54,7 +54,23 @@ def test_a_newer_request_with_unknown_and_missing_fields_is_read() -> None:
     request = Request.from_storage(json.dumps(newer))
     assert request.id == "0a1b2c3d4e5f" and request.format == 2
     assert request.offers == () and request.message_ts is None
-    assert "app" not in json.loads(request.for_storage())
+    assert "readers" not in json.loads(request.for_storage())
+    assert json.loads(request.for_storage())["app"] == "plate-api"
+
+
+def test_fields_added_since_0_1_are_written_only_when_used() -> None:
+    """A one-app environment's requests keep 0.1's shape (its reader refuses unknown fields); the app, the
+    release lock and the incident link appear only where they mean something."""
+    request = Request.from_storage(OLD_REQUEST)
+    assert request.app == "" and request.lock == "" and request.lock_name == "prod"
+    assert set(json.loads(request.for_storage())) <= OLD_REQUEST_FIELDS
+    several = request.evolve(app="plate-api", lock="prod/plate-prod/plate-api", origin="https://x/archives/C1/p1")
+    back = json.loads(several.for_storage())
+    assert back["app"] == "plate-api" and back["lock"] == "prod/plate-prod/plate-api" and back["origin"]
+    assert Request.from_storage(several.for_storage()) == several
+    assert several.lock_name == "prod/plate-prod/plate-api" and several.where == "prod/plate-api"
+    dry = request.evolve(args={"dry_run": True})
+    assert dry.lock_name is None
 
 
 def test_a_transition_keeps_the_record_readable_by_the_old_version() -> None:
