@@ -1,0 +1,111 @@
+"""Several apps per environment, without I/O beyond fakeredis: the environments file's rules, each app's
+view of its environment, and locks per release that the whole environment blocks both ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+
+from config.environments import ConfigError, parse_config
+from core.requests import new_request
+from core.store import LockHeld, Store
+
+
+def env(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "namespace": "plate-prod",
+        "approvals_required": 1,
+        "approvers": ["U0ALICE"],
+        "apps": {
+            "plate-web": {"chart": "web", "argocd_app": "plate-web-prod"},
+            "plate-api": {"chart": "api", "namespace": "api", "release": "api", "approvals_required": 2,
+                          "approvers": ["U0ALICE", "S0SRE"], "readers": ["S0SRE"], "helm_timeout": "1m"},
+        },
+    }  # fmt: skip
+    return base | changes
+
+
+def config(**changes: Any) -> Any:
+    return parse_config({"environments": {"prod": env(**changes)}})
+
+
+def test_an_app_sees_its_own_release_and_overrides_and_the_environment_for_the_rest() -> None:
+    prod = config(default_app="plate-web", channels=["C0DEPLOYS"]).environments["prod"]
+    api = prod.for_app("plate-api")
+    assert (api.app, api.release, api.namespace, api.approvals_required, api.helm_timeout) == (
+        "plate-api", "api", "api", 2, 60,
+    )  # fmt: skip
+    assert api.readers == ["S0SRE"] and api.channels == ["C0DEPLOYS"] and api.argocd_app is None
+    web = prod.for_app()  # the default app
+    assert (web.app, web.release, web.namespace, web.argocd_app) == (
+        "plate-web",
+        "plate-web",
+        "plate-prod",
+        "plate-web-prod",
+    )
+    assert web.key == "prod/plate-prod/plate-web" and api.key == "prod/api/api" and prod.key == "prod"
+    assert web.label == "prod/plate-web" and prod.label == "prod"
+    assert web.lock_blockers() == ["prod"] and prod.lock_blockers() == [web.key, api.key]
+    with pytest.raises(KeyError):
+        prod.for_app("nope")
+
+
+def test_the_old_layout_is_one_app_keyed_by_the_environments_name() -> None:
+    old = parse_config({"environments": {"stg": {"namespace": "plate-stg", "release": "plate-web", "chart": "c",
+                                                 "argocd_app": "plate-web-stg"}}}).environments["stg"]  # fmt: skip
+    assert old.app_names() == ["plate-web"] and old.default_app == "plate-web"
+    app = old.for_app()
+    assert (app.release, app.key, app.label, app.argocd_app) == ("plate-web", "stg", "stg", "plate-web-stg")
+    assert app.lock_blockers() == [] and old.lock_blockers() == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"release": "plate-web", "chart": "c"}, "either `apps:` or release/chart/values"),
+        ({"apps": {}}, "needs `apps:`, or `release` and `chart`"),
+        ({"default_app": "nope"}, "default_app 'nope' is not one of the apps"),
+        ({"apps": {"a": {"chart": "x", "release": "web"}, "b": {"chart": "y", "release": "web"}}}, "same release"),
+        ({"apps": {"a": {"chart": "x", "approvals_required": 1, "approvers": []}}}, "app a: approvals_required > 0"),
+        ({"apps": {"Bad_Name": {"chart": "x"}}}, "environments.prod.apps.Bad_Name"),
+    ],
+)
+def test_bad_apps_are_refused_with_one_line(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        parse_config({"environments": {"prod": env(**changes) | ({"approvers": ["U0A1"]})}}, "plate.yaml")
+
+
+def request(rid: str, lock: str, verb: str = "deploy") -> Any:
+    return new_request(rid, verb=verb, env="prod", requester="U0BOB", channel="C1", now=0.0, ttl=900,
+                       approvals_required=0, lock=lock)  # fmt: skip
+
+
+def test_locks_per_release_and_the_whole_environment_block_each_other() -> None:
+    store = Store(fakeredis.FakeRedis())
+    prod = config().environments["prod"]
+    web, api = prod.for_app("plate-web"), prod.for_app("plate-api")
+    # Two apps at once: neither waits for the other.
+    assert store.create(request("w1", web.key), lock_env=web.key, take_lock=True, blockers=web.lock_blockers()) is None
+    assert store.create(request("a1", api.key), lock_env=api.key, take_lock=True, blockers=api.lock_blockers()) is None
+    # The same app again: busy, named by who holds it.
+    held = store.create(request("w2", web.key), lock_env=web.key, take_lock=True, blockers=web.lock_blockers())
+    assert held is not None and held["request"] == "w1"
+    # harbor-bootstrap locks the whole environment: busy while any app is held ...
+    boot = request("b1", "prod", "harbor-bootstrap")
+    assert store.create(boot, lock_env="prod", take_lock=True, blockers=prod.lock_blockers())["request"] in ("w1", "a1")
+    assert store.lock_holder("prod") is None  # its claim was given back
+    store.release_lock(web.key, "w1")
+    store.release_lock(api.key, "a1")
+    boot2 = request("b2", "prod", "harbor-bootstrap")
+    assert store.create(boot2, lock_env="prod", take_lock=True, blockers=prod.lock_blockers()) is None
+    # ... and while it runs no app may start, neither at creation nor at approval.
+    busy = store.create(request("w3", web.key), lock_env=web.key, take_lock=True, blockers=web.lock_blockers())
+    assert busy is not None and busy["request"] == "b2" and store.lock_holder(web.key) is None
+    assert store.create(request("a2", api.key), lock_env=api.key, blockers=api.lock_blockers()) is not None
+    store.release_lock("prod", "b2")
+    assert store.create(request("a3", api.key), lock_env=api.key, blockers=api.lock_blockers()) is None
+    store.create(request("b3", "prod", "harbor-bootstrap"), lock_env="prod", take_lock=True)
+    with pytest.raises(LockHeld):  # a pending request approved while the environment is held
+        store.transition("a3", lambda r: r.queued_now(1.0), lock_env=api.key, lock_ttl=60, blockers=api.lock_blockers())
