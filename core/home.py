@@ -221,13 +221,14 @@ def apps_reply(envs: list[Environment], snapshot: Mapping[str, Any], hidden: int
     section per 3,000 characters of lines, at most MESSAGE_BLOCKS blocks (the rest counted)."""
     blocks: Blocks = []
     total = sum(len(e.apps) for e in envs)
+    room = MESSAGE_BLOCKS - 1 - (1 if hidden else 0)  # the "No room" line, and the "not shown" one
     for n, env in enumerate(envs):
         held = snapshot["locks"].get(env.name) if len(env.apps) > 1 else None
         head = f"*{env.name}* · {len(env.apps)} app{'s' if len(env.apps) != 1 else ''} in `{env.namespace}`"
         if held:
             head += f" · :lock: whole environment: {held.get('verb')} by <@{held.get('user')}>"
         chunks = _sections(env, snapshot)
-        if len(blocks) + 1 + len(chunks) > MESSAGE_BLOCKS - 1:
+        if len(blocks) + 1 + len(chunks) > room:
             rest = ", ".join(f"`{e.name}`" for e in envs[n:])
             blocks.append(context(f"No room for {rest}: ask `/plate apps <env>`."))
             break
