@@ -88,6 +88,7 @@ def operation_entry(
     return {
         "request": request.id,
         "verb": request.verb,
+        "app": request.app,
         "user": request.requester,
         "approvers": [v.user for v in request.approvals],
         "dry_run": bool(request.args.get("dry_run")),
@@ -136,9 +137,10 @@ def lock_line(holder: Mapping[str, Any] | None) -> str:
 def _pending_blocks(request: Request, viewer: str, may_approve: bool) -> Blocks:
     what = " ".join(f"`{v}`" for k, v in request.args.items() if k in ("image_tag", "revision"))
     dry = " (dry run)" if request.args.get("dry_run") else ""
+    app = f" `{request.app}`" if request.app else ""
     need = request.approvals_required - len(request.approvals)
     text = (
-        f":raised_hand: *{request.verb}*{dry} {what} requested by <@{request.requester}> · "
+        f":raised_hand: *{request.verb}*{app}{dry} {what} requested by <@{request.requester}> · "
         f"needs {need} more approval{'s' if need != 1 else ''} · expires {_date(request.expires_at)}"
     )
     if request.plan_summary:
@@ -165,8 +167,9 @@ def _operation_line(op: Mapping[str, Any]) -> str:
     icon = _OUTCOME_ICON.get(str(op.get("outcome")), ":grey_question:")
     dry = " (dry run)" if op.get("dry_run") else ""
     link = f" · <{op['link']}|thread>" if op.get("link") else ""
+    app = f" `{op['app']}`" if op.get("app") else ""
     return (
-        f"{icon} *{op.get('verb')}*{dry} by <@{op.get('user')}> · {_date(op.get('ended_at'))} · "
+        f"{icon} *{op.get('verb')}*{app}{dry} by <@{op.get('user')}> · {_date(op.get('ended_at'))} · "
         f"{op.get('summary') or op.get('outcome')}{link}"
     )
 

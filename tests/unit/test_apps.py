@@ -109,3 +109,18 @@ def test_locks_per_release_and_the_whole_environment_block_each_other() -> None:
     store.create(request("b3", "prod", "harbor-bootstrap"), lock_env="prod", take_lock=True)
     with pytest.raises(LockHeld):  # a pending request approved while the environment is held
         store.transition("a3", lambda r: r.queued_now(1.0), lock_env=api.key, lock_ttl=60, blockers=api.lock_blockers())
+
+
+def test_home_names_the_app_of_each_pending_request_and_operation() -> None:
+    from core.home import home_view, operation_entry, release_keys
+
+    prod = config(default_app="plate-web").environments["prod"]
+    pending = request("p1", "prod/api/api").evolve(app="plate-api", approvals_required=2)
+    op = operation_entry(pending, outcome="succeeded", summary="revision 3 deployed", ended_at=10.0, link=None)
+    keys = release_keys([prod])
+    snapshot = {"releases": dict.fromkeys(keys), "locks": dict.fromkeys(keys), "operations": {"prod": [op]},
+                "pending": [pending]}  # fmt: skip
+    view = home_view([prod], snapshot, viewer="U0ALICE", approver_of={"prod/plate-api"}, now=20.0)
+    texts = [str(b.get("text", {}).get("text", "")) for b in view["blocks"]]
+    assert any(t.startswith(":raised_hand: *deploy* `plate-api`") for t in texts), texts
+    assert any("*deploy* `plate-api` by <@U0BOB>" in t for t in texts), texts
