@@ -5,6 +5,8 @@ Lint and render are real: they go through `helm_python`, a Helm v4 engine. Relea
 $FAKE_HELM_STATE, so state survives across processes the way a cluster's release Secrets do.
 Every call is appended to `argv.jsonl`, and `behaviour.json` injects the failures plate-bot must handle
 (failed/timed-out/atomic-rolled-back upgrades, hangs, secrets echoed on stderr).
+With $FAKE_HELM_KUBE_URL set, rendered objects are applied to that (fake) API server, and every revision is
+also stored there as helm's secret driver stores it (`release_secret`), so a watcher sees releases change.
 
 State directory layout:
     releases/<ns>__<name>.json  list of revisions, oldest first, in helm's release JSON shape
@@ -20,6 +22,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import fnmatch
+import gzip
 import json
 import os
 import re
@@ -222,10 +225,12 @@ class _Ctx:
 
     def save(self, name: str, revs: list[dict[str, Any]]) -> None:
         path = _release_file(self.state, self.namespace, name)
+        before = _read_json(path, [])
         if revs:
             _write_json(path, revs)
         else:
             path.unlink(missing_ok=True)
+        _kube_release_records(self.namespace, before, revs)
 
     def check_reachable(self) -> None:
         if self.behaviour.get("unreachable"):
@@ -763,6 +768,54 @@ def _kube_apply(manifest: str, namespace: str, release: str) -> None:
             code, reply = _kube("POST", coll, obj)
             if code >= 300:
                 raise HelmError(f"failed to create resource: {reply.get('message', reply)}")
+
+
+def release_secret(rev: dict[str, Any]) -> dict[str, Any]:
+    """A revision as helm's secret driver stores it: Secret `sh.helm.release.v1.<release>.v<N>` of type
+    `helm.sh/release.v1`, labelled name/owner/status/version, `data.release` = base64 (the Secret's own
+    encoding) of base64 of gzip of the release JSON."""
+    packed = base64.b64encode(gzip.compress(json.dumps(_public(rev)).encode(), mtime=0))
+    labels = {"name": rev["name"], "owner": "helm", "status": rev["info"]["status"], "version": str(rev["version"])}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"sh.helm.release.v1.{rev['name']}.v{rev['version']}",
+            "namespace": rev["namespace"],
+            "labels": labels,
+        },
+        "type": "helm.sh/release.v1",
+        "data": {"release": base64.b64encode(packed).decode()},
+    }
+
+
+def _kube_release_records(namespace: str, before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+    """Write the revisions that changed (new, or a status moved on: pending -> deployed -> superseded) as
+    release Secrets on $FAKE_HELM_KUBE_URL, and delete those helm no longer keeps (no-op when unset)."""
+    base = os.environ.get(KUBE_URL_ENV, "").rstrip("/")
+    if not base:
+        return
+    old = {r["version"]: r for r in before}
+    new = {r["version"]: r for r in after}
+    for version in sorted(old.keys() - new.keys()):
+        _kube("DELETE", _object_url(base, release_secret(old[version]), namespace)[1])
+    for version, rev in sorted(new.items()):
+        if old.get(version) == rev:
+            continue
+        secret = release_secret(rev)
+        coll, item = _object_url(base, secret, namespace)
+        code, current = _kube("GET", item)
+        if code == 200:
+            version_now = (current.get("metadata") or {}).get("resourceVersion")
+            if version_now:
+                secret["metadata"]["resourceVersion"] = version_now
+            code, reply = _kube("PUT", item, secret)
+            if code in (404, 405):  # some fakes (kmock) have no PUT: fall back to a merge patch
+                code, reply = _kube("PATCH", item, secret, "application/merge-patch+json")
+        else:
+            code, reply = _kube("POST", coll, secret)
+        if code >= 300:
+            raise HelmError(f"create: failed to create: {reply.get('message', reply)}")
 
 
 def _kube_delete(manifest: str, namespace: str, release: str) -> None:
