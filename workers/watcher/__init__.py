@@ -1,6 +1,7 @@
 """The incident watcher: Kubernetes watches -> classified incidents -> one Slack thread per incident.
 
 - `classify` (pure): objects -> observations (what is wrong, on which workload); health per workload
+- `apps` (pure): whose an object is: which environment, and which of its apps (Helm releases)
 - `incidents` (pure): the incident record, its transitions, the Slack messages it still owes, the budget
 - `checks` (pure): Argo CD's Procedure 4 and "what changed recently"
 - `render` (pure): Slack text and blocks of roots, replies and diagnoses

@@ -1,9 +1,9 @@
 """PURE. What is wrong in an environment, from the objects the watcher sees.
 
 Objects are API-shaped dicts. `EnvView` keeps the latest Pods, ExternalSecrets, SecretStores and Argo CD
-Applications of one environment, as an informer cache would, and turns each change into observations:
-environment + owning workload + reason class + a one-line detail. Time is passed in; ReplicaSet reads
-(to find a pod's Deployment) come through an injected lookup.
+Applications of one namespace, as an informer cache would, and turns each change into observations:
+environment + owning workload + reason class + a one-line detail, and the app it belongs to (`apps`).
+Time is passed in; ReplicaSet reads (to find a pod's Deployment) come through an injected lookup.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from core.redact import REDACTOR
 from core.text import clip, parse_time
 from workers.describe import event_time, is_ready, restarts
+from workers.watcher.apps import Target
 
 Obj = dict[str, Any]
 # (namespace, ReplicaSet name) -> the ReplicaSet, or None when it cannot be read.
@@ -106,14 +107,20 @@ class Observation(NamedTuple):
     detail: str  # one line: what was seen
     source: str  # the object that showed it, e.g. `pod/web-7d9f-x2`
     since: float | None = None  # when it started, if the object says
+    app: str = ""  # the environment's app (Helm release) it belongs to; "" when none is known
+    scope: str = ""  # "<namespace>/" outside the environment's own namespace (apps.Target)
 
     @property
     def key(self) -> str:
-        return incident_key(self.env, self.workload, self.reason)
+        return incident_key(self.env, self.workload, self.reason, self.scope)
 
 
-def incident_key(env: str, workload: Workload, reason: Reason) -> str:
-    return f"{env}:{workload.kind}/{workload.name}:{reason}"  # a StrEnum formats as its value, faster than .value
+def incident_key(env: str, workload: Workload, reason: Reason, scope: str = "") -> str:
+    """environment + workload + reason class. The app is not part of it (it is derived from the workload, and
+    incidents opened before apps existed keep their keys); a workload outside the environment's namespace is
+    prefixed with its namespace (`scope`), so two apps' same-named workloads stay apart."""
+    # A StrEnum formats as its value, faster than .value.
+    return f"{env}:{scope}{workload.kind}/{workload.name}:{reason}"
 
 
 def _meta(obj: Obj) -> Obj:
@@ -275,19 +282,39 @@ def app_settled(app: Obj) -> bool:
     )
 
 
+class Owners(Protocol):
+    """Whose an object is (`apps.Router`): the environments and apps an observation of it goes to."""
+
+    def owner(self, meta: Obj) -> tuple[Target, ...]: ...
+
+    def application(self, obj: Obj) -> tuple[Target, ...]: ...
+
+
 class EnvView:
-    """The latest objects of one environment and the observations their changes make. Not thread-safe:
-    the watcher's loop is its only user.
+    """The latest objects of one namespace and the observations their changes make. Not thread-safe: the
+    watcher's loop is its only user. With a `router` (the watcher's: one view per cluster and namespace,
+    whatever environments and apps live there) each observation goes to the environments and app the router
+    names; without one, everything is environment `env`'s (Applications: `argocd_app`, or those deploying
+    into `namespace`).
 
     An observation is an occurrence, not a notification: a pod newly showing a problem or restarting
     again, an event whose count grew, a custom object whose failure changed (or a new failed sync). The
     same state seen again (a status heartbeat, a relist) is no occurrence."""
 
     def __init__(
-        self, env: str, namespace: str, argocd_app: str | None = None, *, event_fresh: float = EVENT_FRESH
+        self,
+        env: str,
+        namespace: str,
+        argocd_app: str | None = None,
+        *,
+        event_fresh: float = EVENT_FRESH,
+        router: Owners | None = None,
     ) -> None:
         self.env, self.namespace, self.argocd_app = env, namespace, argocd_app
         self.event_fresh = event_fresh
+        self.router = router
+        self._alone = (Target(env, ""),)  # without a router, everything is `env`'s
+        self._targets: dict[str, tuple[Target, ...]] = {}  # pod uid (or name) -> whose it is
         self.pods: dict[str, Obj] = {}
         # Per pod, from its last applied state: Ready, and whether it shows an OOM kill. Events about the
         # pod are checked against these instead of re-reading the pod each time (the storm hot path).
@@ -302,6 +329,8 @@ class EnvView:
     def wants(self, plural: str, obj: Obj) -> bool:
         meta = _meta(obj)
         if plural == "applications":
+            if self.router is not None:
+                return bool(self.router.application(obj))
             if self.argocd_app is not None:
                 return meta.get("name") == self.argocd_app
             destination = (obj.get("spec") or {}).get("destination") or {}
@@ -335,7 +364,16 @@ class EnvView:
             attempt = str(((obj.get("status") or {}).get("operationState") or {}).get("startedAt") or "")
             marks = {r: f"{attempt}|{d}" for r, d in found}  # a new sync attempt or a new error is news
             news, source = self._news(plural, name, marks), f"{CUSTOM_KINDS[plural].lower()}/{name}"
-            return [Observation(self.env, workload, r, d, source) for r, d in found if r in news]
+            fresh = [(r, d) for r, d in found if r in news]
+            if not fresh:
+                return []
+            if self.router is None:
+                targets: tuple[Target, ...] = self._alone
+            elif plural == "applications":
+                targets = self.router.application(obj)
+            else:
+                targets = self.router.owner(meta)
+            return [Observation(t.env, workload, r, d, source, None, t.app, t.scope) for t in targets for r, d in fresh]
         return []
 
     def _news(self, plural: str, name: str, marks: dict[Reason, str]) -> set[Reason]:
@@ -366,6 +404,7 @@ class EnvView:
             self._pod_oom.pop(name, None)
             if pod is not None:
                 self._owners.pop(self._uid(pod), None)
+                self._targets.pop(self._uid(pod), None)
         else:
             self.objects.pop((plural, name), None)
 
@@ -380,6 +419,16 @@ class EnvView:
             self._owners[uid] = owning_workload(pod, replicaset)
         return self._owners[uid]
 
+    def targets_of(self, pod: Obj) -> tuple[Target, ...]:
+        """The environments and app a pod's observations go to (asked once per pod)."""
+        if self.router is None:
+            return self._alone
+        uid = self._uid(pod)
+        found = self._targets.get(uid)
+        if found is None:
+            found = self._targets[uid] = self.router.owner(_meta(pod))
+        return found
+
     def _pod(self, pod: Obj, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
         name = str(_meta(pod).get("name", "?"))
         problems = pod_problems(pod, now)
@@ -392,7 +441,12 @@ class EnvView:
         if not fresh:
             return []
         workload = self.workload_of(pod, replicaset)
-        return [Observation(self.env, workload, r, d, f"pod/{name}", since) for r, d, since in fresh]
+        source = f"pod/{name}"
+        return [
+            Observation(t.env, workload, r, d, source, since, t.app, t.scope)
+            for t in self.targets_of(pod)
+            for r, d, since in fresh
+        ]
 
     def _event(self, event: Obj, name: str, now: float, replicaset: ReplicaSetLookup) -> list[Observation]:
         # The storm's hot path: most lines are events, so this avoids the general _news bookkeeping.
@@ -414,7 +468,8 @@ class EnvView:
         self._marks[key] = {reason: count}
         since = parse_time(event.get("firstTimestamp") or event.get("eventTime"))
         workload = self.workload_of(pod, replicaset)
-        return [Observation(self.env, workload, reason, event_line(event), f"pod/{pod_name}", since)]
+        line, source = event_line(event), f"pod/{pod_name}"
+        return [Observation(t.env, workload, reason, line, source, since, t.app, t.scope) for t in self.targets_of(pod)]
 
     def pods_of(self, workload: Workload, replicaset: ReplicaSetLookup) -> list[Obj]:
         return [p for p in self.pods.values() if self.workload_of(p, replicaset) == workload]

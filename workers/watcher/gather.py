@@ -220,9 +220,12 @@ def argocd_lines(src: Sources, name: str) -> tuple[list[str], Obj | None]:
 
 
 def recent_change(src: Sources, app: Obj | None = None) -> tuple[list[str], str | None]:
-    """Lines about the latest helm revision (and the plate-bot request that made it, linked), and the
-    environment to offer a rollback for when there is a previous revision."""
+    """Lines about the latest helm revision (and the plate-bot request that made it, linked), and what to
+    offer a rollback of when there is a previous revision: `env`, or `env/app` for one app of several
+    (Environment.label). An environment of several apps seen as a whole has no one release to show."""
     env, now = src.env, src.clock()
+    if not env.release:
+        return ["(this belongs to none of the environment's apps, so there is no helm release to show)"], None
     try:
         history = src.helm.history(env.release, 5)
     except HelmError as exc:
@@ -247,7 +250,7 @@ def recent_change(src: Sources, app: Obj | None = None) -> tuple[list[str], str 
             f":warning: Argo CD selfHeal is on for `{env.argocd_app}`: it will sync the release back after a helm "
             "rollback; the rollback job pauses auto-sync, or revert in Git."
         )
-    return lines, (env.name if len(history) >= 2 else None)
+    return lines, (env.label if len(history) >= 2 else None)
 
 
 # --- whole diagnoses ------------------------------------------------------------------------------------
@@ -261,7 +264,7 @@ def diagnose_workload(
     *,
     with_change: bool = True,
 ) -> Diagnosis:
-    title = f"Diagnosis of `{workload}` in `{src.env.name}`" + (f": {reason.label}" if reason else "")
+    title = f"Diagnosis of `{workload}` in `{src.env.label}`" + (f": {reason.label}" if reason else "")
     d = Diagnosis(title)
     try:
         pods = workload_pods(src, workload, rs)
@@ -282,7 +285,7 @@ def diagnose_workload(
 
 def diagnose_application(src: Sources, name: str, *, with_change: bool = True) -> Diagnosis:
     """Procedure 4 for one Application, with the secret chain it depends on."""
-    d = Diagnosis(f"Argo CD check of `{name}` (`{src.env.name}`)")
+    d = Diagnosis(f"Argo CD check of `{name}` (`{src.env.label}`)")
     lines, app = argocd_lines(src, name)
     d.add("Procedure 4", lines)
     d.add("Secrets (OpenBao token → SecretStore → ExternalSecret)", harbor_chain_lines(src))
@@ -296,7 +299,7 @@ def diagnose_incident(src: Sources, incident: Incident, rs: Callable[[str, str],
     if incident.reason in (Reason.ARGOCD_SYNC, Reason.ARGOCD_DEGRADED):
         return diagnose_application(src, incident.name)
     if incident.reason in (Reason.SECRET_SYNC, Reason.SECRET_STORE):
-        d = Diagnosis(f"Diagnosis of `{workload}` in `{src.env.name}`: {incident.reason.label}")
+        d = Diagnosis(f"Diagnosis of `{workload}` in `{src.env.label}`: {incident.reason.label}")
         d.add("Pull-secret chain", harbor_chain_lines(src))
         d.change, d.rollback_env = recent_change(src)
         return d

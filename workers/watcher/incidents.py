@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from core.versioned import Versioned
 from workers.watcher.classify import Observation, Reason, severity
@@ -56,9 +56,15 @@ class Incident(Versioned):
     """One incident: a workload's reason class in an environment, from first sight to resolution, and
     what Slack shows of it. Kept in Redis (`Versioned`: read by older and newer watchers alike)."""
 
+    # Written only when set (core.versioned): an incident of no app keeps the shape older watchers read.
+    ADDED: ClassVar[tuple[str, ...]] = ("app",)
+
     key: str
     env: str
     namespace: str
+    # The environment's app (Helm release) the workload belongs to; "" when none is known (and in records
+    # written before apps existed). Derived from the workload, not part of the key: a defaulted field.
+    app: str = ""
     kind: str
     name: str
     reason: Reason
@@ -100,6 +106,8 @@ class Incident(Versioned):
         back open (same thread)."""
         changes: dict[str, Any] = {"count": self.count + times, "last_seen": max(self.last_seen, now)}
         changes["detail"], changes["source"] = obs.detail, obs.source
+        if obs.app and obs.app != self.app:
+            changes["app"] = obs.app
         if self.phase is Phase.RESOLVED:
             changes.update(phase=Phase.OPEN, resolved_at=None, reopened=self.reopened + 1, resolved_posted=False)
         return self.evolve(**changes)
@@ -135,6 +143,7 @@ def open_incident(obs: Observation, now: float, *, channel: str, production: boo
         key=obs.key,
         env=obs.env,
         namespace=w.namespace,
+        app=obs.app,
         kind=w.kind,
         name=w.name,
         reason=obs.reason,

@@ -36,12 +36,15 @@ def _context(text: str) -> Block:
     return context(bounded(text))
 
 
-def root_message(inc: Incident) -> Message:
-    """The incident's root in the channel: what, where, since when, severity; counter and last seen."""
+def root_message(inc: Incident, where: str | None = None) -> Message:
+    """The incident's root in the channel: what, where, since when, severity; counter and last seen.
+    `where` names the environment as messages do (`prod`, or `prod/plate-api` for one app of several:
+    Environment.label); default: the environment's name."""
+    where = where or inc.env
     resolved = inc.phase is Phase.RESOLVED
     icon = ":white_check_mark:" if resolved else _ICON.get(inc.severity, ":red_circle:")
     state = f"Resolved after {inc.minutes_open()} min" if resolved else inc.reason.label
-    head = f"{icon} *{state}* in `{inc.env}`: `{inc.workload}` (namespace `{inc.namespace}`)"
+    head = f"{icon} *{state}* in `{where}`: `{inc.workload}` (namespace `{inc.namespace}`)"
     if resolved:
         head += f" — was: {inc.reason.label}"
     times = "once" if inc.count == 1 else f"{inc.count} times"
@@ -56,7 +59,7 @@ def root_message(inc: Incident) -> Message:
     if inc.reopened:
         facts.append(f"came back {inc.reopened}×")
     blocks: Blocks = [_section(head), _section(f"`{inc.source}`: {inc.detail}"), _context(" · ".join(facts))]
-    text = f"{'[resolved] ' if resolved else f'[{inc.severity}] '}{inc.env}: {inc.reason.label} — {inc.workload}"
+    text = f"{'[resolved] ' if resolved else f'[{inc.severity}] '}{where}: {inc.reason.label} — {inc.workload}"
     return text, blocks
 
 
@@ -64,11 +67,11 @@ def reopen_reply(inc: Incident) -> str:
     return f":repeat: It is happening again ({inc.count} times in all): `{inc.source}`: {inc.detail}"
 
 
-def resolution_reply(inc: Incident) -> str:
+def resolution_reply(inc: Incident, where: str | None = None) -> str:
     times = "once" if inc.count == 1 else f"{inc.count} times"
     return (
-        f":white_check_mark: Resolved after {inc.minutes_open()} min: `{inc.workload}` in `{inc.env}` is healthy "
-        f"again (seen {times})."
+        f":white_check_mark: Resolved after {inc.minutes_open()} min: `{inc.workload}` in `{where or inc.env}` is "
+        f"healthy again (seen {times})."
     )
 
 
@@ -80,15 +83,16 @@ class Diagnosis:
     sections: list[tuple[str, list[str]]] = field(default_factory=list)
     logs: list[tuple[str, str]] = field(default_factory=list)  # (pod/container, last lines)
     change: list[str] = field(default_factory=list)
-    rollback_env: str | None = None  # offer the Request rollback button for this environment
+    rollback_env: str | None = None  # offer the Request rollback button for this `env` or `env/app`
 
     def add(self, heading: str, lines: list[str]) -> None:
         if lines:
             self.sections.append((heading, lines))
 
 
-def rollback_block(env: str) -> Block:
-    return actions(f"plate_incident:{env}", [button("Request rollback", REQUEST_ROLLBACK, env, "danger")])
+def rollback_block(target: str) -> Block:
+    """The Request rollback button; its value is `env`, or `env/app` for one app of several (bot.app)."""
+    return actions(f"plate_incident:{target}", [button("Request rollback", REQUEST_ROLLBACK, target, "danger")])
 
 
 def diagnosis_messages(d: Diagnosis) -> list[Message]:
@@ -117,5 +121,6 @@ def change_message(change: list[str], rollback_env: str | None) -> Message:
     blocks: Blocks = [_section(text)]
     if rollback_env:
         blocks.append(rollback_block(rollback_env))
-        blocks.append(_context(f"Opens `/plate rollback {rollback_env}` under the environment's approval rules."))
+        command = f"/plate rollback {rollback_env.replace('/', ' ')}"
+        blocks.append(_context(f"Opens `{command}` under the environment's approval rules."))
     return bounded(text), blocks

@@ -1,10 +1,11 @@
 """The incident watcher's loop.
 
 One replica leads (a Redis lease renewed by its own thread); the others stand by and take over when the
-lease lapses. The leader lists and watches its environments' objects (`streams`), classifies each change
-(`classify`), folds observations into incidents (`incidents`) kept in Redis by compare-and-set, and sends
-what each incident still owes Slack within the budget. Every post is claimed in Redis first, so a
-restarted watcher or a second replica never posts the same thing twice; what was owed when a leader died
+lease lapses. The leader lists and watches the namespaces its environments' apps live in, one stream per
+kind and (cluster, namespace) (`streams`), classifies each change into the environment and app it belongs
+to (`classify`, `apps`), folds observations into incidents (`incidents`) kept in Redis by compare-and-set,
+and sends what each incident still owes Slack within the budget. Every post is claimed in Redis first, so
+a restarted watcher or a second replica never posts the same thing twice; what was owed when a leader died
 is sent by the next one.
 
     run(stop) ── lease held? ── activate: load incidents, start streams
@@ -32,12 +33,13 @@ from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.secrets import SecretSink, secret_namespaces
 from workers.watcher import incidents as core
+from workers.watcher.apps import AppIndex
 from workers.watcher.classify import EnvView, Workload
 from workers.watcher.gather import ReplicaSets, WatchSources, diagnose_incident
 from workers.watcher.incidents import Effect, Incident, Outcome, Phase, SlackBudget
 from workers.watcher.render import diagnosis_messages, reopen_reply, resolution_reply, root_message
 from workers.watcher.store import WatchStore
-from workers.watcher.streams import Change, Item, Stream, StreamKey, Sync
+from workers.watcher.streams import Item, Stream, StreamKey, Sync
 
 log = logging.getLogger("plate.watch")
 LEASE_NAME = "watch"
@@ -139,42 +141,50 @@ class Watcher:
         t = self.tuning
         self.budget = SlackBudget(t.post_interval, t.updates_per_minute, t.update_burst)
         self.streams: list[Stream] = []
-        self.views: dict[str, EnvView] = {}
+        self.views: dict[tuple[str | None, str], EnvView] = {}  # one per (cluster, namespace)
         self.incidents: dict[str, Incident] = {}
         self.dirty: set[str] = set()
         self.round = core.Round()  # this round's observations, settled before the Slack plan
         self.active = False
         self.heartbeat = time.monotonic()
+        envs = [env for env in config.environments.values() if self.channel_of(env) is not None]
+        self.apps = AppIndex(envs)  # whose an object is, for incidents
+        self._labels = {(ref.env, ref.app): ref.label for ref in self.apps.apps}
         self._routes = self._plan_streams()
         self._gateways: dict[str | None, KubeGateway] = {}
         self._replicasets: dict[str | None, ReplicaSets] = {}
 
     # --- which environments, which streams -------------------------------------------------------------
     def channel_of(self, env: Environment) -> str | None:
+        """Where the environment's incidents go; None: its incidents are not watched."""
         return env.incident_channel or self.config.incident_channel
 
-    def _plan_streams(self) -> dict[StreamKey, list[str]]:
-        """Stream key -> the environments it feeds. Environments without an incident channel are skipped."""
-        routes: dict[StreamKey, list[str]] = {}
+    def _plan_streams(self) -> dict[StreamKey, None]:
+        """Every stream, once: per kind and (cluster, namespace) its apps live in, whatever environments and
+        apps share it (Applications: the namespaces holding them). Environments without an incident channel
+        are not watched."""
         for env in self.config.environments.values():
             if self.channel_of(env) is None:
                 log.warning("no incident channel for %s: not watched", env.name)
-                continue
-            kinds = ("pods", "events", "externalsecrets", "secretstores")
-            keys = [StreamKey(env.kube_context, kind, env.namespace) for kind in kinds]
-            keys.append(StreamKey(env.kube_context, "applications", env.argocd_namespace))
-            for key in keys:
-                routes.setdefault(key, []).append(env.name)
+        kinds = ("pods", "events", "externalsecrets", "secretstores")
+        routes = {StreamKey(ctx, kind, ns): None for ctx, ns in self.apps.namespaces() for kind in kinds}
+        routes.update({StreamKey(ctx, "applications", ns): None for ctx, ns in self.apps.argocd_namespaces()})
         return routes
 
     def _secret_keys(self) -> list[StreamKey]:
-        """One Secrets stream per (cluster, namespace) of the watched environments and their Harbor chains."""
+        """One Secrets stream per (cluster, namespace) of the watched environments' apps and their Harbor
+        chains."""
         keys: dict[StreamKey, None] = {}
         for env in self.config.environments.values():
             if self.channel_of(env) is not None:
-                for namespace in secret_namespaces(env):
-                    keys[StreamKey(env.kube_context, "secrets", namespace)] = None
+                for view in [env, *(env.for_app(app) for app in env.apps)]:
+                    for namespace in secret_namespaces(view):
+                        keys[StreamKey(env.kube_context, "secrets", namespace)] = None
         return list(keys)
+
+    def label_of(self, inc: Incident) -> str:
+        """How messages name the incident's environment: `prod`, or `prod/plate-api` (Environment.label)."""
+        return self._labels.get((inc.env, inc.app), inc.env)
 
     def _await_secrets(self, streams: list[Stream]) -> None:
         """Until every Secrets stream has listed once or failed once (403: RBAC forbids it; the stream logs
@@ -231,10 +241,10 @@ class Watcher:
         for raw in self.keys.active_incidents():
             incident = Incident.from_storage(raw)
             self.incidents[incident.key] = incident
-        self.views = {}
-        for env in self.config.environments.values():
-            if self.channel_of(env) is not None:
-                self.views[env.name] = EnvView(env.name, env.namespace, env.argocd_app)
+        self.views = {
+            (ctx, ns): EnvView("", ns, router=self.apps.router(ctx))
+            for ctx, ns in [*self.apps.namespaces(), *self.apps.argocd_namespaces()]
+        }
         t = self.tuning
 
         def stream(key: StreamKey, out: queue.Queue[Item] | SecretSink) -> Stream:
@@ -286,17 +296,17 @@ class Watcher:
     # --- from objects to incidents ----------------------------------------------------------------------
     def process(self, item: Item) -> None:
         now = self.clock()
-        rs = self.replicasets(item.key.context)
-        for env_name in self._routes.get(item.key, []):
-            view = self.views.get(env_name)
-            if view is None:
-                continue
-            if isinstance(item, Sync):
-                observations = view.sync(item.key.kind, item.items, now, rs)
-            elif isinstance(item, Change):
-                observations = view.apply(item.key.kind, item.type, item.obj, now, rs)
-            for obs in observations:
-                self.round.add(obs, now)
+        key = item.key
+        view = self.views.get((key.context, key.namespace))
+        if view is None:
+            return
+        rs = self.replicasets(key.context)
+        if isinstance(item, Sync):
+            observations = view.sync(key.kind, item.items, now, rs)
+        else:
+            observations = view.apply(key.kind, item.type, item.obj, now, rs)
+        for obs in observations:
+            self.round.add(obs, now)
 
     def settle(self) -> None:
         """The round's observations into incidents: one transition per incident key (core.on_seen). Redis
@@ -339,11 +349,11 @@ class Watcher:
         """Resolve open incidents whose workload is healthy again and quiet long enough; forget old ones."""
         now = self.clock()
         for key, inc in list(self.incidents.items()):
-            view = self.views.get(inc.env)
+            env = self.config.environments.get(inc.env)
+            view = self.views.get((env.kube_context, inc.namespace)) if env else None
             if view is None:
                 continue
             if inc.phase is Phase.OPEN:
-                env = self.config.environments.get(inc.env)
                 rs = self.replicasets(env.kube_context if env else None)
                 healthy = view.healthy(Workload(inc.kind, inc.name, inc.namespace), inc.reason, rs)
                 if core.due_resolution(inc, healthy, now, self.tuning.quiet):
@@ -403,17 +413,17 @@ class Watcher:
     def _send(self, effect: Effect, inc: Incident) -> tuple[str | None, int]:
         """Send one effect; (root ts when one was posted, number of messages sent)."""
         if effect is Effect.ROOT:
-            text, blocks = root_message(inc)
+            text, blocks = root_message(inc, self.label_of(inc))
             return self.slack.post(inc.channel, text, blocks), 1
         if effect is Effect.UPDATE:
-            text, blocks = root_message(inc)
+            text, blocks = root_message(inc, self.label_of(inc))
             self.slack.update(inc.channel, str(inc.root_ts), text, blocks)
             return None, 1
         if effect is Effect.REOPEN:
             self.slack.post(inc.channel, reopen_reply(inc), thread_ts=inc.root_ts)
             return None, 1
         if effect is Effect.RESOLUTION:
-            self.slack.post(inc.channel, resolution_reply(inc), thread_ts=inc.root_ts)
+            self.slack.post(inc.channel, resolution_reply(inc, self.label_of(inc)), thread_ts=inc.root_ts)
             return None, 1
         return None, self._post_diagnosis(inc)
 
@@ -421,9 +431,14 @@ class Watcher:
         env = self.config.environments.get(inc.env)
         if env is None:
             return 0
+        # The environment as the incident's app sees it (its release, namespace, Argo CD Application); a
+        # workload that is no app's is read where it lives.
+        view = env.for_app(inc.app) if inc.app in env.apps else env
+        if inc.reason.pod_level and view.namespace != inc.namespace:
+            view = view.model_copy(update={"namespace": inc.namespace})
         try:
             kube = self.gateway(env.kube_context)
-            src = WatchSources(env, self.store, self.slack, kube, self.helm_for(env), self.clock)
+            src = WatchSources(view, self.store, self.slack, kube, self.helm_for(view), self.clock)
             messages = diagnosis_messages(diagnose_incident(src, inc, self.replicasets(env.kube_context)))
         except Exception:
             error_id = uuid.uuid4().hex[:8]
