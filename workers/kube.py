@@ -322,14 +322,18 @@ class KubeGateway:
         )
 
     # --- what the incident watcher follows (list-then-watch) and reads for its diagnosis ---------------
-    def list_kind(self, kind: str, namespace: str) -> tuple[list[Obj], str]:
-        """Every `kind` (a WATCHABLE name) in `namespace`, and the list's resourceVersion to watch from."""
-        data = self._with_version(kind, lambda call, *a: self._raw(f"list {kind} in {namespace}", call, *a), namespace)
+    def list_kind(self, kind: str, namespace: str, selector: str = "") -> tuple[list[Obj], str]:
+        """Every `kind` (a WATCHABLE name) in `namespace`, and the list's resourceVersion to watch from.
+        `selector`: labels helm's release records must also have (`name in (…)`: which releases)."""
+        what = f"list {kind} in {namespace}"
+        data = self._with_version(kind, lambda call, *a: self._raw(what, call, *a), namespace, selector=selector)
         return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
 
-    def watch_kind(self, kind: str, namespace: str, resource_version: str, timeout: int) -> WatchStream:
+    def watch_kind(
+        self, kind: str, namespace: str, resource_version: str, timeout: int, selector: str = ""
+    ) -> WatchStream:
         """Changes to `kind` after `resource_version`, for at most `timeout` seconds (the server ends it)."""
-        call, args = self._watch_call(kind, namespace)
+        call, args = self._watch_call(kind, namespace, selector)
         return WatchStream(call, args, resource_version, timeout, f"watch {kind} in {namespace}")
 
     def custom_object(self, kind: str, namespace: str, name: str) -> Obj | None:
@@ -361,21 +365,31 @@ class KubeGateway:
                 out.append({"name": (secret.get("metadata") or {}).get("name", "?"), "kind": kind, "url": url})
         return out
 
-    def _watch_call(self, kind: str, namespace: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    def _watch_call(self, kind: str, namespace: str, selector: str = "") -> tuple[Callable[..., Any], tuple[Any, ...]]:
         if kind == "pods":
             return self.core.list_namespaced_pod, (namespace,)
         if kind == "events":
             return self.core.list_namespaced_event, (namespace,)
         if kind == "secrets":
             return functools.partial(self.core.list_namespaced_secret, field_selector=SECRETS_SELECTOR), (namespace,)
+        labels = ",".join(["owner=helm", *([selector] if selector else [])])
+        if kind == "helmsecrets":  # helm's release records (the default `secret` driver)
+            call = functools.partial(
+                self.core.list_namespaced_secret, field_selector=HELM_RECORDS_SELECTOR, label_selector=labels
+            )
+            return call, (namespace,)
+        if kind == "helmconfigmaps":  # the same with HELM_DRIVER=configmap
+            return functools.partial(self.core.list_namespaced_config_map, label_selector=labels), (namespace,)
         group, plural, versions = _CUSTOM[kind]
         version = self._versions.get(kind, versions[0])
         return self.custom.list_namespaced_custom_object, (group, version, namespace, plural)
 
-    def _with_version(self, kind: str, fetch: Callable[..., Any], namespace: str, *name: str) -> Any:
+    def _with_version(
+        self, kind: str, fetch: Callable[..., Any], namespace: str, *name: str, selector: str = ""
+    ) -> Any:
         """Core kinds directly; custom kinds in the first served version (ESO v1, else v1beta1), remembered."""
         if kind in _CORE:
-            call, _args = self._watch_call(kind, namespace)
+            call, _args = self._watch_call(kind, namespace, selector)
             return fetch(call, namespace)
         group, plural, versions = _CUSTOM[kind]
         tried = [self._versions[kind]] if kind in self._versions else list(versions)
@@ -401,10 +415,11 @@ _CUSTOM: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "secretstores": ("external-secrets.io", "secretstores", ("v1", "v1beta1")),
     "applications": ("argoproj.io", "applications", ("v1alpha1",)),
 }
-_CORE = ("pods", "events", "secrets")
+_CORE = ("pods", "events", "secrets", "helmsecrets", "helmconfigmaps")
 WATCHABLE = (*_CORE, *_CUSTOM)
 # helm's release records (`helm.sh/release.v1`) are large gzip'd manifests, not credentials.
 SECRETS_SELECTOR = "type!=helm.sh/release.v1"
+HELM_RECORDS_SELECTOR = "type=helm.sh/release.v1"
 _warned: set[tuple[str | None, str]] = set()
 
 

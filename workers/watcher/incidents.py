@@ -282,9 +282,17 @@ class SlackBudget:
 
     def allows(self, effect: Effect, channel: str, now: float) -> bool:
         if effect.posts:
-            return now >= self._next_post.get(channel, 0.0)
+            return self.may_post(channel, now)
         self._refill(now)
         return self._tokens >= 1.0
+
+    def may_post(self, channel: str, now: float) -> bool:
+        """A post in `channel` is allowed now (incidents' and release notices' posts share the pace)."""
+        return now >= self._next_post.get(channel, 0.0)
+
+    def spend_post(self, channel: str, now: float, messages: int = 1) -> None:
+        start = max(now, self._next_post.get(channel, 0.0))
+        self._next_post[channel] = start + self.post_interval * max(1, messages)
 
     def updates_left(self, now: float) -> int:
         self._refill(now)
@@ -292,8 +300,7 @@ class SlackBudget:
 
     def spend(self, effect: Effect, channel: str, now: float, messages: int = 1) -> None:
         if effect.posts:
-            start = max(now, self._next_post.get(channel, 0.0))
-            self._next_post[channel] = start + self.post_interval * max(1, messages)
+            self.spend_post(channel, now, messages)
         else:
             self._refill(now)
             self._tokens -= 1.0

@@ -27,8 +27,9 @@ Obj = dict[str, Any]
 @dataclass(frozen=True)
 class StreamKey:
     context: str | None  # the kube context (cluster) the stream reads
-    kind: str  # a workers.kube WATCHABLE name: pods, events, externalsecrets, secretstores, applications
+    kind: str  # a workers.kube WATCHABLE name: pods, events, secrets, externalsecrets, …, helmsecrets
     namespace: str
+    selector: str = ""  # more labels to match (helm's release records: which releases)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Stream(threading.Thread):
         while not self.stopped.is_set():
             try:
                 if version is None:
-                    items, version = self.kube.list_kind(self.key.kind, self.key.namespace)
+                    items, version = self.kube.list_kind(self.key.kind, self.key.namespace, self.key.selector)
                     self.lists += 1
                     self.out.put(Sync(self.key, items))
                 else:
@@ -116,7 +117,8 @@ class Stream(threading.Thread):
         self.stopped.wait(delay)
 
     def _watch(self, version: str) -> str:
-        stream = self.kube.watch_kind(self.key.kind, self.key.namespace, version, self.timeout)
+        key = self.key
+        stream = self.kube.watch_kind(key.kind, key.namespace, version, self.timeout, key.selector)
         with self._lock:
             if self.stopped.is_set():
                 return version

@@ -4,12 +4,14 @@ One replica leads (a Redis lease renewed by its own thread); the others stand by
 lease lapses. The leader lists and watches the namespaces its environments' apps live in, one stream per
 kind and (cluster, namespace) (`streams`), classifies each change into the environment and app it belongs
 to (`classify`, `apps`), folds observations into incidents (`incidents`) kept in Redis by compare-and-set,
-and sends what each incident still owes Slack within the budget. Every post is claimed in Redis first, so
-a restarted watcher or a second replica never posts the same thing twice; what was owed when a leader died
-is sent by the next one.
+and sends what each incident still owes Slack within the budget. Helm's release records go to the release
+notices instead (`notices`): a revision plate-bot did not make is posted once in the deploy channel. Every
+post is claimed in Redis first, so a restarted watcher or a second replica never posts the same thing
+twice; what was owed when a leader died is sent by the next one.
 
     run(stop) ── lease held? ── activate: load incidents, start streams
                      └ run_once: drain queue → process → tick (resolutions) → persist → flush (Slack)
+                                 → notices (release revisions: decide, post)
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from workers.helm import Helm
 from workers.kube import KubeGateway
 from workers.secrets import SecretSink, secret_namespaces
 from workers.watcher import incidents as core
+from workers.watcher import releases
 from workers.watcher.apps import AppIndex
 from workers.watcher.classify import EnvView, Workload
 from workers.watcher.gather import ReplicaSets, WatchSources, diagnose_incident
 from workers.watcher.incidents import Effect, Incident, Outcome, Phase, SlackBudget
+from workers.watcher.notices import DRIVERS, ReleaseNotices
 from workers.watcher.render import diagnosis_messages, reopen_reply, resolution_reply, root_message
 from workers.watcher.store import WatchStore
 from workers.watcher.streams import Item, Stream, StreamKey, Sync
@@ -62,6 +66,8 @@ class Tuning:
     tick: float = 0.2
     batch: int = 2000  # queue items handled per round before Slack gets its turn
     secrets_wait: float = 10.0  # at most this long for the Secrets' first list before the other streams start
+    notice_grace: float = releases.GRACE  # an outside-looking revision waits this long for plate-bot's record
+    notice_check: float = 1.0  # a waiting revision is judged again at most this often
 
 
 class Lease:
@@ -149,6 +155,16 @@ class Watcher:
         self.heartbeat = time.monotonic()
         envs = [env for env in config.environments.values() if self.channel_of(env) is not None]
         self.apps = AppIndex(envs)  # whose an object is, for incidents
+        self.notices = ReleaseNotices(
+            AppIndex(env for env in config.environments.values() if self.deploy_channel_of(env) is not None),
+            store,
+            self.keys,
+            slack,
+            channel_for=lambda name: self.deploy_channel_of(config.environments[name]),
+            holder=self.identity,
+            grace=self.tuning.notice_grace,
+            check_every=self.tuning.notice_check,
+        )
         self._labels = {(ref.env, ref.app): ref.label for ref in self.apps.apps}
         self._routes = self._plan_streams()
         self._gateways: dict[str | None, KubeGateway] = {}
@@ -159,16 +175,21 @@ class Watcher:
         """Where the environment's incidents go; None: its incidents are not watched."""
         return env.incident_channel or self.config.incident_channel
 
+    def deploy_channel_of(self, env: Environment) -> str | None:
+        """Where release notices go: the deploy channel (first of `channels`), else the incident channel."""
+        return env.channels[0] if env.channels else self.channel_of(env)
+
     def _plan_streams(self) -> dict[StreamKey, None]:
         """Every stream, once: per kind and (cluster, namespace) its apps live in, whatever environments and
-        apps share it (Applications: the namespaces holding them). Environments without an incident channel
-        are not watched."""
+        apps share it (Applications: the namespaces holding them); helm's release records for the release
+        notices. Environments with neither an incident nor a deploy channel are not watched."""
         for env in self.config.environments.values():
-            if self.channel_of(env) is None:
-                log.warning("no incident channel for %s: not watched", env.name)
+            if self.deploy_channel_of(env) is None:
+                log.warning("no incident or deploy channel for %s: not watched", env.name)
         kinds = ("pods", "events", "externalsecrets", "secretstores")
         routes = {StreamKey(ctx, kind, ns): None for ctx, ns in self.apps.namespaces() for kind in kinds}
         routes.update({StreamKey(ctx, "applications", ns): None for ctx, ns in self.apps.argocd_namespaces()})
+        routes.update({key: None for key in self.notices.stream_keys()})
         return routes
 
     def _secret_keys(self) -> list[StreamKey]:
@@ -176,7 +197,7 @@ class Watcher:
         chains."""
         keys: dict[StreamKey, None] = {}
         for env in self.config.environments.values():
-            if self.channel_of(env) is not None:
+            if self.deploy_channel_of(env) is not None:
                 for view in [env, *(env.for_app(app) for app in env.apps)]:
                     for namespace in secret_namespaces(view):
                         keys[StreamKey(env.kube_context, "secrets", namespace)] = None
@@ -245,6 +266,7 @@ class Watcher:
             (ctx, ns): EnvView("", ns, router=self.apps.router(ctx))
             for ctx, ns in [*self.apps.namespaces(), *self.apps.argocd_namespaces()]
         }
+        self.notices.reset()
         t = self.tuning
 
         def stream(key: StreamKey, out: queue.Queue[Item] | SecretSink) -> Stream:
@@ -271,6 +293,7 @@ class Watcher:
         self.streams = []
         self.queue = queue.Queue()
         self.views, self.incidents, self.dirty, self.round = {}, {}, set(), core.Round()
+        self.notices.reset()
         self.active = False
         log.info("standing by: %s", why)
 
@@ -292,11 +315,15 @@ class Watcher:
         self.tick()
         self.persist()
         self.flush()
+        self.notices.run(self.clock(), self.budget, self.lease.held)
 
     # --- from objects to incidents ----------------------------------------------------------------------
     def process(self, item: Item) -> None:
         now = self.clock()
         key = item.key
+        if key.kind in DRIVERS:
+            self.notices.on_item(item, now)
+            return
         view = self.views.get((key.context, key.namespace))
         if view is None:
             return
