@@ -800,6 +800,7 @@ WATCH_ENV_ROLE = {
     ("", "secrets"): READ,
     ("", "pods"): READ,
     ("", "events"): READ,
+    ("", "configmaps"): {"list", "watch"},  # helm's configmap-driver release records
     ("", "pods/log"): {"get"},
     ("apps", "replicasets"): {"get"},
     ("external-secrets.io", "secretstores"): READ,
