@@ -98,7 +98,7 @@ def secret_with(release: str, version: int = 3) -> dict[str, Any]:
 def helm_encoded(doc: Any, *, compress: bool = True) -> str:
     """What helm stores: base64 of gzip of the JSON (the secret driver's bytes; a ConfigMap's text)."""
     raw = json.dumps(doc).encode() if not isinstance(doc, bytes) else doc
-    return base64.b64encode(gzip.compress(raw) if compress else raw).decode()
+    return base64.b64encode(gzip.compress(raw, mtime=0) if compress else raw).decode()
 
 
 def as_secret(doc: Any, **kw: Any) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def test_the_fake_helm_writes_what_the_watcher_reads() -> None:
         ("%%%not base64%%%", "not base64"),
         (base64.b64encode(b"@@ not base64 inside @@").decode(), "not base64"),
         (base64.b64encode(base64.b64encode(b"\x1f\x8b\x08garbage-not-deflate")).decode(), "not valid gzip"),
-        (base64.b64encode(base64.b64encode(gzip.compress(b"{}")[:-12])).decode(), "truncated gzip"),
+        (base64.b64encode(base64.b64encode(gzip.compress(b"{}", mtime=0)[:-12])).decode(), "truncated gzip"),
         (base64.b64encode(helm_encoded(b"{not json").encode()).decode(), "not JSON"),
         (base64.b64encode(helm_encoded(b"\xff\xfe\x00").encode()).decode(), "not JSON"),
         (base64.b64encode(helm_encoded(b"[" * 100_000 + b"]" * 100_000).encode()).decode(), "not JSON"),
