@@ -55,6 +55,10 @@ CALLS: dict[str, Callable[[Any], object]] = {
     "incident": lambda s: s.incident("k"),
     "active_incidents": lambda s: s.active_incidents(),
     "save_incident": lambda s: s.save_incident("k", "{}", expected=0, active=True),
+    "release_baseline": lambda s: s.release_baseline("secret", "prod/plate-prod/plate-api", 3, 1.0),
+    "claim_notice": lambda s: s.claim_notice("prod/plate-prod/plate-api:1:3", "w1", 1.0),
+    "notice_posted": lambda s: s.notice_posted("prod/plate-prod/plate-api:1:3", "w1", "1.000100", 1.0),
+    "notice": lambda s: s.notice("prod/plate-prod/plate-api:1:3"),
 }
 
 
