@@ -55,7 +55,7 @@ import redis  # noqa: E402
 from _harness import header, private_redis  # noqa: E402
 
 from config.environments import Environment, PlateConfig, parse_config  # noqa: E402
-from core.blocks import HOME_BLOCKS, MESSAGE_BLOCKS, SECTION_CHARS, Blocks  # noqa: E402
+from core.blocks import HOME_BLOCKS, MESSAGE_BLOCKS, SECTION_CHARS, Blocks, texts  # noqa: E402
 from core.home import approvable, apps_reply, home_view, operation_entry, release_keys, release_record  # noqa: E402
 from core.requests import Request, Status, new_request  # noqa: E402
 from core.store import Store  # noqa: E402
@@ -199,16 +199,6 @@ def best(fn: Callable[[], Any], rounds: int) -> tuple[float, Any]:
         result = fn()
         fastest = min(fastest, time.perf_counter() - start)
     return fastest, result
-
-
-def texts(blocks: Blocks) -> list[str]:
-    """Every mrkdwn/plain text of the blocks: sections' text and context elements'."""
-    out = []
-    for block in blocks:
-        if "text" in block:
-            out.append(block["text"]["text"])
-        out += [e["text"] for e in block.get("elements", ()) if e.get("type") in ("mrkdwn", "plain_text")]
-    return out
 
 
 LINE = re.compile(r"^`(?P<app>[a-z0-9-]+)` ", re.M)

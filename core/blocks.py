@@ -41,3 +41,16 @@ def button(label: str, action_id: str, value: str, style: str | None = None) -> 
 
 def actions(block_id: str, elements: list[Block]) -> Block:
     return {"type": "actions", "block_id": block_id, "elements": elements}
+
+
+def texts(blocks: Blocks) -> list[str]:
+    """Every text a reader sees in `blocks`: sections', context lines' and buttons' (what the limits above
+    bound, and what tests and benchmarks read back)."""
+    out = []
+    for block in blocks:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        for element in block.get("elements", ()):
+            text = element.get("text")
+            out.append(text["text"] if isinstance(text, dict) else text)
+    return [t for t in out if isinstance(t, str)]

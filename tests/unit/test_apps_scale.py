@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from config.environments import Environment, PlateConfig, parse_config
-from core.blocks import HOME_BLOCKS, MESSAGE_BLOCKS, SECTION_CHARS, Blocks, context, section
+from core.blocks import HOME_BLOCKS, MESSAGE_BLOCKS, SECTION_CHARS, Blocks, context, section, texts
 from core.home import approvable, apps_reply, home_view, lock_line, operation_entry, release_keys, release_lines
 from core.requests import Request, new_request
 
@@ -84,15 +84,6 @@ def snapshot(cfg: PlateConfig, tag: str = "1.4.{}") -> dict[str, Any]:
     prod = cfg.environments["prod"]
     waiting = [pending(f"p{i}", prod, app) for i, app in enumerate(list(prod.apps)[2:9])]
     return {"releases": releases, "locks": locks, "operations": operations, "pending": waiting}
-
-
-def texts(blocks: Blocks) -> list[str]:
-    out = []
-    for block in blocks:
-        if "text" in block:
-            out.append(block["text"]["text"])
-        out += [e["text"] for e in block.get("elements", ()) if e.get("type") in ("mrkdwn", "plain_text")]
-    return out
 
 
 def listed_or_counted(blocks: Blocks, envs: list[Environment]) -> dict[str, tuple[list[str], int]]:

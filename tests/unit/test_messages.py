@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from config.environments import Environment, parse_config
+from core.blocks import texts as block_texts
 from core.messages import (
     APPROVE,
     CANCEL,
@@ -57,13 +58,7 @@ def req(required: int = 1, args: dict[str, Any] | None = None, **kw: Any) -> Req
 
 
 def texts(blocks: list[dict[str, Any]]) -> str:
-    out = []
-    for block in blocks:
-        if "text" in block:
-            out.append(block["text"]["text"])
-        for element in block.get("elements", []):
-            out.append(element["text"]["text"] if isinstance(element.get("text"), dict) else element["text"])
-    return "\n".join(out)
+    return "\n".join(block_texts(blocks))
 
 
 # --- progress -----------------------------------------------------------------------------------------
