@@ -195,14 +195,16 @@ def app_line(app: Environment, record: Mapping[str, Any] | None, holder: Mapping
     return f"`{app.app}` {state}{lock}"
 
 
+def _app_lines(env: Environment, snapshot: Mapping[str, Any]) -> list[str]:
+    """A line per app of `env`, in the file's order, from the snapshot's release records and locks."""
+    views = [env.for_app(app) for app in env.apps]
+    return [app_line(v, snapshot["releases"].get(v.key), snapshot["locks"].get(v.key)) for v in views]
+
+
 def apps_text(env: Environment, snapshot: Mapping[str, Any], limit: int = SECTION_CHARS) -> str:
     """The environment's apps, a line each, cut to fit one section: the rest is counted, not dropped
     silently (`/plate apps <env>` lists them in full, a section per 3,000 characters)."""
-    lines = []
-    for app in env.apps:
-        view = env.for_app(app)
-        lines.append(app_line(view, snapshot["releases"].get(view.key), snapshot["locks"].get(view.key)))
-    return fit_lines(lines, limit, lambda n: f"…and {n} more: `/plate apps {env.name}`")
+    return fit_lines(_app_lines(env, snapshot), limit, lambda n: f"…and {n} more: `/plate apps {env.name}`")
 
 
 def fit_lines(lines: list[str], limit: int, more: Callable[[int], str]) -> str:
@@ -247,9 +249,7 @@ def _sections(env: Environment, snapshot: Mapping[str, Any]) -> Blocks:
     out: Blocks = []
     chunk: list[str] = []
     size = 0
-    for app in env.apps:
-        view = env.for_app(app)
-        line = app_line(view, snapshot["releases"].get(view.key), snapshot["locks"].get(view.key))
+    for line in _app_lines(env, snapshot):
         if size + len(line) + 1 > SECTION_CHARS and chunk:
             out.append(section("\n".join(chunk)))
             chunk, size = [], 0
