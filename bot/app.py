@@ -19,7 +19,7 @@ from slack_bolt import Ack, App, BoltResponse, Respond
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot import ingress
-from bot.grammar import Command, Verb, environment, help_text, parse
+from bot.grammar import Command, Verb, choose_app, environment, help_text, parse
 from config.environments import Environment, PlateConfig
 from core import messages, policy
 from core.audit import Auditor, Event, args_text
@@ -385,12 +385,8 @@ class Listeners:
         """The button's value, `env` or `env/app`, as a rollback command (UsageError if it names nothing)."""
         env_word, _, app = value.partition("/")
         env = environment(env_word, self._env_name)
-        apps, default = self._apps_of(env)
-        if app and app not in apps:
-            raise UsageError(f"`{env}` has no app called `{app[:40]}` any more.")
-        if not app and len(apps) > 1 and default is None:
-            raise UsageError(f"Which app of `{env}`? Use `/plate rollback {env} <app>`.")
-        return Command(verb=Verb.ROLLBACK, env=env, app=app or default or apps[0])
+        app = choose_app(Verb.ROLLBACK, env, app or None, *self._apps_of(env))
+        return Command(verb=Verb.ROLLBACK, env=env, app=app)
 
     def _permalink(self, channel: str, ts: str) -> str | None:
         if not channel or not ts:

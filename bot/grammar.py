@@ -129,17 +129,25 @@ def parse(
     app = None
     if verb.per_app and apps_of is not None:
         apps, default = apps_of(env)
-        if rest and rest[0] in apps:
-            app, rest = rest[0], rest[1:]
-        elif len(apps) == 1 or default is not None:
-            app = default or apps[0]
-        else:
-            listed = ", ".join(f"`{a}`" for a in apps)
-            raise UsageError(f"Which app of `{env}`? It has {listed}. Usage: `{USAGE[verb]}`")
+        named = rest.pop(0) if rest and rest[0] in apps else None
+        app = choose_app(verb, env, named, apps, default)
     if len(rest) > 1:
         raise UsageError(f"Too many arguments. Usage: `{USAGE[verb]}`")
     arg = rest[0] if rest else None
     return replace(_with_argument(verb, env, arg, dry_run), app=app)
+
+
+def choose_app(verb: Verb, env: str, named: str | None, apps: list[str], default: str | None) -> str:
+    """The app of `env` a command is about: the one it names, else the default (or the only one);
+    UsageError if it names none the environment has, or names none where there are several."""
+    if named is not None:
+        if named not in apps:
+            raise UsageError(f"`{env}` has no app called `{_shown(named)}`. Usage: `{USAGE[verb]}`")
+        return named
+    if default is not None or len(apps) == 1:
+        return default or apps[0]
+    listed = ", ".join(f"`{a}`" for a in apps)
+    raise UsageError(f"Which app of `{env}`? It has {listed}. Usage: `{USAGE[verb]}`")
 
 
 def _argocd(words: list[str], resolve_argocd: Callable[[str], tuple[str, str | None] | None] | None) -> Command:

@@ -3,12 +3,15 @@ view of its environment, and locks per release that the whole environment blocks
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import fakeredis
 import pytest
 
+from bot.grammar import Command, Verb, choose_app, parse
 from config.environments import ConfigError, parse_config
+from core.errors import UsageError
 from core.requests import new_request
 from core.store import LockHeld, Store
 
@@ -124,3 +127,54 @@ def test_home_names_the_app_of_each_pending_request_and_operation() -> None:
     texts = [str(b.get("text", {}).get("text", "")) for b in view["blocks"]]
     assert any(t.startswith(":raised_hand: *deploy* `plate-api`") for t in texts), texts
     assert any("*deploy* `plate-api` by <@U0BOB>" in t for t in texts), texts
+
+
+def apps_of(default: str | None) -> Any:
+    return lambda env: (["plate-web", "plate-api"], default)
+
+
+def env_named(word: str) -> str | None:
+    return word if word in ("stg", "prod") else None
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "expected"),
+    [
+        ("deploy prod plate-api 1.5.0", None, Command(Verb.DEPLOY, "prod", image_tag="1.5.0", app="plate-api")),
+        ("deploy prod 1.5.0", "plate-web", Command(Verb.DEPLOY, "prod", image_tag="1.5.0", app="plate-web")),
+        ("rollback prod plate-api 3 --dry-run", None,
+         Command(Verb.ROLLBACK, "prod", revision=3, app="plate-api", dry_run=True)),
+        ("diagnose prod plate-api", None, Command(Verb.DIAGNOSE, "prod", app="plate-api")),
+        ("diagnose prod web-7d9f", "plate-web", Command(Verb.DIAGNOSE, "prod", target="web-7d9f", app="plate-web")),
+        ("history prod plate-web 5", None, Command(Verb.HISTORY, "prod", count=5, app="plate-web")),
+        ("harbor-verify prod", None, Command(Verb.HARBOR_VERIFY, "prod")),
+        ("apps", None, Command(Verb.APPS)),
+        ("apps prod", None, Command(Verb.APPS, "prod")),
+    ],
+)  # fmt: skip
+def test_the_word_after_the_environment_is_an_app_when_it_names_one(
+    text: str, default: str | None, expected: Command
+) -> None:
+    assert parse(text, env_named, None, apps_of(default)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("deploy prod 1.5.0", "Which app of `prod`? It has `plate-web`, `plate-api`."),
+        ("status prod", "Which app of `prod`? It has `plate-web`, `plate-api`."),
+        ("deploy prod plate-api 1.5.0 extra", "Too many arguments."),
+        ("apps prod stg", "Too many arguments."),
+        ("apps moon", "There is no environment called `moon`."),
+    ],
+)
+def test_commands_that_name_no_app_of_several_are_asked_which(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse(text, env_named, None, apps_of(None))
+
+
+def test_a_named_app_must_be_one_of_the_environments() -> None:
+    """The incident button's value names its app itself: a forged or removed one is refused by name."""
+    assert choose_app(Verb.ROLLBACK, "prod", "plate-api", ["plate-web", "plate-api"], None) == "plate-api"
+    with pytest.raises(UsageError, match="`prod` has no app called `evil`"):
+        choose_app(Verb.ROLLBACK, "prod", "<evil>", ["plate-web", "plate-api"], "plate-web")
