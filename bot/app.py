@@ -116,7 +116,7 @@ class Listeners:
         shown: list[Environment] = []
         for env in envs:
             try:
-                policy.check_request(env, Verb.APPS, user, channel, self._members(env.readers))
+                policy.check_request(env, Verb.APPS, user, channel, self._members(policy.audience(env, Verb.APPS)))
                 shown.append(env)
             except NotAllowed as exc:
                 if cmd.env:
@@ -164,7 +164,7 @@ class Listeners:
         lock = request.lock_name
         try:
             # Straight to the queue: the lock is taken now, so busy is answered here, never on a posted card.
-            straight = request.planned and not request.needs_approval()
+            straight = request.queues_at_once
             holder = self.services.store.create(
                 request, lock_env=lock, take_lock=straight, blockers=env.lock_blockers()
             )
@@ -229,8 +229,7 @@ class Listeners:
     def _post_card(self, request: Request, env: Environment, respond: Respond) -> None:
         """Post the card. A request that needs nobody's approval is posted as it will stand once queued (no
         buttons, "queued by"), then queued: no card ever says it needs approval when it does not."""
-        straight = request.planned and not request.needs_approval()
-        shown = request.queued_now(self.services.clock()) if straight else request
+        shown = request.queued_now(self.services.clock()) if request.queues_at_once else request
         text, blocks = messages.card(shown, env)
         try:
             ts = self.services.slack.post(request.channel, text, blocks)
@@ -247,7 +246,7 @@ class Listeners:
             _, request = self.services.store.transition(request.id, lambda r: r.with_message(ts))
             if not request.planned:
                 enqueue_plan(self.services.queue, request)
-            elif straight:
+            elif request.queues_at_once:
                 self._queue_now(request, env, respond)
         except Unavailable:
             # Redis went away between the ack and here: say so on the card instead of leaving it waiting

@@ -123,6 +123,11 @@ class Request(Versioned):
     def needs_approval(self) -> bool:
         return self.approvals_required > 0
 
+    @property
+    def queues_at_once(self) -> bool:
+        """Nothing to plan and nobody to ask: it goes straight to the queue (its lock claimed with it)."""
+        return self.planned and not self.needs_approval()
+
     def is_expired(self, now: float) -> bool:
         return self.status is Status.PENDING and now >= self.expires_at
 
