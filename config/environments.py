@@ -22,7 +22,8 @@ ENV_NAME = r"^[a-z][a-z0-9-]{0,31}$"
 
 KubeName = Annotated[str, Field(pattern=DNS_LABEL)]
 # Helm's own limit for a release name (53 characters, a DNS label); an app is named like one.
-ReleaseName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")]
+RELEASE = r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?"
+ReleaseName = Annotated[str, Field(pattern=f"^{RELEASE}$")]
 SlackUserOrGroup = Annotated[str, Field(pattern=r"^[UWS][A-Z0-9]{2,30}$")]
 # Who may do something: user ids, user group ids (S…, expanded through Slack), or "*" for everyone.
 Audience = list[Annotated[str, Field(pattern=r"^(\*|[UWS][A-Z0-9]{2,30})$")]]
@@ -116,7 +117,7 @@ class Environment(BaseModel):
     cluster_uid: str | None = None
     namespace: KubeName
     # The old single-app layout; with `apps:` these are set by `for_app` only.
-    release: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?)?$")
+    release: str = Field(default="", pattern=f"^({RELEASE})?$")
     chart: Path = Path()  # unset unless in model_fields_set
     values: list[Path] = []
     apps: dict[ReleaseName, App] = {}
