@@ -21,16 +21,16 @@ from typing import Any
 
 import pytest
 
-from config.environments import parse_config
 from core.redact import REDACTOR
 from sandbox.helm import set_behaviour
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.slack import FakeSlack
-from tests.conftest import Service, plate_config, write_config
+from tests.conftest import Service, write_config
 from tests.integration.k8s_fixtures import ago
 from tests.integration.test_redaction_e2e import everything_slack_got
 from tests.integration.test_redaction_e2e import log_file as log_file  # a fixture
 from tests.integration.test_watcher import Watchers
+from tests.integration.test_watcher import watchers as watchers  # a fixture
 from tests.leaks import LEAKS, OPENBAO_TOKEN, Leak, fragments, known_secret
 from tests.waiting import wait_until
 
@@ -211,14 +211,6 @@ def test_app_home_shows_what_a_job_redacted_with_the_environments_secrets(
 
 
 # --- the incident watcher -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def watchers(plate_env: dict[str, Any], fake_slack: FakeSlack, helm_bin: Path) -> Iterator[Watchers]:
-    config = parse_config(plate_config(prod={"argocd_app": "plate-web-prod"}))
-    w = Watchers(config, plate_env["REDIS_URL"], fake_slack, plate_env["KUBECONFIG"], helm_bin)
-    yield w
-    w.stop_all()
 
 
 def eso(kind: str, name: str, leak: Leak) -> dict[str, Any]:
