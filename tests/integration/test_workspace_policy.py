@@ -51,9 +51,10 @@ def test_a_command_from_another_workspace_is_refused(service: Service) -> None:
     assert status == 200 and "only from its own Slack workspace" in text
     status, text = _command(service, "status stg", team="T0OTHER")
     assert "only from its own Slack workspace" in text
-    time.sleep(0.2)
+    # Each refusal is audited just after the ack that answered it.
+    expected = ["from another workspace (T0OTHER)"] * 2
+    service.wait(lambda: [r["detail"] for r in _refusals(service)] == expected, what="both refusals audited")
     assert service.request_ids() == [] and service.runtime.queue.count == 0
-    assert [r["detail"] for r in _refusals(service)] == ["from another workspace (T0OTHER)"] * 2
 
 
 def test_a_click_by_someone_of_another_workspace_in_a_shared_channel_is_refused(service: Service) -> None:
@@ -77,8 +78,8 @@ def test_another_app_or_organisation_is_refused(service: Service, plate_env: dic
     assert "only from its own Slack workspace" in text
     _status, text = _command(service, "status stg", enterprise="E0ORG", team="T0ANYWORKSPACEOFTHEORG")
     assert "only from its own" not in text  # any workspace of the configured organisation counts
-    details = sorted(r["detail"] for r in _refusals(service))
-    assert details == ["from another Slack app (A0SOMEONE)", "from another organisation (E0OTHER)"]
+    expected = ["from another Slack app (A0SOMEONE)", "from another organisation (E0OTHER)"]
+    service.wait(lambda: sorted(r["detail"] for r in _refusals(service)) == expected, what="the refusals audited")
 
 
 def _config_with(plate_env: dict[str, Any], slack: dict[str, Any]) -> None:
@@ -108,7 +109,8 @@ def test_guests_and_outsiders_cannot_request_changes(service: Service, flags: di
     assert service.request_ids() == []
     _status, text = _command(service, "status stg", user="U0GUEST")
     assert "Slack account" not in text
-    assert any("U0GUEST" in json.dumps(e) for e in _refusals(service))
+    # The refusal is audited just after the ack that answered it.
+    service.wait(lambda: any("U0GUEST" in json.dumps(e) for e in _refusals(service)), what="the audited refusal")
 
 
 def test_a_guest_approver_cannot_approve_unless_explicitly_allowed(service: Service, plate_env: dict[str, Any]) -> None:
