@@ -13,6 +13,7 @@ from typing import Annotated, Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from config.charts import ChartPolicy, ChartSource, chart_source
 from config.durations import Duration
 from config.freeze import Freeze
 
@@ -67,6 +68,11 @@ class HarborChecks(BaseModel):
     sync_timeout: Duration = 300
 
 
+# Where a chart comes from (config/charts.py): `chart` alone is a directory or oci://host/project/chart
+# (with `version`); `chart` + `repo` + `version` a Helm repository's; `git` + `ref` + `path` a git one's.
+_SOURCE_FIELDS = ("chart", "version", "repo", "git", "ref", "path")
+
+
 class App(BaseModel):
     """One Helm release of an environment: a service (web, api, workers, cron). Unset overrides take the
     environment's value. `name` is filled in from the key in `apps:`."""
@@ -75,7 +81,12 @@ class App(BaseModel):
 
     name: str = ""
     release: ReleaseName | None = None  # default: the app's name
-    chart: Path
+    chart: str = ""
+    version: str | None = None
+    repo: str | None = None
+    git: str | None = None
+    ref: str | None = None
+    path: str | None = None
     values: list[Path] = []
     namespace: KubeName | None = None  # default: the environment's
     argocd_app: KubeName | None = None
@@ -86,6 +97,15 @@ class App(BaseModel):
     diagnosers: Audience | None = None
     helm_timeout: Duration | None = None
     rollout_timeout: Duration | None = None
+
+    @property
+    def source(self) -> ChartSource:
+        return chart_source(self.chart, self.version, self.repo, self.git, self.ref, self.path)
+
+    @model_validator(mode="after")
+    def _source_fits(self) -> Self:
+        self.source  # noqa: B018 - raises ValueError naming the field
+        return self
 
 
 # What an app may set for itself; everything else (cluster, channels, freezes, harbor) is the environment's.
@@ -107,6 +127,9 @@ class Environment(BaseModel):
     name: str = ""
     aliases: list[Annotated[str, Field(pattern=ENV_NAME)]] = []
     kube_context: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$")
+    # This environment's own kubeconfig file (a remote cluster's credentials, mounted into worker and
+    # watch only); unset: the process's KUBECONFIG, else in-cluster.
+    kubeconfig: Path | None = None
     # The cluster name the context must point at; defaults to whatever the context names.
     cluster: str | None = None
     # Production environments refuse clusters whose name lacks `prod`/`production` (the seed's check)
@@ -118,8 +141,16 @@ class Environment(BaseModel):
     namespace: KubeName
     # The old single-app layout; with `apps:` these are set by `for_app` only.
     release: str = Field(default="", pattern=f"^({RELEASE})?$")
-    chart: Path = Path()  # unset unless in model_fields_set
+    chart: str = ""
+    version: str | None = None
+    repo: str | None = None
+    git: str | None = None
+    ref: str | None = None
+    path: str | None = None
     values: list[Path] = []
+    # A docker-config Secret in the environment's namespace with credentials for chart registries and
+    # Helm repositories; unset: the Harbor pull secret (harbor.docker_secret).
+    chart_pull_secret: KubeName | None = None
     apps: dict[ReleaseName, App] = {}
     default_app: str | None = None
     approvals_required: int = Field(default=0, ge=0, le=5)
@@ -185,7 +216,7 @@ class Environment(BaseModel):
         app = self.apps[name]
         changes: dict[str, Any] = {
             "release": app.release or name,
-            "chart": app.chart,
+            **{k: getattr(app, k) for k in _SOURCE_FIELDS},
             "values": app.values,
             "namespace": app.namespace or self.namespace,
             # An old-style environment's `argocd_app` is its one app's.
@@ -196,6 +227,11 @@ class Environment(BaseModel):
         view._app, view._single = name, self._single
         return view
 
+    @property
+    def chart_source(self) -> ChartSource:
+        """Where this view's chart comes from (the environment's own for the old layout)."""
+        return chart_source(self.chart, self.version, self.repo, self.git, self.ref, self.path)
+
     def lock_blockers(self) -> list[str]:
         """The other lock keys that must be free for this one to be taken: an app waits for the whole
         environment (harbor-bootstrap), the whole environment for every app."""
@@ -203,18 +239,27 @@ class Environment(BaseModel):
             return [] if self._single else [self.name]
         return [k for k in (self.for_app(a).key for a in self.apps) if k != self.name]
 
+    def registry_hosts(self) -> frozenset[str]:
+        """The environment's Harbor host (as images name it, and as `registry_url` reaches it): charts
+        may come from there without listing it in charts.allowed_hosts."""
+        hosts = {self.harbor.registry.lower()}
+        if self.harbor.registry_url:
+            hosts.add(self.harbor.registry_url.split("://", 1)[1].rstrip("/").lower())
+        return frozenset(hosts)
+
     def may_diagnose(self) -> Audience:
         return self.diagnosers if self.diagnosers is not None else self.readers
 
     @model_validator(mode="after")
     def _apps(self) -> Self:
-        old_style = self.release or "chart" in self.model_fields_set or self.values
+        source = {k: getattr(self, k) for k in _SOURCE_FIELDS if getattr(self, k)}
+        old_style = self.release or source or self.values
         if self.apps and old_style:
             raise ValueError("give either `apps:` or release/chart/values at the environment's level, not both")
         if not self.apps:
-            if not self.release or "chart" not in self.model_fields_set:
+            if not self.release or not (self.chart or self.git):
                 raise ValueError("an environment needs `apps:`, or `release` and `chart`")
-            single = App(name=self.release, release=self.release, chart=self.chart, values=self.values)
+            single = App(name=self.release, release=self.release, values=self.values, **source)
             self.apps = {self.release: single}
             self._single = True
         releases: dict[tuple[str, str], str] = {}
@@ -264,6 +309,8 @@ class PlateConfig(BaseModel):
     incident_channel: SlackChannel | None = None
     audit_channel: SlackChannel | None = None
     slack: SlackWorkspace = SlackWorkspace()
+    # Where charts may be fetched from (oci://, Helm repositories, git).
+    charts: ChartPolicy = ChartPolicy()
     environments: dict[Annotated[str, Field(pattern=ENV_NAME)], Environment]
 
     @field_validator("environments")
@@ -282,6 +329,18 @@ class PlateConfig(BaseModel):
                 if alias in seen and seen[alias] != name:
                     raise ValueError(f"name or alias {alias!r} is used by both {seen[alias]} and {name}")
                 seen[alias] = name
+        return self
+
+    @model_validator(mode="after")
+    def _chart_hosts_allowed(self) -> Self:
+        for name, env in self.environments.items():
+            for app_name, app in env.apps.items():
+                source = app.source
+                if not source.is_remote:
+                    continue
+                refusal = self.charts.refusal(source.location, env.registry_hosts(), git=source.kind == "git")
+                if refusal:
+                    raise ValueError(f"environments.{name}: app {app_name}: {refusal}")
         return self
 
     def resolve(self, name: str) -> Environment | None:
@@ -311,11 +370,14 @@ def parse_config(data: object, source: str = "<config>", base_dir: Path | None =
         raise ConfigError(f"{source}: {_location(err['loc'])}: {message}{more}") from None
     if base_dir is not None:
         for env in config.environments.values():
-            if env.chart != Path():
-                env.chart = (base_dir / env.chart).resolve()
-                env.values = [(base_dir / v).resolve() for v in env.values]
+            if env.chart and env.chart_source.kind == "local":
+                env.chart = str((base_dir / env.chart).resolve())
+            env.values = [(base_dir / v).resolve() for v in env.values]
+            if env.kubeconfig is not None:
+                env.kubeconfig = (base_dir / env.kubeconfig).resolve()
             for app in env.apps.values():
-                app.chart = (base_dir / app.chart).resolve()
+                if app.source.kind == "local":
+                    app.chart = str((base_dir / app.chart).resolve())
                 app.values = [(base_dir / v).resolve() for v in app.values]
             if env.harbor.manifests_dir is not None:
                 env.harbor.manifests_dir = (base_dir / env.harbor.manifests_dir).resolve()

@@ -20,7 +20,7 @@ def test_every_environment_has_both_apps_with_existing_charts(env: str, values: 
     for app in environment.app_names():
         view = environment.for_app(app)
         chart = ROOT / "examples" / app
-        assert (view.release, view.namespace, view.chart) == (app, environment.namespace, chart)
+        assert (view.release, view.namespace, view.chart) == (app, environment.namespace, str(chart))
         assert view.values == [chart / values] and (chart / "Chart.yaml").is_file() and view.values[0].is_file()
         assert view.key == f"{env}/{environment.namespace}/{app}" and view.label == f"{env}/{app}"
 
