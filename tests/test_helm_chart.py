@@ -50,8 +50,9 @@ TWO_ENVIRONMENTS = {
             "harbor": {"manifests_dir": "/charts/harbor-auth", "namespaces": ["plate-stg", "plate-prod"]},
         },
         "prod": {
+            # The current context of the mounted kubeconfig (kubeconfig.existingSecret): a remote
+            # environment (kube_context, kubeconfig) gets no Roles here (tests/test_helm_clusters.py).
             "aliases": ["production"],
-            "kube_context": "plate-prod",
             "namespace": "plate-prod",
             "release": "plate-web",
             "chart": "/charts/plate-web",
@@ -170,9 +171,10 @@ def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
     ]
 
 
-def duration_seconds(text: str) -> int:
-    units = {"h": 3600, "m": 60, "s": 1}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([hms])", text))
+def job_timeouts(config: dict) -> list[int]:
+    """RQ's hard limit of every app's job, as the app computes it (Environment.job_timeout)."""
+    parsed = parse_config(config)
+    return [env.for_app(app).job_timeout for env in parsed.environments.values() for app in env.apps]
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -449,21 +451,30 @@ def test_socket_mode_flag():
     assert serve["args"][-1] == "--socket-mode"
 
 
-def test_worker_grace_period_outlasts_the_longest_helm_timeout(rendered):
-    _, objects, values = rendered
-    timeouts = [duration_seconds(env.get("helm_timeout", "5m")) for env in values["config"]["environments"].values()]
+def test_worker_grace_period_outlasts_the_longest_job(rendered):
+    """A running job (helm_timeout + rollout_timeout + 300 s at most) finishes during RQ's warm shutdown."""
+    name, objects, values = rendered
+    timeouts = job_timeouts(values["config"]) if name == "full" else []
     worker = one(objects, "Deployment", f"{RELEASE}-worker")
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > max(timeouts, default=0)
-    assert grace >= values["worker"]["terminationGracePeriodSeconds"]
-    assert grace >= max(timeouts, default=0) + values["worker"]["terminationGracePeriodMarginSeconds"]
+    margin = values["worker"]["terminationGracePeriodMarginSeconds"]
+    assert grace == max(values["worker"]["terminationGracePeriodSeconds"], max(timeouts, default=0) + margin)
+    if name == "full":
+        assert grace == 25 * 60 + 300 + 300 + margin  # prod: helm_timeout 25m, rollout_timeout's default
 
 
-def test_grace_period_parses_compound_durations():
+@pytest.mark.parametrize(
+    ("helm_timeout", "rollout_timeout", "seconds"),
+    [("1h2m3s", None, 3723 + 300), ("1d", "90s", 86400 + 90), (5400, "1h30m", 10800), ("600", None, 900)],
+)
+def test_grace_period_parses_the_app_duration_grammar(helm_timeout, rollout_timeout, seconds):
     config = copy.deepcopy(TWO_ENVIRONMENTS)
-    config["environments"]["prod"]["helm_timeout"] = "1h2m3s"
+    config["environments"]["prod"]["helm_timeout"] = helm_timeout
+    if rollout_timeout is not None:
+        config["environments"]["prod"]["rollout_timeout"] = rollout_timeout
+    assert max(job_timeouts(config)) == seconds + 300  # the app agrees
     worker = one(render({"config": config}), "Deployment", f"{RELEASE}-worker")
-    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 3723 + 120
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == seconds + 300 + 120
 
 
 # --------------------------------------------------------------------------------------------- secrets
@@ -1253,4 +1264,5 @@ def test_example_values_file_renders_and_validates():
         }
         assert roles == {"plate-stg", "plate-prod"}
     worker = one(objects, "Deployment", f"{RELEASE}-worker")
-    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 960  # 10m + 120 < 960
+    # prod's job: helm_timeout 10m + rollout_timeout 5m (default) + 5m, and the 120 s margin.
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 600 + 300 + 300 + 120

@@ -125,61 +125,110 @@ bundle when externalRedis.tls.caSecret is set (redis-py's from_url passes it to 
 {{- end }}
 
 {{/*
-Go duration string ("10m", "1h30m", "600s", "90") to seconds. Unset = 300 (helm's default --timeout).
+A duration of the environments file to seconds: (dict "value" $v "default" $seconds "where" "config.…").
+The grammar is config/durations.py's DURATION_PATTERN (90s, 15m, 1h30m, 1d, or seconds; the schema has
+the same pattern); unset gives "default".
 */}}
 {{- define "plate-bot.durationSeconds" -}}
-{{- $d := toString . | trim }}
-{{- if or (eq $d "") (eq $d "<nil>") }}{{ 300 }}
-{{- else if regexMatch "^[0-9]+$" $d }}{{ $d | int }}
+{{- $v := .value }}
+{{- if or (kindIs "invalid" $v) (eq (toString $v) "") }}{{ .default | int }}
+{{- else if or (kindIs "float64" $v) (kindIs "int" $v) (kindIs "int64" $v) }}{{ $v | int }}
+{{- else }}
+{{- $d := toString $v | trim }}
+{{- if not (regexMatch "^([0-9]+|([0-9]+[smhd])+)$" $d) }}
+{{- fail (printf "%s: %q is not a duration like 90s, 15m, 1h30m, 1d or seconds" .where $d) }}
+{{- end }}
+{{- if regexMatch "^[0-9]+$" $d }}{{ $d | int }}
 {{- else }}
 {{- $total := 0 }}
-{{- range regexFindAll "[0-9]+(h|ms|m|s)" $d -1 }}
+{{- range regexFindAll "[0-9]+[smhd]" $d -1 }}
 {{- $n := regexFind "^[0-9]+" . | int }}
-{{- if hasSuffix "ms" . }}{{ $total = add $total (div $n 1000) }}
-{{- else if hasSuffix "h" . }}{{ $total = add $total (mul $n 3600) }}
-{{- else if hasSuffix "m" . }}{{ $total = add $total (mul $n 60) }}
-{{- else }}{{ $total = add $total $n }}
-{{- end }}
+{{- $unit := get (dict "s" 1 "m" 60 "h" 3600 "d" 86400) (regexFind "[smhd]$" .) | int }}
+{{- $total = add $total (mul $n $unit) }}
 {{- end }}
 {{- $total }}
 {{- end }}
 {{- end }}
-
-{{/* Worker grace period: max(worker.terminationGracePeriodSeconds, longest helm_timeout + margin). */}}
-{{- define "plate-bot.workerGracePeriod" -}}
-{{- $longest := 0 }}
-{{- range $name, $env := .Values.config.environments }}
-{{- $s := include "plate-bot.durationSeconds" ($env.helm_timeout | default "") | int }}
-{{- if gt $s $longest }}{{ $longest = $s }}{{ end }}
-{{- end }}
-{{- $computed := add $longest (.Values.worker.terminationGracePeriodMarginSeconds | int) }}
-{{- max (.Values.worker.terminationGracePeriodSeconds | int) $computed }}
-{{- end }}
-
-{{/* Sorted, de-duplicated environment namespaces, one per line. */}}
-{{- define "plate-bot.environmentNamespaces" -}}
-{{- $ns := list }}
-{{- range $name, $env := .Values.config.environments }}
-{{- $ns = append $ns (required (printf "config.environments.%s.namespace is required" $name) $env.namespace) }}
-{{- end }}
-{{- $ns | uniq | sortAlpha | join "\n" }}
 {{- end }}
 
 {{/*
-What each process may touch, computed from config.environments with the app's own defaults
-(config/environments.py), as JSON (fromJson it):
-  envNamespaces       environment namespaces (worker Role: writes; watch Role: reads)
-  argocd              Argo CD namespace -> {apps: Applications the worker reads/patches (argocd_app, the
-                      harbor-bootstrap Application), bootstrap: those harbor-bootstrap creates}
+The longest job timeout (RQ's hard limit of a job) of every app of every environment, in seconds: an
+app's job timeout is helm_timeout + rollout_timeout + 300 (config/environments.py, Environment.job_timeout),
+each the app's own, else its environment's, else the model's default (600, 300).
+*/}}
+{{- define "plate-bot.longestJobTimeout" -}}
+{{- $longest := 0 }}
+{{- range $name, $env := .Values.config.environments }}
+{{- $where := printf "config.environments.%s" $name }}
+{{- $helm := include "plate-bot.durationSeconds" (dict "value" $env.helm_timeout "default" 600 "where" (printf "%s.helm_timeout" $where)) | int }}
+{{- $rollout := include "plate-bot.durationSeconds" (dict "value" $env.rollout_timeout "default" 300 "where" (printf "%s.rollout_timeout" $where)) | int }}
+{{- $jobs := list (add $helm $rollout 300) }}
+{{- range $app, $a := ($env.apps | default dict) }}
+{{- $w := printf "%s.apps.%s" $where $app }}
+{{- $h := include "plate-bot.durationSeconds" (dict "value" $a.helm_timeout "default" $helm "where" (printf "%s.helm_timeout" $w)) | int }}
+{{- $r := include "plate-bot.durationSeconds" (dict "value" $a.rollout_timeout "default" $rollout "where" (printf "%s.rollout_timeout" $w)) | int }}
+{{- $jobs = append $jobs (add $h $r 300) }}
+{{- end }}
+{{- range $jobs }}{{ if gt . $longest }}{{ $longest = . }}{{ end }}{{ end }}
+{{- end }}
+{{- $longest }}
+{{- end }}
+
+{{/* Worker grace period: max(worker.terminationGracePeriodSeconds, longest job timeout + margin). */}}
+{{- define "plate-bot.workerGracePeriod" -}}
+{{- $computed := add (include "plate-bot.longestJobTimeout" . | int) (.Values.worker.terminationGracePeriodMarginSeconds | int) }}
+{{- max (.Values.worker.terminationGracePeriodSeconds | int) $computed }}
+{{- end }}
+
+{{/*
+The environments whose Roles this install renders, as JSON {"names": [...]}:
+  mode local   those living in this cluster: no kube_context and no kubeconfig, plus rbac.localEnvironments;
+  mode target  target.environments, or every environment when it is empty.
+*/}}
+{{- define "plate-bot.rbacEnvironments" -}}
+{{- $envs := .Values.config.environments }}
+{{- $forced := .Values.rbac.localEnvironments | default list }}
+{{- $wanted := .Values.target.environments | default list }}
+{{- range (concat $forced $wanted) }}
+{{- if not (hasKey $envs .) }}
+{{- fail (printf "%s is not an environment of config.environments (rbac.localEnvironments, target.environments)" .) }}
+{{- end }}
+{{- end }}
+{{- $names := list }}
+{{- range $name, $env := $envs }}
+{{- if eq $.Values.mode "target" }}
+{{- if or (not $wanted) (has $name $wanted) }}{{ $names = append $names $name }}{{ end }}
+{{- else if or (and (not $env.kube_context) (not $env.kubeconfig)) (has $name $forced) }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- end }}
+{{- dict "names" $names | toJson }}
+{{- end }}
+
+{{/*
+What each process may touch, computed from the environments of plate-bot.rbacEnvironments with the app's
+own defaults (config/environments.py), as JSON (fromJson it):
+  envNamespaces       the namespaces the apps live in (an app's namespace, else its environment's; worker
+                      Role: writes; watch Role: reads)
+  argocd              Argo CD namespace -> {apps: Applications the worker reads/patches (the environments'
+                      and apps' argocd_app, the harbor-bootstrap Application), bootstrap: those
+                      harbor-bootstrap creates}
   argocdWatch         Argo CD namespaces the watcher follows (every environment's argocd_namespace)
   eso                 ESO namespaces (harbor-verify lists the operator's pods)
-  chain               harbor.namespace outside the environment namespaces -> {secrets, serviceAccounts}
+  chain               harbor.namespace outside the app namespaces -> {secrets, serviceAccounts}
   namespaces          namespaces the worker reads by name (kube-system: cluster identity; the rest exist?)
 */}}
 {{- define "plate-bot.rbacPlan" -}}
+{{- $selected := (include "plate-bot.rbacEnvironments" . | fromJson).names }}
 {{- $envNs := list }}
-{{- range $name, $env := .Values.config.environments }}
-{{- $envNs = append $envNs (required (printf "config.environments.%s.namespace is required" $name) $env.namespace) }}
+{{- range $name := $selected }}
+{{- $env := index $.Values.config.environments $name }}
+{{- $ns := required (printf "config.environments.%s.namespace is required" $name) $env.namespace }}
+{{- if $env.apps }}
+{{- range $app, $a := $env.apps }}{{ $envNs = append $envNs ($a.namespace | default $ns) }}{{ end }}
+{{- else }}
+{{- $envNs = append $envNs $ns }}
+{{- end }}
 {{- end }}
 {{- $envNs = $envNs | uniq | sortAlpha }}
 {{- $argocd := dict }}
@@ -187,12 +236,17 @@ What each process may touch, computed from config.environments with the app's ow
 {{- $eso := list }}
 {{- $chain := dict }}
 {{- $namespaces := list "kube-system" }}
-{{- range $name, $env := .Values.config.environments }}
+{{- range $name := $selected }}
+{{- $env := index $.Values.config.environments $name }}
 {{- $harbor := $env.harbor | default dict }}
 {{- $argoNs := $env.argocd_namespace | default "argocd" }}
 {{- $argocdWatch = append $argocdWatch $argoNs }}
 {{- $entry := get $argocd $argoNs | default (dict "apps" (list) "bootstrap" (list)) }}
 {{- with $env.argocd_app }}{{ $_ := set $entry "apps" (append $entry.apps .) }}{{ end }}
+{{- range $app, $a := ($env.apps | default dict) }}
+{{- with $a.argocd_app }}{{ $_ := set $entry "apps" (append $entry.apps .) }}{{ end }}
+{{- $namespaces = append $namespaces ($a.namespace | default $env.namespace) }}
+{{- end }}
 {{- if $harbor.manifests_dir }}
 {{- $app := $harbor.argocd_app | default "harbor-auth-eso" }}
 {{- $_ := set $entry "apps" (append $entry.apps $app) }}
@@ -219,6 +273,28 @@ What each process may touch, computed from config.environments with the app's ow
 {{- $_ := set $c "serviceAccounts" ($c.serviceAccounts | uniq | sortAlpha) }}
 {{- end }}
 {{- dict "envNamespaces" $envNs "argocd" $argocd "argocdWatch" ($argocdWatch | uniq | sortAlpha) "eso" ($eso | uniq | sortAlpha) "chain" $chain "namespaces" ($namespaces | uniq | sortAlpha) | toJson }}
+{{- end }}
+
+{{/*
+Where a cluster's kubeconfig is mounted (clusters.<name>): /etc/plate/clusters/<name>/config. An
+environment's `kubeconfig` under /etc/plate/clusters/ must name a cluster of `clusters`, and
+/etc/plate/kube/config needs kubeconfig.existingSecret (checked here, so a typo fails the install
+rather than the first deploy).
+*/}}
+{{- define "plate-bot.checkKubeconfigs" -}}
+{{- range $name, $env := .Values.config.environments }}
+{{- with $env.kubeconfig }}
+{{- $path := toString . }}
+{{- if hasPrefix "/etc/plate/clusters/" $path }}
+{{- $cluster := index (splitList "/" $path) 4 }}
+{{- if or (not (hasKey ($.Values.clusters | default dict) $cluster)) (ne $path (printf "/etc/plate/clusters/%s/config" $cluster)) }}
+{{- fail (printf "config.environments.%s.kubeconfig %s: mount it with clusters.%s (it is then /etc/plate/clusters/%s/config)" $name $path $cluster $cluster) }}
+{{- end }}
+{{- else if and (eq $path "/etc/plate/kube/config") (not $.Values.kubeconfig.existingSecret) }}
+{{- fail (printf "config.environments.%s.kubeconfig %s needs kubeconfig.existingSecret" $name $path) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "plate-bot.podSecurityContext" -}}
@@ -324,10 +400,17 @@ serve gets no kubeconfig and no helm; only the worker (which takes and reads bac
   mountPath: /etc/plate/environments.yaml
   subPath: environments.yaml
   readOnly: true
-{{- if and $.Values.kubeconfig.existingSecret (ne .component "serve") }}
+{{- if ne .component "serve" }}
+{{- if $.Values.kubeconfig.existingSecret }}
 - name: kubeconfig
   mountPath: /etc/plate/kube
   readOnly: true
+{{- end }}
+{{- range $name, $_ := $.Values.clusters }}
+- name: cluster-{{ $name }}
+  mountPath: /etc/plate/clusters/{{ $name }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- if and (not (include "plate-bot.bundledRedis" $)) $.Values.externalRedis.tls.caSecret }}
 - name: redis-tls
@@ -347,7 +430,9 @@ serve gets no kubeconfig and no helm; only the worker (which takes and reads bac
 - name: config
   configMap:
     name: {{ include "plate-bot.configMapName" $ }}
-{{- if and $.Values.kubeconfig.existingSecret (ne .component "serve") }}
+{{- if ne .component "serve" }}
+{{- /* Cluster credentials: worker and watch only; serve never gets any. */}}
+{{- if $.Values.kubeconfig.existingSecret }}
 - name: kubeconfig
   secret:
     secretName: {{ $.Values.kubeconfig.existingSecret }}
@@ -355,6 +440,16 @@ serve gets no kubeconfig and no helm; only the worker (which takes and reads bac
     items:
       - key: {{ $.Values.kubeconfig.key }}
         path: config
+{{- end }}
+{{- range $name, $c := $.Values.clusters }}
+- name: cluster-{{ $name }}
+  secret:
+    secretName: {{ $c.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $c.key | default "config" }}
+        path: config
+{{- end }}
 {{- end }}
 {{- if and (not (include "plate-bot.bundledRedis" $)) $.Values.externalRedis.tls.caSecret }}
 - name: redis-tls
