@@ -67,6 +67,11 @@ class ChartSource:
     def is_remote(self) -> bool:
         return self.kind != "local"
 
+    @property
+    def short(self) -> str:
+        """A short name for the card: a directory's name, else the source described."""
+        return self.location.rstrip("/").rsplit("/", 1)[-1] if self.kind == "local" else self.describe()
+
     def describe(self) -> str:
         """How the card and the thread name it (no credentials: URLs with user info are refused)."""
         if self.kind == "oci":
@@ -104,7 +109,7 @@ def chart_source(
         raise ValueError(f"version: {version!r} is not a chart version like 1.4.2")
     if repo:
         parts = urlsplit(repo)
-        if parts.scheme != "https" or not parts.hostname:
+        if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"repo: {repo!r} is not an https:// Helm repository URL")
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("repo: the URL may not carry credentials, a query or a fragment")

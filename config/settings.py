@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     helm_bin: str = "helm"
     kubeconfig: str | None = None
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # Where the worker caches charts fetched from registries, Helm repositories and git (default: a
+    # plate-charts directory under the system's temporary directory).
+    plate_chart_cache: Path | None = None
     # Where embedded Redis keeps its socket and data.
     plate_data_dir: Path = Path(".plate-data")
     # Seconds between a worker's job heartbeats; a job is reported lost after 3 missed beats.

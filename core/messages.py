@@ -29,6 +29,7 @@ _STEP_ICON = {
     StepState.DONE: ":white_check_mark:",
     StepState.FAILED: ":x:",
     StepState.SKIPPED: ":heavy_minus_sign:",
+    StepState.WARNED: ":warning:",
 }
 _OUTCOME = {
     Outcome.QUEUED: "queued",
@@ -93,7 +94,7 @@ def _what(request: Request, env: Environment) -> str:
     if request.app:
         rows.append(f"*App:* `{request.app}`")
     if env.release:  # a verb about the whole environment of several apps has none
-        rows.append(f"*Release:* `{env.release}`   *Chart:* `{env.chart.name}`")
+        rows.append(f"*Release:* `{env.release}`   *Chart:* `{env.chart_source.short}`")
     if "image_tag" in request.args:
         rows.append(f"*Image tag:* `{request.args['image_tag']}`")
     if "revision" in request.args:

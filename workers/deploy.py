@@ -49,7 +49,7 @@ def verify_cluster(ctx: JobContext) -> str:
     cluster_name = None
     found = True
     if env.kube_context:
-        cluster_name = context_cluster(ctx.settings.kubeconfig, env.kube_context)
+        cluster_name = context_cluster(env.kubeconfig_or(ctx.settings.kubeconfig), env.kube_context)
         found = cluster_name is not None
     uid = None
     if env.cluster_uid and found:
@@ -226,27 +226,31 @@ def _chart_yaml(chart: Path) -> dict[str, Any]:
 
 def _values_layers(ctx: JobContext) -> list[dict[str, Any]]:
     layers = []
-    for path in [ctx.env.chart / "values.yaml", *ctx.env.values]:
+    defaults = ctx.chart.path / "values.yaml"
+    for path in [defaults, *ctx.env.values]:
         if path.is_file():
             layers.append(yaml.safe_load(path.read_text()) or {})
-        elif path != ctx.env.chart / "values.yaml":
+        elif path != defaults:
             raise StepFailed(f"values file `{path.name}` not found")
     return layers
 
 
 def validate_chart(ctx: JobContext) -> str:
-    meta = _chart_yaml(ctx.env.chart)
-    ctx.helm.lint(ctx.env.chart, ctx.env.values, ctx.request.args.get("image_tag"))
-    return f"{meta['name']}-{meta['version']} lints clean"
+    chart = ctx.chart
+    meta = _chart_yaml(chart.path)
+    ctx.helm.lint(chart.path, ctx.env.values, ctx.request.args.get("image_tag"))
+    pinned = f" ({chart.describe()})" if chart.pin else ""
+    return f"{meta['name']}-{meta['version']} lints clean{pinned}"
 
 
 def render_plan(ctx: JobContext) -> Plan:
-    env, tag = ctx.env, ctx.request.args.get("image_tag")
-    meta = _chart_yaml(env.chart)
-    rendered = ctx.helm.template(env.release, env.chart, env.values, tag)
+    env, tag, chart = ctx.env, ctx.request.args.get("image_tag"), ctx.chart
+    meta = _chart_yaml(chart.path)
+    rendered = ctx.helm.template(env.release, chart.path, env.values, tag)
     live = ctx.helm.get_manifest(env.release) if ctx.helm.status(env.release) is not None else None
     values = effective_values(_values_layers(ctx), tag)
-    return compute_plan(rendered, live, f"{meta['name']}-{meta['version']}", values)
+    name = f"{meta['name']}-{meta['version']}"
+    return compute_plan(rendered, live, name, values, chart.pin, chart.describe())
 
 
 @procedure("plan", "plan for deploy", PLAN_STEPS)
@@ -328,7 +332,7 @@ def deploy(ctx: JobContext) -> str:
         try:
             out = ctx.helm.upgrade(
                 env.release,
-                env.chart,
+                ctx.chart.path,
                 env.values,
                 image_tag=tag,
                 timeout=env.helm_timeout,

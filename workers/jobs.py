@@ -175,7 +175,7 @@ def report_lost(request: str, lost_job: str) -> str:
             if env is None:
                 raise LookupError(f"{req.where} is no longer configured")
             helm = Helm(settings.helm_bin, namespace=env.namespace, kube_context=env.kube_context,
-                        kubeconfig=settings.kubeconfig)  # fmt: skip
+                        kubeconfig=env.kubeconfig_or(settings.kubeconfig))  # fmt: skip
             release = helm.status(env.release)
             line = helm_line(release)
         except Exception:

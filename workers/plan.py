@@ -1,7 +1,8 @@
 """PURE. What a deploy would change: a per-resource diff of rendered vs live manifests, and a digest
 that binds an approval to exactly that change.
 
-The digest covers the rendered manifests, the chart's name and version and the effective values; the
+The digest covers the rendered manifests, the chart's name and version, the effective values and, for a
+chart fetched from a registry, a Helm repository or git, its pin (content digest or commit); the
 deploy job recomputes it and refuses to run if it differs from the approved one. Secret data is never
 shown, only that it changed.
 """
@@ -44,6 +45,7 @@ class Plan:
     image_before: str | None = None
     image_after: str | None = None
     workloads: tuple[str, ...] = field(default=())
+    source: str = ""  # where a fetched chart came from and its pin; "" for a chart directory
 
     def of(self, action: str) -> list[Change]:
         return [c for c in self.changes if c.action == action]
@@ -60,6 +62,8 @@ class Plan:
         """The lines on the approval card."""
         counts = f"{len(self.of('add'))} to add, {len(self.of('change'))} to change, {len(self.of('remove'))} to remove"
         lines = [f"*Plan* `{self.short_digest}` · chart {self.chart} · {counts}"]
+        if self.source:
+            lines.append(f"Chart source: `{self.source}`")
         if self.first_install:
             lines.append("First install of this release.")
         if self.image_before != self.image_after:
@@ -124,8 +128,11 @@ def effective_values(layers: list[Obj], image_tag: str | None) -> Obj:
     return merged
 
 
-def digest(rendered: dict[str, Obj], chart: str, values: Obj) -> str:
-    canonical = json.dumps({"chart": chart, "manifests": rendered, "values": values}, sort_keys=True, default=str)
+def digest(rendered: dict[str, Obj], chart: str, values: Obj, pin: str | None = None) -> str:
+    bound: Obj = {"chart": chart, "manifests": rendered, "values": values}
+    if pin is not None:  # absent for a chart directory: digests approved before pins existed stay valid
+        bound["pin"] = pin
+    canonical = json.dumps(bound, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -160,7 +167,9 @@ def _image(objs: dict[str, Obj]) -> str | None:
     return None
 
 
-def compute_plan(rendered_text: str, live_text: str | None, chart: str, values: Obj) -> Plan:
+def compute_plan(
+    rendered_text: str, live_text: str | None, chart: str, values: Obj, pin: str | None = None, source: str = ""
+) -> Plan:
     rendered, live = parse_stream(rendered_text), parse_stream(live_text)
     changes: list[Change] = []
     for key in sorted(rendered.keys() | live.keys()):
@@ -173,11 +182,12 @@ def compute_plan(rendered_text: str, live_text: str | None, chart: str, values: 
             changes.append(Change("change", kind, name, _excerpt(_masked(live[key]), _masked(rendered[key]))))
     workloads = tuple(k for k, o in sorted(rendered.items()) if o.get("kind") in ("Deployment", "StatefulSet"))
     return Plan(
-        digest=digest(rendered, chart, values),
+        digest=digest(rendered, chart, values, pin),
         chart=chart,
         first_install=live_text is None,
         changes=tuple(changes),
         image_before=_image(live),
         image_after=_image(rendered),
         workloads=workloads,
+        source=source,
     )

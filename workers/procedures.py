@@ -21,9 +21,12 @@ from core.audit import Auditor
 from core.requests import Request
 from core.slack import SlackGateway
 from core.store import Store
+from workers.charts import ChartFetcher, FetchedChart, default_cache
 from workers.errors import KubeError, StepFailed
+from workers.harbor.chain import docker_config
 from workers.helm import Helm
 from workers.kube import KubeGateway
+from workers.registry import ChartFetchError
 from workers.reporting import ThreadReporter
 from workers.secrets import secret_namespaces
 
@@ -72,14 +75,39 @@ class JobContext:
             self.settings.helm_bin,
             namespace=self.env.namespace,
             kube_context=self.env.kube_context,
-            kubeconfig=self.settings.kubeconfig,
+            kubeconfig=self.env.kubeconfig_or(self.settings.kubeconfig),
         )
 
     @cached_property
     def kube(self) -> KubeGateway:
-        kube = KubeGateway.connect(self.env.kube_context, self.settings.kubeconfig)
+        kube = KubeGateway.connect(self.env.kube_context, self.env.kubeconfig_or(self.settings.kubeconfig))
         kube.learn_secrets(secret_namespaces(self.env))
         return kube
+
+    @cached_property
+    def chart(self) -> FetchedChart:
+        """The environment's chart as a directory: fetched (and pinned) once per job."""
+        source = self.env.chart_source
+        fetcher = ChartFetcher(
+            self.config.charts, self.settings.plate_chart_cache or default_cache(), self._chart_login
+        )
+        try:
+            return fetcher.fetch(source, self.env.registry_hosts())
+        except ChartFetchError as exc:
+            raise StepFailed(f"cannot fetch the chart {source.describe()}: {exc}") from None
+
+    def _chart_login(self, host: str) -> tuple[str | None, str | None]:
+        """Registry credentials for `host` from `chart_pull_secret`, else the Harbor pull secret."""
+        env = self.env
+        name, namespace = env.chart_pull_secret, env.namespace
+        if name is None:
+            name, namespace = env.harbor.docker_secret, env.harbor.namespace or env.namespace
+        try:
+            secret = self.kube.secret(namespace, name)
+        except KubeError:
+            return None, None
+        creds = docker_config(secret or {}, host)
+        return creds.username, creds.password
 
     def learn_secrets(self) -> None:
         """Before the job reports anything read from the cluster or helm: the environment's Secret values

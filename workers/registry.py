@@ -1,4 +1,5 @@
-"""The one module that talks HTTP to container registries (httpx), for harbor-verify's pull check.
+"""The one module that talks HTTP to container registries and Helm repositories (httpx): harbor-verify's
+pull check, and the chart fetcher's downloads (OCI chart artifacts, a repository's index.yaml and archives).
 
 It does what a container runtime does before pulling: `GET /v2/`, read the `WWW-Authenticate`
 challenge, then either Basic auth or the Bearer token flow (realm, service, scope
@@ -13,6 +14,8 @@ layer as soon as they arrive. Errors never carry request headers.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import ssl
 from dataclasses import dataclass
 
@@ -79,28 +82,33 @@ def check_pull(
         return PullCheck(Cause.ERROR, f"registry check failed: {type(exc).__name__}")
 
 
-def _check(http: httpx.Client, base_url: str, image: ImageRef, username: str | None, password: str | None) -> PullCheck:
+def _authorize(
+    http: httpx.Client, base_url: str, repository: str, username: str | None, password: str | None
+) -> tuple[str, dict[str, str]] | PullCheck:
+    """`GET /v2/` and answer its challenge: (auth method, headers for `repository:<repo>:pull`), or why not."""
     ping = http.get(f"{base_url}/v2/")
-    auth_headers: dict[str, str] = {}
-    method = "anonymous"
-    if ping.status_code == 401:
-        scheme, params = parse_challenge(ping.headers.get("www-authenticate", ""))
-        if not (username and password):
-            return PullCheck(Cause.UNAUTHORIZED, "the registry wants credentials and the Secret has none")
-        if scheme == "basic":
-            method = "basic"
-            auth_headers = {"Authorization": _basic(username, password)}
-        elif scheme == "bearer" and params.get("realm"):
-            method = "bearer"
-            token = _bearer_token(http, params, image, username, password)
-            if isinstance(token, PullCheck):
-                return token
-            auth_headers = {"Authorization": f"Bearer {token}"}
-        else:
-            return PullCheck(Cause.ERROR, f"unsupported auth challenge `{scheme or 'none'}` at /v2/")
-    elif ping.status_code != 200:
+    if ping.status_code == 200:
+        return "anonymous", {}
+    if ping.status_code != 401:
         return PullCheck(Cause.ERROR, f"/v2/ answered {ping.status_code}: not a registry v2 API?")
+    scheme, params = parse_challenge(ping.headers.get("www-authenticate", ""))
+    if not (username and password):
+        return PullCheck(Cause.UNAUTHORIZED, "the registry wants credentials and the Secret has none")
+    if scheme == "basic":
+        return "basic", {"Authorization": _basic(username, password)}
+    if scheme == "bearer" and params.get("realm"):
+        token = _bearer_token(http, params, repository, username, password)
+        if isinstance(token, PullCheck):
+            return token
+        return "bearer", {"Authorization": f"Bearer {token}"}
+    return PullCheck(Cause.ERROR, f"unsupported auth challenge `{scheme or 'none'}` at /v2/")
 
+
+def _check(http: httpx.Client, base_url: str, image: ImageRef, username: str | None, password: str | None) -> PullCheck:
+    authorized = _authorize(http, base_url, image.repository, username, password)
+    if isinstance(authorized, PullCheck):
+        return authorized
+    method, auth_headers = authorized
     url = f"{base_url}/v2/{image.repository}/manifests/{image.reference}"
     answer = http.get(url, headers={"Accept": MANIFEST_ACCEPT, **auth_headers})
     codes = registry_errors(answer.text)
@@ -124,17 +132,17 @@ def _check(http: httpx.Client, base_url: str, image: ImageRef, username: str | N
 
 
 def _bearer_token(
-    http: httpx.Client, challenge: dict[str, str], image: ImageRef, username: str, password: str
+    http: httpx.Client, challenge: dict[str, str], repository: str, username: str, password: str
 ) -> str | PullCheck:
     """The token endpoint's answer for `repository:<repo>:pull`, as Docker's token spec defines it."""
-    params = {"scope": f"repository:{image.repository}:pull"}
+    params = {"scope": f"repository:{repository}:pull"}
     if challenge.get("service"):
         params["service"] = challenge["service"]
     answer = http.get(challenge["realm"], params=params, auth=httpx.BasicAuth(username, password))
     if answer.status_code == 401:
         return PullCheck(Cause.UNAUTHORIZED, "credentials rejected by the token service (401)", "bearer")
     if answer.status_code == 403:
-        return PullCheck(Cause.DENIED, f"the token service refused pull on `{image.repository}` (403)", "bearer")
+        return PullCheck(Cause.DENIED, f"the token service refused pull on `{repository}` (403)", "bearer")
     if answer.status_code != 200:
         return PullCheck(Cause.ERROR, f"the token service answered {answer.status_code}", "bearer")
     try:
@@ -146,3 +154,149 @@ def _bearer_token(
         return PullCheck(Cause.ERROR, "the token service answered without a token", "bearer")
     REDACTOR.add(str(token))
     return str(token)
+
+
+# --- charts ---------------------------------------------------------------------------------------------
+
+# Helm's OCI media types (helm.sh/helm/v3/pkg/registry/constants.go).
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+HELM_PROVENANCE = "application/vnd.cncf.helm.chart.provenance.v1.prov"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# Docker's type too: a tag holding an image (not a chart) is then told apart instead of answering 400/404.
+CHART_ACCEPT = f"{OCI_MANIFEST}, application/vnd.docker.distribution.manifest.v2+json;q=0.5"
+# A chart archive is kilobytes; a repository index can be megabytes. Beyond these, refuse.
+MAX_CHART_BYTES = 20 * 1024 * 1024
+MAX_INDEX_BYTES = 50 * 1024 * 1024
+CHART_AGENT = "plate-bot chart fetcher"
+
+
+class ChartFetchError(Exception):
+    """A chart could not be fetched; the message is safe to show (no credentials)."""
+
+
+@dataclass(frozen=True)
+class OciChart:
+    digest: str  # the manifest's digest: what the tag pointed at
+    archive: bytes  # the chart layer, checked against its descriptor's digest
+    provenance: bytes | None
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _read_capped(answer: httpx.Response, limit: int, what: str) -> bytes:
+    body = b""
+    for chunk in answer.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise ChartFetchError(f"{what} is larger than {limit // (1024 * 1024)} MiB")
+    return body
+
+
+def _transport(base_url: str, exc: httpx.HTTPError) -> ChartFetchError:
+    if isinstance(exc, httpx.TransportError):
+        return ChartFetchError(_transport_failure(base_url, exc).detail)
+    return ChartFetchError(f"{base_url}: {type(exc).__name__}")
+
+
+def pull_chart(
+    base_url: str,
+    repository: str,
+    tag: str,
+    username: str | None,
+    password: str | None,
+    *,
+    timeout: httpx.Timeout = TIMEOUT,
+) -> OciChart:
+    """Pull a Helm chart artifact as `helm pull oci://` does: the manifest for `tag`, then its chart layer
+    (and provenance layer, when pushed with one), each blob checked against the digest that names it."""
+    base_url = base_url.rstrip("/")
+    try:
+        with httpx.Client(timeout=timeout, headers={"User-Agent": CHART_AGENT}, follow_redirects=False) as http:
+            authorized = _authorize(http, base_url, repository, username, password)
+            if isinstance(authorized, PullCheck):
+                raise ChartFetchError(f"{base_url}/{repository}: {authorized.detail}")
+            _method, auth = authorized
+            answer = http.get(f"{base_url}/v2/{repository}/manifests/{tag}", headers={"Accept": CHART_ACCEPT, **auth})
+            if answer.status_code == 404:
+                raise ChartFetchError(f"chart version {tag} not found in {repository} (404)")
+            if answer.status_code == 401:
+                raise ChartFetchError(f"credentials rejected, or no pull permission on {repository} (401)")
+            if answer.status_code == 403:
+                raise ChartFetchError(f"no pull permission on {repository} (403)")
+            if answer.status_code != 200:
+                raise ChartFetchError(f"the manifest of {repository}:{tag} answered {answer.status_code}")
+            raw = answer.content
+            digest = _sha256(raw)
+            told = answer.headers.get("docker-content-digest")
+            if told and told != digest:
+                raise ChartFetchError(f"the manifest of {repository}:{tag} does not match its digest {told}")
+            try:
+                manifest = json.loads(raw)
+            except ValueError:
+                raise ChartFetchError(f"the manifest of {repository}:{tag} is not JSON") from None
+            layers = manifest.get("layers") if isinstance(manifest, dict) else None
+            config = manifest.get("config") if isinstance(manifest, dict) else None
+            if not isinstance(config, dict) or config.get("mediaType") != HELM_CONFIG or not isinstance(layers, list):
+                raise ChartFetchError(f"{repository}:{tag} is not a Helm chart artifact")
+            by_type = {layer.get("mediaType"): layer for layer in layers if isinstance(layer, dict)}
+            if HELM_CHART not in by_type:
+                raise ChartFetchError(f"{repository}:{tag} has no chart layer")
+            archive = _blob(http, base_url, repository, by_type[HELM_CHART], auth)
+            provenance = (
+                _blob(http, base_url, repository, by_type[HELM_PROVENANCE], auth)
+                if HELM_PROVENANCE in by_type
+                else None
+            )
+            return OciChart(digest, archive, provenance)
+    except httpx.HTTPError as exc:
+        raise _transport(base_url, exc) from None
+
+
+def _blob(
+    http: httpx.Client, base_url: str, repository: str, descriptor: dict[str, object], auth: dict[str, str]
+) -> bytes:
+    digest = str(descriptor.get("digest", ""))
+    if not digest.startswith("sha256:") or len(digest) != 71:
+        raise ChartFetchError(f"{repository}: a layer has no sha256 digest")
+    size = descriptor.get("size")
+    if isinstance(size, int) and size > MAX_CHART_BYTES:
+        raise ChartFetchError(f"{repository}: a layer of {size} bytes is larger than a chart may be")
+    url = f"{base_url}/v2/{repository}/blobs/{digest}"
+    # Registries may redirect blobs to object storage; httpx drops Authorization on a cross-origin hop.
+    with http.stream("GET", url, headers=auth, follow_redirects=True) as answer:
+        if answer.status_code != 200:
+            raise ChartFetchError(f"{repository}: blob {digest[:19]}… answered {answer.status_code}")
+        data = _read_capped(answer, MAX_CHART_BYTES, f"{repository}'s chart layer")
+    if _sha256(data) != digest:
+        raise ChartFetchError(f"{repository}: blob {digest[:19]}… does not match its digest")
+    return data
+
+
+def download(
+    url: str,
+    username: str | None,
+    password: str | None,
+    *,
+    limit: int = MAX_CHART_BYTES,
+    timeout: httpx.Timeout = TIMEOUT,
+) -> bytes | None:
+    """GET `url` from a Helm repository (Basic auth when credentials are given); None when it is not there
+    (404). Redirects are not followed: the caller checks every URL against the allow-list first."""
+    auth = httpx.BasicAuth(username, password) if username and password else None
+    try:
+        with (
+            httpx.Client(timeout=timeout, headers={"User-Agent": CHART_AGENT}, follow_redirects=False) as http,
+            http.stream("GET", url, auth=auth) as answer,
+        ):
+            if answer.status_code == 404:
+                return None
+            if answer.status_code in (401, 403):
+                raise ChartFetchError(f"{url}: credentials missing or refused ({answer.status_code})")
+            if answer.status_code != 200:
+                raise ChartFetchError(f"{url} answered {answer.status_code}")
+            return _read_capped(answer, limit, url)
+    except httpx.HTTPError as exc:
+        raise _transport(url, exc) from None

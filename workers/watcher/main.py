@@ -44,12 +44,11 @@ def serve_health(watcher: Watcher, host: str, port: int) -> ProbeServer:
 
 def build(settings: Settings, config: PlateConfig, store: Store, tuning: Tuning | None = None) -> Watcher:
     def kube_for(env: Environment) -> KubeGateway:
-        return KubeGateway.connect(env.kube_context, settings.kubeconfig)
+        return KubeGateway.connect(env.kube_context, env.kubeconfig_or(settings.kubeconfig))
 
     def helm_for(env: Environment) -> Helm:
-        return Helm(
-            settings.helm_bin, namespace=env.namespace, kube_context=env.kube_context, kubeconfig=settings.kubeconfig
-        )
+        kubeconfig = env.kubeconfig_or(settings.kubeconfig)
+        return Helm(settings.helm_bin, namespace=env.namespace, kube_context=env.kube_context, kubeconfig=kubeconfig)
 
     slack = SlackGateway.from_settings(settings)
     return Watcher(config, store, slack, kube_for=kube_for, helm_for=helm_for, tuning=tuning)
