@@ -382,3 +382,36 @@ def test_environment_kubeconfig_must_be_mounted(kubeconfig: str, message: str):
     values["config"]["environments"]["prod"]["kubeconfig"] = kubeconfig
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=message):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_the_watcher_may_get_its_own_read_only_kubeconfig():
+    values = merged(PRODUCTION, {"clusters": {"prod-eu": {"watchSecret": "plate-kubeconfig-prod-eu-watch"}}})
+    objects = render(values)
+    validate_all(objects)
+
+    def secret_at(component: str, cluster: str) -> str:
+        spec = one(objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]
+        (mount,) = [
+            m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == f"/etc/plate/clusters/{cluster}"
+        ]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        return volume["secret"]["secretName"]
+
+    assert secret_at("worker", "prod-eu") == "plate-kubeconfig-prod-eu"
+    assert secret_at("watch", "prod-eu") == "plate-kubeconfig-prod-eu-watch"
+    assert secret_at("watch", "nonprod") == secret_at("worker", "nonprod") == "plate-kubeconfig-nonprod"
+
+
+def test_workload_identity_subjects_are_bound_in_a_target_cluster():
+    """A cloud identity (here a GKE Google service account) is known to the target cluster as a user:
+    rbac.extraSubjects binds it to the same Roles as the ServiceAccount, the watcher's to read-only."""
+    gsa = {"kind": "User", "name": "plate-worker@acme.iam.gserviceaccount.com", "apiGroup": "rbac.authorization.k8s.io"}
+    group = {"kind": "Group", "name": "plate-bot-watchers", "apiGroup": "rbac.authorization.k8s.io"}
+    objects = render(
+        merged(PRODUCTION, {"mode": "target", "rbac": {"extraSubjects": {"worker": [gsa], "watch": [group]}}})
+    )
+    validate_all(objects)
+    for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
+        component = binding["metadata"]["labels"]["app.kubernetes.io/component"]
+        account = {"kind": "ServiceAccount", "name": f"{RELEASE}-{component}", "namespace": NAMESPACE}
+        assert binding["subjects"] == [account, gsa if component == "worker" else group]

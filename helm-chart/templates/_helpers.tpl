@@ -297,6 +297,19 @@ rather than the first deploy).
 {{- end }}
 {{- end }}
 
+{{/*
+Subjects of a process' RoleBindings: (dict "ctx" $ "component" "worker"|"watch"): its ServiceAccount and
+rbac.extraSubjects.<component> (the user or group a cloud identity is mapped to in a target cluster).
+*/}}
+{{- define "plate-bot.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "plate-bot.serviceAccountName" . }}
+  namespace: {{ .ctx.Release.Namespace }}
+{{- with index (.ctx.Values.rbac.extraSubjects | default dict) .component }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "plate-bot.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: 10001
@@ -424,6 +437,7 @@ serve gets no kubeconfig and no helm; only the worker (which takes and reads bac
 
 {{- define "plate-bot.volumes" -}}
 {{- $ := .ctx }}
+{{- $component := .component }}
 - name: tmp
   emptyDir:
     sizeLimit: 1Gi
@@ -444,7 +458,8 @@ serve gets no kubeconfig and no helm; only the worker (which takes and reads bac
 {{- range $name, $c := $.Values.clusters }}
 - name: cluster-{{ $name }}
   secret:
-    secretName: {{ $c.existingSecret }}
+    {{- /* The watcher only reads: it may get a kubeconfig of its own (the target's watch ServiceAccount). */}}
+    secretName: {{ ternary ($c.watchSecret | default $c.existingSecret) $c.existingSecret (eq $component "watch") }}
     defaultMode: 0440
     items:
       - key: {{ $c.key | default "config" }}
