@@ -1,4 +1,6 @@
-"""PURE. A job's checklist: steps that go pending -> running -> done | failed | skipped, with durations.
+"""PURE. A job's checklist: steps that go pending -> running -> done | failed | skipped | warned, with
+durations. Warned: the step ran and could not tell, without failing the job (harbor-verify's registry
+check from plate-bot's pod).
 
 Time is passed in so rendering and transitions are tested without a clock.
 """
@@ -15,6 +17,7 @@ class StepState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    WARNED = "warned"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class Progress:
 
     def fail(self, key: str, now: float, note: str = "") -> Progress:
         return self._with_step(key, state=StepState.FAILED, ended=now, note=note)
+
+    def warn(self, key: str, now: float, note: str = "") -> Progress:
+        return self._with_step(key, state=StepState.WARNED, ended=now, note=note)
 
     def skip(self, key: str, note: str = "") -> Progress:
         return self._with_step(key, state=StepState.SKIPPED, note=note)

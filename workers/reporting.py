@@ -83,6 +83,9 @@ class ThreadReporter:
     def fail(self, key: str, note: str = "") -> None:
         self.update(lambda p: p.fail(key, self.clock(), note))
 
+    def warn(self, key: str, note: str = "") -> None:
+        self.update(lambda p: p.warn(key, self.clock(), note))
+
     def skip(self, key: str, note: str = "") -> None:
         self.update(lambda p: p.skip(key, note))
 
