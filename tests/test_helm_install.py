@@ -262,7 +262,7 @@ def test_production_remote_environments_get_no_local_roles(production):
 def test_production_grace_period_follows_the_longest_job(production):
     config = parse_config(PRODUCTION["config"])
     longest = max(env.for_app(app).job_timeout for env in config.environments.values() for app in env.apps)
-    assert longest == 86400 + 300 + 300  # prod-canary: helm_timeout 1d
+    assert longest == 20 * 60 + 3600 + 300  # prod's plate-api: helm_timeout 20m, rollout_timeout 1h
     worker = one(production, "Deployment", f"{RELEASE}-worker")
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == longest + 120
 
