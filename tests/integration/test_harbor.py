@@ -10,6 +10,7 @@ broken link named. The registry check also runs against the real CNCF Distributi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -23,8 +24,9 @@ import pytest
 
 from sandbox.cluster import SimulatedCluster
 from sandbox.kubeapi import FakeKubeAPI
+from sandbox.signing import home_opened_body, post, sign
 from sandbox.slack import FakeSlack
-from tests.conftest import ROOT, Service, write_config
+from tests.conftest import ROOT, SIGNING_SECRET, Service, write_config
 from tests.integration import distribution
 from tests.integration.harbor_fixtures import (
     ESO_NS,
@@ -351,15 +353,77 @@ def test_extra_namespace_missing(
     )
 
 
-def test_registry_unreachable(
+def watch_home(service: Service, user: str = "U0BOB") -> Callable[[], str]:
+    """Open `user`'s App Home (so a job's end re-publishes it); returns a reader of its last-operation text
+    once the job's refresh has landed."""
+    body = home_opened_body(user)
+    assert post(service.url, body, sign(SIGNING_SECRET, body))[0] == 200
+    service.wait(lambda: user in service.slack.home_views)
+
+    def read() -> str:
+        service.wait(lambda: "*harbor-" in json.dumps(service.slack.home_views[user]["blocks"]))
+        return json.dumps(service.slack.home_views[user]["blocks"], ensure_ascii=False)
+
+    return read
+
+
+def unreachable_url(where: str) -> str:
+    """A registry API plate-bot's pod cannot reach: nothing listens there, or the name does not resolve."""
+    return f"http://127.0.0.1:{distribution.free_port()}" if where == "refused" else "http://harbor.invalid"
+
+
+@pytest.mark.parametrize("where", ["refused", "dns"])
+def test_healthy_chain_with_an_unreachable_registry_passes_with_a_warning(
+    plate_env: dict,
+    fake_slack: FakeSlack,
+    kube_api: FakeKubeAPI,
+    registry: FakeRegistry,
+    cluster: SimulatedCluster,
+    where: str,
+) -> None:
+    """Issue 18: the nodes pull, plate-bot's own pod cannot reach the registry API (its NetworkPolicy, DNS).
+    The pull proves the chain: the job succeeds, the registry step is a warning with its reason and a hint,
+    and the status message, the verdict line, the thread and App Home all say so."""
+    seed_chain(kube_api, NS, registry.host)
+    url = unreachable_url(where)
+    with harbor_service(plate_env, fake_slack, **registry_settings(registry, registry_url=url)) as service:
+        home = watch_home(service)
+        status, replies = run_command(service, "harbor-verify stg")
+        last_operation = home()
+    assert "*harbor-verify stg* — succeeded" in status, status
+    registry_step = next(line for line in status.splitlines() if "Registry pull check" in line)
+    assert registry_step.startswith(":warning: Registry pull check (v2 API)")
+    assert f"cannot connect to {url}" in registry_step and ("DNS" in registry_step) is (where == "dns")
+    assert "pulls do not take this path" in registry_step and "`harbor.registry_url`" in registry_step
+    assert status.count(":white_check_mark:") == 8 and ":x:" not in status
+    assert summary_line(status) == (
+        f"chain works: 8 checks passed, `{registry.host}/{REPO}:{TAG}` pulls · warning: plate-bot's pod cannot "
+        f"reach the registry API at {url}"
+    )
+    assert replies == []  # no broken link to walk back to
+    assert ":white_check_mark: *harbor-verify* by <@U0BOB>" in last_operation
+    assert f"chain works: 8 checks passed, `{registry.host}/{REPO}:{TAG}` pulls" in last_operation
+    assert registry.requests == []  # the fake registry was never the one asked
+    assert_pod_cleaned_up(kube_api)
+
+
+def test_registry_refusing_the_credentials_fails_beside_a_working_pull(
     plate_env: dict, fake_slack: FakeSlack, kube_api: FakeKubeAPI, registry: FakeRegistry, cluster: SimulatedCluster
 ) -> None:
+    """A reachable registry's answer about the credentials still fails the registry link, even when the
+    kubelet pulled (a node-level credential or a mirror can hide it): the test pod's result is said beside."""
     seed_chain(kube_api, NS, registry.host)
-    settings = registry_settings(registry, registry_url=f"http://127.0.0.1:{distribution.free_port()}")
-    with harbor_service(plate_env, fake_slack, **settings) as service:
-        status, _ = run_command(service, "harbor-verify stg")
-    assert "cannot connect to http://127.0.0.1:" in status and "Connection refused" in status
-    assert summary_line(status).startswith(f"Registry {registry.host} unreachable from plate-bot")
+    registry.users[USER] = "rotated-in-harbor-0001"
+    with harbor_service(plate_env, fake_slack, **registry_settings(registry)) as service:
+        home = watch_home(service)
+        status, replies = run_command(service, "harbor-verify stg")
+        last_operation = home()
+    assert "*harbor-verify stg* — failed" in status and ":x: Registry pull check (v2 API)" in status
+    line = summary_line(status)
+    assert line.startswith("Harbor rejected the credentials in `harbor-docker-secret` (401)")
+    assert line.endswith(f" · test pod: pulled `{registry.host}/{REPO}:{TAG}` all the same")
+    assert f"*First broken link:* {line}" in replies[0].splitlines()
+    assert ":x: *harbor-verify* by <@U0BOB>" in last_operation and "Harbor rejected the credentials" in last_operation
 
 
 def test_external_secrets_v1beta1_only(
@@ -493,6 +557,34 @@ def test_bootstrap_applies_the_application_syncs_and_verifies(
     assert app is not None and app["spec"]["destination"]["namespace"] == "plate-stg"
     assert len(ran) == 1 and ran[0]["sync"]["revision"] == "main" and ran[0]["initiatedBy"]["username"] == "plate-bot"
     assert "hvs.CAESIBootstrapTokenForTests0001" not in fake_slack.dump()
+
+
+def test_bootstrap_with_an_unreachable_registry_succeeds(
+    plate_env: dict,
+    fake_slack: FakeSlack,
+    kube_api: FakeKubeAPI,
+    registry: FakeRegistry,
+    cluster: SimulatedCluster,
+    manifests: Path,
+) -> None:
+    """Issue 18: applied, synced, and the test pod pulls: a success, though plate-bot's pod cannot reach the
+    registry API. The same rule as harbor-verify's, on the same status message and App Home."""
+    kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ESO_NS}})
+    kube_api.put(eso_pod())
+    argo_controller(kube_api, "argocd", "harbor-auth-eso", lambda: seed_chain(kube_api, NS, registry.host))
+    url = unreachable_url("dns")
+    settings = registry_settings(registry, manifests_dir=str(manifests), registry_url=url)
+    with harbor_service(plate_env, fake_slack, **settings) as service:
+        home = watch_home(service)
+        status, replies = run_command(service, "harbor-bootstrap stg")
+        last_operation = home()
+    assert "*harbor-bootstrap stg* — succeeded" in status, status
+    assert "sync triggered: operation Succeeded, sync Synced, health Healthy" in status
+    assert ":warning: Registry pull check (v2 API)" in status and ":x:" not in status
+    line = summary_line(status)
+    assert line.startswith(f"chain works: 8 checks passed, `{registry.host}/{REPO}:{TAG}` pulls · warning: ")
+    assert replies == [] and status.count(":white_check_mark:") == 12
+    assert ":white_check_mark: *harbor-bootstrap* by <@U0BOB>" in last_operation and "chain works" in last_operation
 
 
 def test_bootstrap_updates_an_existing_application(

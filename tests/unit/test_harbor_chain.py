@@ -468,9 +468,6 @@ VERDICTS = [
         Link.REGISTRY,
         "`harbor.example.com/plate/plate-web:1.4.0` does not exist",
     ),
-    ({Link.REGISTRY: (Cause.TLS, "")}, Link.REGISTRY, "TLS to harbor.example.com failed"),
-    ({Link.REGISTRY: (Cause.UNREACHABLE, "")}, Link.REGISTRY, "Registry harbor.example.com unreachable"),
-    ({Link.REGISTRY: (Cause.ERROR, "")}, Link.REGISTRY, "The registry check failed"),
     (
         {
             Link.DOCKER_SECRET: (Cause.MISSING, ""),

@@ -7,6 +7,12 @@ chart): classifying what each check saw, and walking the chain backwards to the 
 
 A break anywhere shows up at the end as an image pull failure, so the verdict names the earliest link
 that failed and what to do about it. Check results in, verdict out: no I/O here.
+
+The registry check runs from plate-bot's own pod, which is not the path a pull takes (the kubelet pulls
+from the node; the chart's NetworkPolicy limits plate-bot's egress). So it is evidence, not a gate: a
+registry plate-bot cannot reach (DNS, connect, TLS, timeout, an answer that is not a registry's) is a
+warning with a hint, while the answers of a reachable registry about the credentials or the image (401,
+403, 404) still fail the registry link. The pull decides whether the chain works.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class State(StrEnum):
     PASS = "pass"  # noqa: S105 - a name, not a secret
     FAIL = "fail"
     SKIP = "skip"
+    WARN = "warn"  # checked, could not tell, and nothing is broken because of it (the registry from plate-bot)
 
 
 class Cause(StrEnum):
@@ -110,6 +117,10 @@ class Finding:
     def skip(cls, link: Link, evidence: str) -> Finding:
         return cls(link, State.SKIP, evidence, Cause.OK)
 
+    @classmethod
+    def warn(cls, link: Link, cause: Cause, evidence: str) -> Finding:
+        return cls(link, State.WARN, evidence, cause)
+
 
 @dataclass(frozen=True)
 class Names:
@@ -127,6 +138,7 @@ class Names:
     registry: str
     image: str
     argocd_app: str
+    registry_url: str = ""  # where plate-bot asks the v2 API: `harbor.registry_url`, else https://<image host>
 
     @classmethod
     def of(cls, env: Environment) -> Names:
@@ -145,6 +157,7 @@ class Names:
             registry=h.registry,
             image=h.test_image,
             argocd_app=h.argocd_app,
+            registry_url=registry_url(h.registry_url, h.test_image),
         )
 
 
@@ -170,6 +183,11 @@ def parse_image(image: str) -> ImageRef:
     else:
         repo, _, ref = rest.rpartition(":")
     return ImageRef(host, repo, ref)
+
+
+def registry_url(configured: str | None, image: str) -> str:
+    """The v2 API's base URL: `harbor.registry_url` when set, else https://<the image's host>."""
+    return (configured or f"https://{parse_image(image).host}").rstrip("/")
 
 
 def registry_host(key: str) -> str:
@@ -405,9 +423,43 @@ def pod_failure(reason: str, event_messages: Iterable[str], *, timed_out: bool, 
     return Cause.PULL_FAILED, clip(pull_errors[-1] if pull_errors else reason or "pull failed", 260)
 
 
+# --- the pods' own pull (an incident's diagnosis: no test pod) -------------------------------------------
+
+PULL_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+
+
+def failing_pull(pods: Sequence[Obj]) -> tuple[str, str]:
+    """(image, waiting reason) of the first container the kubelet cannot pull; ("", "") if none shows it."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            reason = ((c.get("state") or {}).get("waiting") or {}).get("reason")
+            if reason in PULL_WAITING:
+                return str(c.get("image") or ""), str(reason)
+    return "", ""
+
+
+def on_registry(image: str, names: Names) -> bool:
+    return image.lower().startswith(names.registry.lower() + "/")
+
+
+def kubelet_finding(pods: Sequence[Obj], event_messages: Iterable[str], names: Names) -> Finding:
+    """The pods' pull as the chain's last link: the kubelet's words for why (the events first, as for the
+    test pod), and pods of the registry's images that do not name the docker Secret in imagePullSecrets."""
+    image, reason = failing_pull(pods)
+    cause, why = pod_failure(reason, event_messages, timed_out=False, timeout=0)
+    evidence = f"`{reason}`: {why}" if reason and why != reason else f"`{reason or 'pull failing'}`: {why}"
+    used = sorted({str(s.get("name")) for p in pods for s in (p.get("spec") or {}).get("imagePullSecrets") or []})
+    if pods and names.docker_secret not in used and (not image or on_registry(image, names)):
+        listed = ", ".join(f"`{u}`" for u in used) or "none"
+        return Finding.fail(Link.POD, Cause.NO_CREDENTIALS, f"imagePullSecrets: {listed} · {evidence}")
+    return Finding.fail(Link.POD, cause, evidence)
+
+
 # --- the verdict -------------------------------------------------------------------------------------------
 
 _BOOTSTRAP = "apply the chain again with `/plate harbor-bootstrap {env}` (Argo CD app `{argocd_app}`)"
+_REACH_HINT = "pulls do not take this path (the pull judges the chain); to check it from plate-bot too, "
 
 # (link, cause) -> (what is wrong, what to do); (link, None) is the fallback for the link.
 # Deliberately a table: its rows share a shape, not logic, and `duplicates` pairs them. Each row
@@ -478,13 +530,26 @@ ADVICE: dict[tuple[Link, Cause | None], tuple[str, str]] = {
         "Secret `{docker_secret}` is not a usable pull secret",
         "fix the ExternalSecret's template: type `kubernetes.io/dockerconfigjson` with auths for {registry}",
     ),
+    # The registry as plate-bot's own pod sees it: not the path pulls take, so these are warnings (REACH).
     (Link.REGISTRY, Cause.UNREACHABLE): (
-        "registry {registry} unreachable from plate-bot",
-        "check the host name, DNS and the network path (or Harbor's health)",
+        "plate-bot's pod cannot reach the registry API at {registry_url}",
+        _REACH_HINT + "allow egress from the plate-bot pod (the chart's NetworkPolicy) or fix `harbor.registry_url`",
+    ),
+    (Link.REGISTRY, Cause.DNS): (
+        "plate-bot's pod cannot resolve the registry API at {registry_url}",
+        _REACH_HINT + "check DNS from the plate-bot pod and `harbor.registry_url`",
+    ),
+    (Link.REGISTRY, Cause.TIMEOUT): (
+        "the registry API at {registry_url} did not answer plate-bot's pod in time",
+        _REACH_HINT + "allow egress from the plate-bot pod (the chart's NetworkPolicy) or fix `harbor.registry_url`",
     ),
     (Link.REGISTRY, Cause.TLS): (
-        "TLS to {registry} failed",
-        "check the registry's certificate (expired, wrong name, or an unknown CA)",
+        "plate-bot's pod does not trust the TLS certificate of {registry_url}",
+        _REACH_HINT + "give plate-bot the registry's CA, or fix `harbor.registry_url`",
+    ),
+    (Link.REGISTRY, Cause.ERROR): (
+        "the registry API at {registry_url} did not answer plate-bot's pod as a registry",
+        _REACH_HINT + "check `harbor.registry_url` (a proxy on plate-bot's egress may answer instead)",
     ),
     (Link.REGISTRY, Cause.UNAUTHORIZED): (
         "Harbor rejected the credentials in `{docker_secret}` (401)",
@@ -508,6 +573,10 @@ ADVICE: dict[tuple[Link, Cause | None], tuple[str, str]] = {
         "check that the pod's `imagePullSecrets` names `{docker_secret}` and its auths key matches {registry}",
     ),
     (Link.POD, Cause.DENIED): ("the kubelet's pull was denied", "give the robot account pull permission"),
+    (Link.POD, Cause.NO_CREDENTIALS): (
+        "the pods do not use `{docker_secret}`",
+        "add it to the pods' `imagePullSecrets` (the chart's values)",
+    ),
     (Link.POD, Cause.NOT_FOUND): ("`{image}` was not found by the kubelet", "push the image or fix the tag"),
     (Link.POD, Cause.TIMEOUT): (
         "the test pod did not start in time",
@@ -531,7 +600,11 @@ LINK_NAMES: dict[Link, tuple[str, str]] = {
     Link.REGISTRY: ("registry auth", "registry"),
     Link.POD: ("pod pull", "test pod"),
 }
-_ICON = {State.PASS: ":white_check_mark:", State.FAIL: ":x:", State.SKIP: ":heavy_minus_sign:"}
+_ICON = {State.PASS: ":white_check_mark:", State.FAIL: ":x:", State.SKIP: ":heavy_minus_sign:", State.WARN: ":warning:"}
+# What plate-bot's registry check can say about the chain: a reachable registry's answers about the
+# credentials or the image. Anything else (REACH) is about plate-bot's own network path.
+REGISTRY_ANSWERS = frozenset({Cause.UNAUTHORIZED, Cause.DENIED, Cause.NOT_FOUND})
+REACH = frozenset({Cause.UNREACHABLE, Cause.DNS, Cause.TLS, Cause.TIMEOUT, Cause.ERROR})
 
 
 @dataclass(frozen=True)
@@ -541,6 +614,7 @@ class Verdict:
     link: Link | None = None
     cause: Cause | None = None
     walk: tuple[str, ...] = ()  # the chain walked backwards, for the thread
+    warnings: tuple[str, ...] = ()  # what could not be told, and breaks nothing (the registry from plate-bot)
 
 
 def advice(link: Link, cause: Cause, names: Names) -> tuple[str, str]:
@@ -556,8 +630,32 @@ def link_title(link: Link, names: Names) -> str:
     return LINK_NAMES[link][0].format(**names.__dict__)
 
 
+def registry_finding(cause: Cause, detail: str, names: Names) -> Finding:
+    """What plate-bot's registry check says about the chain: a readable manifest passes; a reachable
+    registry's answer about the credentials or the image fails the link; not reaching it (DNS, connect,
+    TLS, timeout, not a registry's answer) is a warning carrying its reason and what to do."""
+    if cause is Cause.OK:
+        return Finding.ok(Link.REGISTRY, detail)
+    if cause in REGISTRY_ANSWERS:
+        return Finding.fail(Link.REGISTRY, cause, detail)
+    _problem, todo = advice(Link.REGISTRY, cause, names)
+    return Finding.warn(Link.REGISTRY, cause if cause in REACH else Cause.ERROR, f"{detail} · {todo}")
+
+
+def _pod_beside(pod: Finding | None, names: Names) -> str:
+    """The test pod's result, shown beside a failed registry link."""
+    if pod is None:
+        return ""
+    if pod.state is State.PASS:
+        return f" · test pod: pulled `{names.image}` all the same"
+    if pod.state is State.FAIL:
+        return f" · test pod: its pull failed too ({advice(Link.POD, pod.cause, names)[0]})"
+    return f" · test pod: not run ({pod.evidence})"
+
+
 def verdict(findings: Iterable[Finding], names: Names) -> Verdict:
-    """Walk the chain backwards from the pull to the first broken link; one line naming it and the fix."""
+    """Walk the chain backwards from the pull to the first broken link; one line naming it and the fix.
+    Warnings break nothing: with the pull passing and no link failed, the chain works."""
     by_link = {f.link: f for f in findings}
     walk = []
     for link in reversed(CHAIN):
@@ -567,18 +665,54 @@ def verdict(findings: Iterable[Finding], names: Names) -> Verdict:
         title = link_title(link, names)
         # " — " as the checklist uses: "Secret x: `…`" would read as a `secret: value` pair to the redactor.
         walk.append(f"{_ICON[f.state]} {title} — {f.evidence}")
+    warnings = tuple(
+        advice(link, by_link[link].cause, names)[0]
+        for link in CHAIN
+        if link in by_link and by_link[link].state is State.WARN
+    )
     broken = next((by_link[link] for link in CHAIN if link in by_link and by_link[link].state is State.FAIL), None)
     if broken is None:
         checked = sum(1 for f in by_link.values() if f.state is State.PASS)
         skipped = [link_title(f.link, names) for f in by_link.values() if f.state is State.SKIP]
-        line = f"chain healthy: {checked} checks passed, `{names.image}` pulls"
-        if skipped:
-            line = f"no broken link found ({checked} checks passed; not checked: {', '.join(skipped)})"
-        return Verdict(True, line, walk=tuple(walk))
+        pulled = by_link.get(Link.POD) is not None and by_link[Link.POD].state is State.PASS
+        not_checked = f"; not checked: {', '.join(skipped)}" if skipped else ""
+        if not pulled and (skipped or warnings):
+            line = f"no broken link found ({checked} checks passed{not_checked})"
+        elif skipped or warnings:  # the pull proves the chain; what was not told is said after it
+            line = f"chain works: {checked} checks passed, `{names.image}` pulls{not_checked}"
+        else:
+            line = f"chain healthy: {checked} checks passed, `{names.image}` pulls"
+        if warnings:
+            line += " · warning: " + "; ".join(warnings)
+        return Verdict(True, line, walk=tuple(walk), warnings=warnings)
     problem, todo = advice(broken.link, broken.cause, names)
     line = f"{problem}; {todo}"
+    if broken.link is Link.REGISTRY:
+        line += _pod_beside(by_link.get(Link.POD), names)
     line = line[0].upper() + line[1:]
-    return Verdict(False, line, broken.link, broken.cause, tuple(walk))
+    return Verdict(False, line, broken.link, broken.cause, tuple(walk), warnings)
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """How a harbor job ends: ok (the job succeeds) with its one line, or not with the thread's walk."""
+
+    ok: bool
+    line: str  # the status message's summary and App Home's last-operation line
+    thread: tuple[str, ...] = ()  # posted under the status message when the job fails
+
+
+def conclusion(findings: Iterable[Finding], names: Names, prefix: str = "", details: Sequence[str] = ()) -> Conclusion:
+    """The verdict as a job's end: a `prefix` (an earlier failure, e.g. harbor-bootstrap's sync) fails the
+    job whatever the chain says; a broken link fails it with the walk and the first broken link."""
+    result = verdict(findings, names)
+    line = f"{prefix} · {result.line}" if prefix else result.line
+    if result.ok and not prefix:
+        return Conclusion(True, line)
+    walk = ["*The chain, walked back from the pull*", *result.walk]
+    if not result.ok:
+        walk.append(f"*First broken link:* {result.line}")
+    return Conclusion(False, line, (*walk, *details))
 
 
 # --- harbor-bootstrap manifests -------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 harbor-verify runs every check of the chain, reporting each as pass/fail with its evidence, and does not
 stop at the first failure: later checks still give evidence (a pod's events say more than a missing
 Secret). Then the pure `harbor_chain.verdict` walks the chain backwards and names the first broken link.
+The registry check from plate-bot's pod is evidence, not a gate (`chain.registry_finding`): a registry it
+cannot reach is a warning, and a test pod that pulls with the chain's Secrets in place is a pass.
 
 harbor-bootstrap checks the manifests and ESO before changing anything, creates missing namespaces,
 applies the Argo CD Application through the Kubernetes API, triggers its sync (or awaits the one
@@ -35,12 +37,14 @@ from workers.harbor.chain import (
     TOKEN_MANIFEST,
     Cause,
     Finding,
+    ImageRef,
     Link,
     Names,
     PodProgress,
     State,
     SyncProgress,
     application_patch,
+    conclusion,
     docker_config,
     docker_secret_finding,
     external_secret_finding,
@@ -50,10 +54,10 @@ from workers.harbor.chain import (
     pod_failure,
     pod_progress,
     pods_running,
+    registry_finding,
     store_finding,
     sync_operation,
     sync_progress,
-    verdict,
 )
 from workers.kube import KubeGateway
 from workers.procedures import JobContext, procedure
@@ -143,16 +147,21 @@ class Checks:
 
     def _skip_reason(self, link: Link) -> str:
         """Why a check cannot be tried at all (decided before it shows as running)."""
-        if link is Link.REGISTRY:
-            try:
-                secret = self._docker_secret()
-            except KubeError:
-                secret = None
-            creds = docker_config(secret or {}, self.image.host)
-            if not (creds.username and creds.password):
-                return f"no credentials for {self.image.host} in `{self.names.docker_secret}` to try"
+        if link is Link.REGISTRY and (why := self.registry_skip(self.image)):
+            return why
         if link is Link.POD and self.kube.namespace(self.names.namespace) is None:
             return f"namespace `{self.names.namespace}` does not exist"
+        return ""
+
+    def registry_skip(self, image: ImageRef) -> str:
+        """Why the registry check cannot be tried for `image`: no credentials for its host to try."""
+        try:
+            secret = self._docker_secret()
+        except KubeError:
+            secret = None
+        creds = docker_config(secret or {}, image.host)
+        if not (creds.username and creds.password):
+            return f"no credentials for {image.host} in `{self.names.docker_secret}` to try"
         return ""
 
     # --- cached reads -----------------------------------------------------------------------------------
@@ -236,15 +245,17 @@ class Checks:
     def docker_secret(self) -> Finding:
         return docker_secret_finding(self._docker_secret(), self.names, self.names.registry)
 
-    def registry(self) -> Finding:
-        image = self.image
+    def registry(self, image: ImageRef | None = None) -> Finding:
+        """The manifest of `image` (the test image) as a runtime would fetch it, with the docker Secret's
+        credentials, from plate-bot's own pod."""
+        image = image or self.image
         creds = docker_config(self._docker_secret() or {}, image.host)
-        base_url = self.ctx.env.harbor.registry_url or f"https://{image.host}"
+        base_url = self.names.registry_url if image.host == self.image.host else f"https://{image.host}"
         result = check_pull(base_url, image, creds.username, creds.password)
-        if result.cause is Cause.OK:
-            digest = f", digest `{result.digest[:19]}…`" if result.digest else ""
-            return Finding.ok(Link.REGISTRY, result.detail + digest)
-        return Finding.fail(Link.REGISTRY, result.cause, result.detail)
+        finding = registry_finding(result.cause, result.detail, self.names)
+        if finding.state is State.PASS and result.digest:
+            return Finding.ok(Link.REGISTRY, f"{result.detail}, digest `{result.digest[:19]}…`")
+        return finding
 
     def pod(self) -> Finding:
         names, kube = self.names, self.kube
@@ -365,20 +376,18 @@ def report(ctx: JobContext, key: str, finding: Finding) -> None:
         ctx.report.done(key, finding.evidence)
     elif finding.state is State.FAIL:
         ctx.report.fail(key, finding.evidence)
+    elif finding.state is State.WARN:
+        ctx.report.warn(key, finding.evidence)
     else:
         ctx.report.skip(key, finding.evidence)
 
 
 def conclude(checks: Checks, findings: list[Finding], prefix: str = "") -> str:
     """The one verdict line; a broken chain fails the job with the chain walked backwards in the thread."""
-    result = verdict(findings, checks.names)
-    if result.ok and not prefix:
-        return result.line
-    line = f"{prefix} · {result.line}" if prefix else result.line
-    walk = ["*The chain, walked back from the pull*", *result.walk]
-    if not result.ok:
-        walk.append(f"*First broken link:* {result.line}")
-    raise StepFailed(line, [*walk, *checks.details])
+    end = conclusion(findings, checks.names, prefix, checks.details)
+    if end.ok:
+        return end.line
+    raise StepFailed(end.line, list(end.thread))
 
 
 @procedure("harbor-verify", "harbor-verify", VERIFY_STEPS)
