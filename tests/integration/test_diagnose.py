@@ -58,7 +58,7 @@ def test_diagnose_every_unhealthy_workload_into_the_thread(
     assert "diagnose prod" in status and "1 unhealthy" in status and ":x:" not in status
     assert "*Diagnosis of `Pod/plate-web-8e1a-c` in `prod`: Image pull failing*" in texts
     assert "*Pods (0/1 ready)*" in texts and "unauthorized: authentication required" in texts
-    assert "Registry rejected" not in texts  # no registry call, no test pod: read-only
+    assert "Harbor rejected" not in texts  # no docker Secret here: no credentials to ask the registry with
     assert re.search(r":point_right: First broken link: .*`openbao-token`", texts)
     assert "plate-web-7d9f-a" not in texts.split("*Diagnosis of")[1]  # healthy pods are not diagnosed
     change = thread[-1]

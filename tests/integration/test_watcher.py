@@ -234,6 +234,43 @@ def test_one_thread_per_incident_through_410_and_dropped_streams_then_resolved(
     assert len(posts(fake_slack)) == 4
 
 
+def test_image_pull_diagnosis_with_a_healthy_chain_and_an_unreachable_registry(
+    plate_env: dict[str, Any], kube_api: FakeKubeAPI, sim: SimulatedCluster, fake_slack: FakeSlack, helm_bin: Path
+) -> None:
+    """Issue 18: every link of the pull-secret chain works, plate-bot's pod cannot reach the registry API,
+    and a new tag does not exist. The diagnosis walks the chain as harbor-verify does, the pods' own pull
+    standing in for the test pod: the registry is a warning, and the first broken link is the pull's own
+    cause (the missing tag), not the registry."""
+    from tests.integration.distribution import free_port
+    from tests.integration.harbor_fixtures import seed_chain
+
+    url = f"http://127.0.0.1:{free_port()}"
+    config = parse_config(plate_config(prod={"harbor": {"registry_url": url}}))
+    seed_chain(kube_api, NS, "harbor.example.com")
+    sim.fail_images(r":9\.9\.9$", "NotFound")
+    watchers = Watchers(config, plate_env["REDIS_URL"], fake_slack, plate_env["KUBECONFIG"], helm_bin)
+    try:
+        watchers.start("w1")
+        kube_api.put(deployment("9.9.9"))
+        wait_until(lambda: len(posts(fake_slack)) >= 2, what="root + diagnosis")
+    finally:
+        watchers.stop_all()
+    text = posts(fake_slack)[1].params["text"]
+    assert "*Diagnosis of `Deployment/plate-web` in `prod`: Image pull failing*" in text
+    walk = text.split("Walked back from the pods' pull (no test pod):", 1)[1].splitlines()
+    assert walk[1].startswith(":x: pod pull — `") and "not found (manifest unknown)" in walk[1]
+    assert walk[2].startswith(f":warning: registry auth — cannot connect to {url}")
+    assert "pulls do not take this path" in walk[2] and "`harbor.registry_url`" in walk[2]
+    for title in ("Secret harbor-docker-secret", "ExternalSecret harbor-registry-secret", "SecretStore openbao-harbor",
+                  "Secret openbao-token"):  # fmt: skip
+        assert any(line.startswith(f":white_check_mark: {title}") for line in walk), title
+    first = next(line for line in walk if line.startswith(":point_right: First broken link: "))
+    assert first == (
+        f":point_right: First broken link: `{IMAGE}:9.9.9` was not found by the kubelet; push the image or fix the tag"
+    )
+    assert "registry" not in first and ":x: registry" not in text
+
+
 def test_a_restarted_watcher_does_not_announce_again(
     watch_keys: WatchStore,
     kube_api: FakeKubeAPI,

@@ -8,6 +8,7 @@ diagnosis goes on top of an incident that is reported either way.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,17 @@ from core.slack import SlackGateway
 from core.store import Store
 from workers import describe
 from workers.errors import HelmError, KubeError
-from workers.harbor.chain import PULL_CAUSES, Cause, Finding, Link, Names, advice, classify, verdict
+from workers.harbor.chain import (
+    Cause,
+    Finding,
+    Link,
+    advice,
+    failing_pull,
+    kubelet_finding,
+    on_registry,
+    parse_image,
+    verdict,
+)
 from workers.harbor.verify import Checks
 from workers.helm import Helm
 from workers.kube import KubeGateway
@@ -149,10 +160,7 @@ def workload_pods(src: Sources, workload: Workload, rs: Callable[[str, str], Obj
 # --- the pull-secret chain ------------------------------------------------------------------------------
 
 
-def harbor_chain_lines(src: Sources, pods: list[Obj] | None = None) -> list[str]:
-    """The one call site of the harbor-verify checks here: the links Kubernetes reads can check (no test
-    pod, no registry call), walked back from the pull to the first broken link."""
-    checks = Checks(src)  # type: ignore[arg-type]  # reads only env, kube and clock
+def _read_only_findings(checks: Checks) -> list[Finding]:
     read_only = (
         (Link.TOKEN, checks.token),
         (Link.STORE, checks.store),
@@ -165,33 +173,49 @@ def harbor_chain_lines(src: Sources, pods: list[Obj] | None = None) -> list[str]
             findings.append(check())
         except KubeError as exc:
             findings.append(Finding.fail(link, Cause.API_ERROR, exc.message))
-    result = verdict(findings, checks.names)
+    return findings
+
+
+def harbor_chain_lines(src: Sources) -> list[str]:
+    """The links Kubernetes reads can check (no test pod, no registry call), walked back to the first
+    broken link: for incidents of the chain itself and Argo CD checks, where nothing is pulling."""
+    checks = Checks(src)  # type: ignore[arg-type]  # reads only env, kube and clock
+    result = verdict(_read_only_findings(checks), checks.names)
     lines = ["Walked back from the pull (no test pod):", *result.walk]
-    docker = checks.names.docker_secret
-    used = sorted({str(s.get("name")) for p in pods or [] for s in (p.get("spec") or {}).get("imagePullSecrets") or []})
-    unused = pods is not None and docker not in used
-    if unused:
-        listed = ", ".join(f"`{u}`" for u in used) or "none"
-        lines.append(f":x: the pods' imagePullSecrets ({listed}) do not include `{docker}`")
     if not result.ok:
         lines.append(f":point_right: First broken link: {result.line}")
-    elif unused:
-        lines.append(f":point_right: First broken link: the pods do not use `{docker}`; add it to `imagePullSecrets`.")
     else:
-        lines.append(
-            ":information_source: The secret chain looks intact: look at the image (tag, project permissions)."
-        )
+        lines.append(":information_source: The secret chain looks intact.")
     return lines
 
 
-def pull_cause_line(src: Sources, messages: list[str]) -> str | None:
-    """The kubelet's pull error in plain words, with what to do (harbor-verify's advice for the pod link)."""
-    text = " ".join(messages)
-    if not text:
-        return None
-    cause = classify(text, PULL_CAUSES, Cause.PULL_FAILED)
-    problem, todo = advice(Link.POD, cause, Names.of(src.env))
-    return f":point_right: {problem}; {todo}."
+def pull_chain_lines(src: Sources, pods: list[Obj], messages: list[str]) -> list[str]:
+    """An image pull failure walked back through the chain as harbor-verify walks it, the pods' own pull
+    standing in for the test pod: the read-only links, plate-bot's registry check for the failing image
+    (evidence, not a gate: a registry plate-bot cannot reach is a warning), then the kubelet's pull."""
+    checks = Checks(src)  # type: ignore[arg-type]  # reads only env, kube and clock
+    image, _reason = failing_pull(pods)
+    names = dataclasses.replace(checks.names, image=image) if image else checks.names
+    findings = _read_only_findings(checks)
+    findings.append(_registry_for(checks, image))
+    pod = kubelet_finding(pods, messages, names)
+    findings.append(pod)
+    result = verdict(findings, names)
+    lines = ["Walked back from the pods' pull (no test pod):", *result.walk]
+    if result.link is not Link.POD:
+        lines.append(f":information_source: What the pods see: {advice(Link.POD, pod.cause, names)[0]}.")
+    lines.append(f":point_right: First broken link: {result.line}")
+    return lines
+
+
+def _registry_for(checks: Checks, image: str) -> Finding:
+    if not image:
+        return Finding.skip(Link.REGISTRY, "no container shows which image fails to pull")
+    if not on_registry(image, checks.names):
+        return Finding.skip(Link.REGISTRY, f"`{image}` is not on {checks.names.registry}")
+    ref = parse_image(image)
+    skip = checks.registry_skip(ref)
+    return Finding.skip(Link.REGISTRY, skip) if skip else checks.registry(ref)
 
 
 # --- Argo CD --------------------------------------------------------------------------------------------
@@ -276,8 +300,7 @@ def diagnose_workload(
         r is Reason.IMAGE_PULL for p in pods for r, _d, _s in pod_problems(p, src.clock())
     )
     if pulling:
-        cause = pull_cause_line(src, messages)
-        d.add("Pull-secret chain", ([cause] if cause else []) + harbor_chain_lines(src, pods))
+        d.add("Pull-secret chain", pull_chain_lines(src, pods, messages))
     if with_change:
         d.change, d.rollback_env = recent_change(src)
     return d
