@@ -311,6 +311,9 @@ class PlateConfig(BaseModel):
     slack: SlackWorkspace = SlackWorkspace()
     # Where charts may be fetched from (oci://, Helm repositories, git).
     charts: ChartPolicy = ChartPolicy()
+    # Who may run `plate-bot admin break-lock` (users, or groups resolved with the bot token); each break
+    # is audited as lock.broken. Empty: nobody may break a lock.
+    admins: list[SlackUserOrGroup] = []
     environments: dict[Annotated[str, Field(pattern=ENV_NAME)], Environment]
 
     @field_validator("environments")
