@@ -116,26 +116,30 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def work(args: argparse.Namespace, settings: Settings) -> int:
     from core import logs
-    from core.metrics import METRICS
-    from core.probes import Health, ProbeServer, probes_app
-    from core.queue import QUEUE_NAME, queue_for
+    from core.metrics import METRICS, cluster_exporter
+    from core.probes import ProbeServer, probes_app
+    from core.queue import QUEUE_NAME, cluster_state, queue_for
     from core.redisconn import connect, shown_url
     from core.store import Store
     from workers import jobs  # noqa: F401 - imported once here, every forked job inherits it (~1 s each)
     from workers.kube import preload
-    from workers.runner import PlateWorker
+    from workers.runner import PlateWorker, worker_health
 
     preload()  # the client's API modules, loaded lazily otherwise: ~2 s in every job
     logs.configure(settings.log_level)
     _load(settings)
     _backups(settings)
     connection = connect(settings, for_worker=True)
-    # /metrics reads the job stats and queue length through its own connection (bot-side timeouts).
-    scrape = queue_for(connect(settings))
-    METRICS.share(Store(scrape.connection).stats, lambda: scrape.count)
+    if cluster_exporter(settings.plate_cluster_metrics, process="worker", embedded=settings.redis_url is None):
+        # Read through its own connection (bot-side timeouts), not the worker's.
+        scrape = queue_for(connect(settings))
+        METRICS.share(lambda: cluster_state(scrape, Store(scrape.connection)))
     port = args.metrics_port if args.metrics_port is not None else (0 if args.burst else 9102)
-    # Liveness: the process answers. More checks are more `Check(name, callable)` entries in `live`.
-    live = Health()
+    # SIGTERM: RQ's warm shutdown (the running job finishes, no new one starts); a second SIGTERM or the
+    # SIGKILL after the grace period kills the job, which the bot's housekeeper then reports as lost.
+    worker = _signal_aware(PlateWorker)([queue_for(connection)], connection, heartbeat=settings.plate_worker_heartbeat)
+    # Liveness: a recent heartbeat of its own, and Redis answering (see worker_health).
+    live = worker_health(worker, Store(connect(settings)).ping)
     try:
         probes = ProbeServer(args.metrics_host, port, probes_app(METRICS.registry, live=live)).start() if port else None
     except OSError as exc:
@@ -143,9 +147,6 @@ def work(args: argparse.Namespace, settings: Settings) -> int:
         print(f"plate-bot: cannot serve /metrics on {where} ({exc.strerror}); use --metrics-port N, or 0 for none",
               file=sys.stderr)  # fmt: skip
         return 2
-    # SIGTERM: RQ's warm shutdown (the running job finishes, no new one starts); a second SIGTERM or the
-    # SIGKILL after the grace period kills the job, which the bot's housekeeper then reports as lost.
-    worker = _signal_aware(PlateWorker)([queue_for(connection)], connection, heartbeat=settings.plate_worker_heartbeat)
     log.info("worker starting", extra={"redis": shown_url(settings.redis_url), "queue": QUEUE_NAME})
     try:
         ok = worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)

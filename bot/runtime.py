@@ -16,8 +16,8 @@ from bot.lifecycle import HttpLimits, HttpLoop, drain_executor, make_server, rem
 from bot.server import Housekeeper, WebApp
 from config.environments import PlateConfig
 from config.settings import Settings
-from core.metrics import METRICS
-from core.queue import Queue, queue_for
+from core.metrics import METRICS, cluster_exporter
+from core.queue import Queue, cluster_state, queue_for
 from core.redisconn import Redis, connect
 from core.slack import SlackGateway
 from core.store import Store
@@ -111,10 +111,11 @@ def build_runtime(settings: Settings, config: PlateConfig, *, housekeeping_inter
         signing_secret=settings.slack_signing_secret.get_secret_value(),
     )
     app, listeners = build_app(services)
-    web = WebApp(wsgi_handler(app), store, slack, services.signing_secret)
+    web = WebApp(wsgi_handler(app), store, slack, services.signing_secret, queue=queue)
     interval = housekeeping_interval or settings.plate_housekeeping_interval
     keeper = Housekeeper(listeners.expire_due, queue, interval=interval)
-    METRICS.share(store.stats, lambda: queue.count)
+    if cluster_exporter(settings.plate_cluster_metrics, process="serve", embedded=settings.redis_url is None):
+        METRICS.share(lambda: cluster_state(queue, store))
     return Runtime(
         settings,
         config,

@@ -18,7 +18,7 @@ from typing import Any
 from bot import ingress
 from core.metrics import METRICS
 from core.probes import Check, Health, json_response, probes_app
-from core.queue import Queue, sweep_abandoned
+from core.queue import Queue, scale_hint, sweep_abandoned
 from core.slack import SlackGateway
 from core.store import Store
 
@@ -39,6 +39,7 @@ class WebApp:
         slack: SlackGateway,
         signing_secret: str,
         clock: Callable[[], float] = time.time,
+        queue: Queue | None = None,
     ) -> None:
         self.bolt = bolt  # bot.app.wsgi_handler: Bolt's WSGI adapter
         self.signing_secret = signing_secret
@@ -57,7 +58,8 @@ class WebApp:
             ],
             summary=False,  # {"redis", "slack", "draining"}
         )
-        self.probes = probes_app(METRICS.registry, live=Health(), ready=ready)
+        scale = (lambda: scale_hint(queue)) if queue is not None else None
+        self.probes = probes_app(METRICS.registry, live=Health(), ready=ready, scale=scale)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

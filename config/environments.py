@@ -239,6 +239,10 @@ class Environment(BaseModel):
             return [] if self._single else [self.name]
         return [k for k in (self.for_app(a).key for a in self.apps) if k != self.name]
 
+    def kubeconfig_or(self, default: str | None) -> str | None:
+        """The kubeconfig file for this environment: its own, else the process's (`default`)."""
+        return str(self.kubeconfig) if self.kubeconfig is not None else default
+
     def registry_hosts(self) -> frozenset[str]:
         """The environment's Harbor host (as images name it, and as `registry_url` reaches it): charts
         may come from there without listing it in charts.allowed_hosts."""

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # Where the worker caches charts fetched from registries, Helm repositories and git (default: a
     # plate-charts directory under the system's temporary directory).
     plate_chart_cache: Path | None = None
+    # Which process exports the cluster-wide /metrics series (jobs, queue, workers, approvals, locks): auto =
+    # the watcher's leader, or serve alone with embedded Redis; always / never for this process.
+    plate_cluster_metrics: str = Field(default="auto", pattern=r"^(auto|always|never)$")
     # Where embedded Redis keeps its socket and data.
     plate_data_dir: Path = Path(".plate-data")
     # Seconds between a worker's job heartbeats; a job is reported lost after 3 missed beats.

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -38,6 +39,11 @@ class _ContextFilter(logging.Filter):
 
 
 class _RedactingFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """UTC, ISO 8601 with its zone (`2026-12-03T12:00:01.580Z`): pods' local clocks and zones differ."""
+        moment = datetime.fromtimestamp(record.created, tz=UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         redacted: dict[str, Any] = REDACTOR(super().process_log_record(log_data))
         return redacted

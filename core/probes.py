@@ -70,8 +70,15 @@ class Health:
         return ok, ({"ok": ok, **fields} if self.summary else fields)
 
 
-def probes_app(registry: CollectorRegistry, *, live: Health, ready: Health | None = None) -> WsgiApp:
-    """`/metrics` of `registry`, `/healthz` answered by `live`, `/readyz` by `ready` (404 without it)."""
+def probes_app(
+    registry: CollectorRegistry,
+    *,
+    live: Health,
+    ready: Health | None = None,
+    scale: Callable[[], dict[str, int]] | None = None,
+) -> WsgiApp:
+    """`/metrics` of `registry`, `/healthz` answered by `live`, `/readyz` by `ready` (404 without it), and
+    `/scale` (serve): the jobs a worker autoscaler should provide for, as JSON (503 when unknown)."""
     metrics = make_wsgi_app(registry)
     endpoints = {"/healthz": live} | ({"/readyz": ready} if ready is not None else {})
 
@@ -79,6 +86,12 @@ def probes_app(registry: CollectorRegistry, *, live: Health, ready: Health | Non
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/scale" and scale is not None:
+            try:
+                return json_response(start_response, "200 OK", scale())
+            except Exception:  # KEDA keeps the replicas it has (its fallback) while this answers 503
+                log.warning("could not read the queue for /scale", exc_info=True)
+                return json_response(start_response, "503 Service Unavailable", {"error": "queue unreadable"})
         if (health := endpoints.get(path)) is not None:
             ok, body = health.answer()
             return json_response(start_response, "200 OK" if ok else "503 Service Unavailable", body)

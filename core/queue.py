@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.client import Pipeline
@@ -32,9 +32,14 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty
+from rq.worker import WorkerStatus
 
 from core.errors import Unavailable
+from core.metrics import ClusterState
 from core.requests import Request
+
+if TYPE_CHECKING:
+    from core.store.home import HomeStore
 
 __all__ = [
     "ENTRY",
@@ -263,6 +268,31 @@ def job_connection() -> redis.Redis | None:
     """The Redis connection of the job running in this process, if one is."""
     job = get_current_job()
     return job.connection if job is not None else None
+
+
+def scale_hint(queue: Queue) -> dict[str, int]:
+    """What the worker autoscaler reads (serve's /scale, KEDA's metrics-api trigger): jobs waiting plus jobs
+    running. A running job occupies its worker, so a plan queued behind a 20-minute deploy needs a second
+    worker even though the queue holds one job."""
+    queued, running = queue.count, StartedJobRegistry(queue=queue, job_class=queue.job_class).count
+    return {"queued": queued, "running": running, "wanted": queued + running}
+
+
+def cluster_state(queue: Queue, store: HomeStore) -> ClusterState:
+    """What /metrics and the worker autoscaler read: the queue, RQ's started registry (running jobs), the
+    workers and whether they are busy, plus the store's pending approvals and held locks."""
+    registry = StartedJobRegistry(queue=queue, job_class=queue.job_class)
+    workers = Worker.all(queue=queue)
+    pending, locks = store.approvals_and_locks()
+    return ClusterState(
+        stats=store.stats(),
+        queued=queue.count,
+        running=registry.count,
+        workers=len(workers),
+        busy=sum(1 for w in workers if w.get_state() == WorkerStatus.BUSY),
+        pending=pending,
+        locks=locks,
+    )
 
 
 def sweep_abandoned(queue: Queue) -> list[str]:

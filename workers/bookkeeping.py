@@ -57,6 +57,8 @@ def job_ended(
     app = _app_of(config, request)
     try:
         store.record_stats(job_increments(kind, outcome, seconds, delta, (request.env, app) if app else None))
+        if outcome == "succeeded" and app:  # "when did prod's web last deploy": a time, not a count
+            store.record_latest({f"last_success|{request.env}|{app}|{kind}": time.time()})
     except Exception:
         log.warning("could not record the job's metrics", exc_info=True)
     if kind == request.verb:

@@ -30,14 +30,16 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 from rq import Queue, Worker
 from rq.job import Job
 from rq.utils import now
+from rq.worker import WorkerStatus
 
+from core.probes import Check, Health
 from core.queue import PlateJob, refusal, worker_options
 from core.store import Store
 
@@ -176,3 +178,34 @@ class PlateWorker(Worker):
             jobs.on_failure(job, self.connection, WorkHorseKilled, WorkHorseKilled(reason), None)
         except Exception:
             log.exception("could not report the lost job %s", job.id)
+
+
+def worker_health(worker: Worker, ping: Callable[[], bool], clock: Callable[[], float] = time.time) -> Health:
+    """The worker's /healthz: its own heartbeat is recent (RQ beats at least every `worker_ttl - 15` s, idle
+    or not) and Redis answers. While a job runs, Redis being away is reported but not judged: the job rides
+    out the outage (see `maintain_heartbeats`), and a restart by the kubelet would kill helm mid-upgrade."""
+
+    def heartbeat_age() -> float | None:
+        beat = worker.last_heartbeat
+        return None if beat is None else round(clock() - beat.timestamp(), 1)
+
+    def redis_ok() -> bool:
+        try:
+            return bool(ping())
+        except Exception:
+            return False
+
+    def ok() -> bool:
+        age = heartbeat_age()
+        fresh = age is not None and age < worker.worker_ttl + 60
+        return fresh and (redis_ok() or worker.get_state() == WorkerStatus.BUSY)
+
+    return Health(
+        [
+            Check("ok", ok),
+            Check("redis", redis_ok, expect=None),
+            Check("heartbeat_age_seconds", heartbeat_age, expect=None),
+            Check("busy", lambda: worker.get_state() == WorkerStatus.BUSY, expect=None),
+        ],
+        summary=False,
+    )

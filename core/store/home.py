@@ -34,8 +34,25 @@ class HomeStore(StorePart):
                 pipe.hincrbyfloat(STATS, name, amount)
             pipe.execute()
 
+    def record_latest(self, values: dict[str, float]) -> None:
+        """Set stats fields that hold a time, not a count (`last_success|env|app|kind`)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name, value in values.items():
+                pipe.hset(STATS, name, value)
+            pipe.execute()
+
     def stats(self) -> dict[str, float]:
         return {k: float(v) for k, v in fields(self.redis.hgetall(STATS)).items()}
+
+    def approvals_and_locks(self) -> tuple[int, dict[str, int]]:
+        """For /metrics: requests waiting for a decision, and locks held per environment (a lock's name is
+        the environment or `env/namespace/release`)."""
+        pending = int(self.redis.zcard(PENDING))
+        locks: dict[str, int] = {}
+        for key in texts(self.redis.scan_iter(match=key_lock("*"), count=500)):
+            env = key.removeprefix(key_lock("")).split("/", 1)[0]
+            locks[env] = locks.get(env, 0) + 1
+        return pending, locks
 
     # --- App Home: last known releases, last operations, who looks at Home ----------------------------
     def save_release(self, env: str, record: dict[str, Any]) -> None:

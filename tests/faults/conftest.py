@@ -42,11 +42,11 @@ def processes_running(marker: str) -> list[psutil.Process]:
 class WorkerProcess:
     """`plate-bot worker` in its own process group, as a deployment would run it."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, metrics_port: int = 0) -> None:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            [PLATE_BOT, "worker", "--metrics-port", "0"],
+            [PLATE_BOT, "worker", "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1"],
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -74,9 +74,9 @@ def workers(plate_env: dict[str, Any], tmp_path: Path) -> Iterator[Callable[...,
     """Start `plate-bot worker` subprocesses with the test's environment (fast heartbeat)."""
     started: list[WorkerProcess] = []
 
-    def start(**extra: str) -> WorkerProcess:
+    def start(metrics_port: int = 0, **extra: str) -> WorkerProcess:
         env = {**os.environ, **FAST, **extra, "PYTHONPATH": str(ROOT)}
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log")
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", metrics_port)
         started.append(worker)
         return worker
 

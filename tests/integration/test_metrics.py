@@ -32,8 +32,14 @@ def env_of(plate_env: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in plate_env.items() if k.isupper()}
 
 
+@pytest.fixture
+def exporting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This serve exports the cluster-wide series (in production the watcher's leader does)."""
+    monkeypatch.setenv("PLATE_CLUSTER_METRICS", "always")
+
+
 def test_serve_metrics_count_commands_acks_approvals_locks_and_slack_trouble(
-    service: Service, fake_slack: FakeSlack
+    exporting: None, service: Service, fake_slack: FakeSlack
 ) -> None:
     before = metrics(base(service) + "/metrics")
     service.command("frobnicate stg")
@@ -64,8 +70,8 @@ def test_serve_metrics_count_commands_acks_approvals_locks_and_slack_trouble(
     assert sample(after, "plate_stats_up") == 1
 
 
-def test_job_metrics_survive_the_work_horse_and_show_in_serve_and_worker(
-    service: Service, fake_slack: FakeSlack, plate_env: dict[str, Any], tmp_path: Path
+def test_job_metrics_survive_the_work_horse_and_are_exported_once(
+    exporting: None, service: Service, fake_slack: FakeSlack, plate_env: dict[str, Any], tmp_path: Path
 ) -> None:
     service.command("status stg")
     service.wait(lambda: service.runtime.queue.count == 1)
@@ -79,6 +85,7 @@ def test_job_metrics_survive_the_work_horse_and_show_in_serve_and_worker(
     assert sample(page, "plate_job_seconds_bucket", kind="status", le="+Inf") == 1
     assert sample(page, "plate_job_slack_errors_total", code="channel_not_found") == 1
     assert sample(page, "plate_job_slack_ratelimited_total", method="chat.postMessage") == 1
+    assert sample(page, "plate_last_success_timestamp_seconds", env="stg", app="plate-web", kind="status") > 0
     # ...and they were the horse's, not this process's:
     assert sample(page, "plate_slack_errors_total", code="channel_not_found") == sample(
         serve_before, "plate_slack_errors_total", code="channel_not_found"
@@ -86,22 +93,23 @@ def test_job_metrics_survive_the_work_horse_and_show_in_serve_and_worker(
     assert sample(page, "plate_queue_depth") == 0
 
     port = free_port()
-    with processes(env_of(plate_env), tmp_path) as procs:
+    with processes({**env_of(plate_env), "PLATE_CLUSTER_METRICS": "auto"}, tmp_path) as procs:
         worker = procs.start("worker", "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
         up(f"http://127.0.0.1:{port}/healthz", worker)
-        assert get_json(f"http://127.0.0.1:{port}/healthz") == (200, {"ok": True})
-        shown = metrics(f"http://127.0.0.1:{port}/metrics")
-        assert sample(shown, "plate_jobs_total", kind="status", outcome="succeeded") == 1  # cluster-wide
-        assert sample(shown, "plate_job_slack_errors_total", code="channel_not_found") == 1
+        status, health = get_json(f"http://127.0.0.1:{port}/healthz")
+        assert (status, health["ok"], health["redis"], health["busy"]) == (200, True, True, False), health
         service.command("status stg")  # this one runs in the worker process
         wait_until(
-            lambda: sample(metrics(f"http://127.0.0.1:{port}/metrics"), "plate_jobs_total", kind="status",
+            lambda: sample(metrics(base(service) + "/metrics"), "plate_jobs_total", kind="status",
                            outcome="succeeded") == 2,
-            what="the worker process's job in its /metrics",
+            what="the worker process's job in serve's /metrics",
         )  # fmt: skip
         page = metrics(base(service) + "/metrics")
-        assert sample(page, "plate_jobs_total", kind="status", outcome="succeeded") == 2  # serve sees it too
         assert sample(page, "plate_job_seconds_count", kind="status") == 2
+        # The worker shows its own process, not the cluster-wide series (one exporter: no double counting).
+        shown = metrics(f"http://127.0.0.1:{port}/metrics")
+        assert ("plate_jobs_total", frozenset({("kind", "status"), ("outcome", "succeeded")})) not in shown
+        assert ("plate_queue_depth", frozenset()) not in shown and sample(shown, "process_cpu_seconds_total") > 0
         assert get_json(f"http://127.0.0.1:{port}/nothing")[0] == 404
 
 

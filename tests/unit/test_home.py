@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.environments import Environment, parse_config
 from core.home import MAX_BLOCKS, home_view, image_tag, operation_entry, release_record
-from core.metrics import SharedCollector, job_increments
+from core.metrics import ClusterState, Metrics, SharedCollector, cluster_exporter, job_increments
 from core.requests import PAUSE_AUTOSYNC, Request, Vote, new_request
 
 T0 = 1_700_000_000.0
@@ -178,14 +178,16 @@ def test_view_never_exceeds_slacks_block_limit() -> None:
 # --- metrics shared through Redis ----------------------------------------------------------------------
 
 
-def render(stats: dict[str, float] | Exception, depth: int = 0) -> dict[tuple[str, frozenset], float]:
-    def read() -> dict[str, float]:
+def render(
+    stats: dict[str, float] | Exception, depth: int = 0, *, exporting: bool = True, **state: Any
+) -> dict[tuple[str, frozenset], float]:
+    def read() -> ClusterState:
         if isinstance(stats, Exception):
             raise stats
-        return stats
+        return ClusterState(stats=stats, queued=depth, **state)
 
     registry = CollectorRegistry()
-    registry.register(SharedCollector(read, lambda: depth))
+    registry.register(SharedCollector(read, lambda: exporting))
     page = generate_latest(registry).decode()
     return {
         (s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(page) for s in f.samples
@@ -219,6 +221,45 @@ def test_collector_turns_stats_into_counters_and_cumulative_histograms() -> None
     assert page[("plate_job_seconds_sum", frozenset({("kind", "deploy")}))] == 43
     assert page[("plate_job_slack_errors_total", frozenset({("code", "ratelimited")}))] == 6
     assert page[("plate_queue_depth", frozenset())] == 4 and page[("plate_stats_up", frozenset())] == 1
+
+
+def test_collector_shows_workers_approvals_locks_and_last_success() -> None:
+    stats = {"last_success|prod|plate-web|deploy": 1_796_000_000.0, **job_increments("deploy", "succeeded", 3)}
+    page = render(stats, 2, running=1, workers=3, busy=1, pending=4, locks={"prod": 2, "stg": 1})
+    one = frozenset()
+    assert [page[(n, one)] for n in ("plate_queue_depth", "plate_jobs_running", "plate_workers", "plate_workers_busy",
+                                     "plate_pending_approvals")] == [2, 1, 3, 1, 4]  # fmt: skip
+    assert page[("plate_locks_held", frozenset({("env", "prod")}))] == 2
+    labels = frozenset({("env", "prod"), ("app", "plate-web"), ("kind", "deploy")})
+    assert page[("plate_last_success_timestamp_seconds", labels)] == 1_796_000_000.0
+    assert not [name for name, _ in page if name.endswith("_created")]
+
+
+def test_collector_exports_nothing_while_this_process_is_not_the_exporter() -> None:
+    assert render({"jobs|deploy|succeeded": 1.0}, 3, exporting=False) == {}
+
+
+@pytest.mark.parametrize(
+    ("mode", "process", "embedded", "exports"),
+    [
+        ("auto", "serve", True, True),
+        ("auto", "serve", False, False),
+        ("auto", "worker", False, False),
+        ("auto", "worker", True, False),
+        ("auto", "watch", False, None),
+        ("always", "worker", False, True),
+        ("never", "watch", False, False),
+    ],
+)
+def test_one_process_exports_the_cluster_wide_series(mode: str, process: str, embedded: bool, exports: Any) -> None:
+    assert cluster_exporter(mode, process=process, embedded=embedded) is exports
+
+
+def test_a_process_shows_its_runtime_and_build_and_no_created_series() -> None:
+    page = generate_latest(Metrics().registry).decode()
+    names = {s.name for f in text_string_to_metric_families(page) for s in f.samples}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "python_info", "plate_build_info"} <= names
+    assert "python_gc_collections_total" in names and not [n for n in names if n.endswith("_created")]
 
 
 def test_collector_says_so_when_redis_is_away_instead_of_failing_the_scrape() -> None:

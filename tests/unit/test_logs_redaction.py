@@ -65,3 +65,15 @@ def test_a_forbidden_secret_list_is_logged_once_without_values(caplog: pytest.Lo
             kube._warn_once("ctx-x", "ns-x", KubeError("Kubernetes refused to list secrets in ns-x (403 Forbidden)"))
     assert len(caplog.records) == 1 and "patterns still apply" in caplog.records[0].getMessage()
     assert KubeGateway.__name__  # the adapter module is what logs it
+
+
+def test_lines_carry_utc_iso_time_and_numbers_as_numbers(records: io.StringIO) -> None:
+    import re
+    import time
+
+    logging.getLogger("plate.worker").warning("slow", extra={"seconds": 1.5, "port": 9102, "ok": True})
+    line = json.loads(records.getvalue().splitlines()[-1])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"]), line
+    stamp = time.mktime(time.strptime(line["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert abs(stamp - time.time()) < 60  # UTC, not the machine's zone
+    assert (line["seconds"], line["port"], line["ok"], line["level"]) == (1.5, 9102, True, "WARNING")

@@ -43,6 +43,8 @@ CALLS: dict[str, Callable[[Any], object]] = {
     "changes": lambda s: s.changes("stg"),
     "record_stats": lambda s: s.record_stats({"jobs": 1.0}),
     "stats": lambda s: s.stats(),
+    "record_latest": lambda s: s.record_latest({"last_success|stg|web|deploy": 1.0}),
+    "approvals_and_locks": lambda s: s.approvals_and_locks(),
     "save_release": lambda s: s.save_release("stg", {}),
     "release": lambda s: s.release("stg"),
     "record_operation": lambda s: s.record_operation("stg", {}),

@@ -10,11 +10,13 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from config.environments import Environment, PlateConfig
 from config.settings import Settings
-from core.metrics import METRICS
+from core.metrics import METRICS, cluster_exporter
 from core.probes import Check, Health, ProbeServer, probes_app
+from core.queue import cluster_state, queue_for
 from core.slack import SlackGateway
 from core.store import Store
 from workers.helm import Helm
@@ -42,6 +44,17 @@ def serve_health(watcher: Watcher, host: str, port: int) -> ProbeServer:
     return ProbeServer(host, port, probes_app(METRICS.registry, live=health(watcher))).start()
 
 
+def export_metrics(watcher: Watcher, settings: Settings, store: Store) -> None:
+    """`plate_watch_leader`, and the cluster-wide series while this watcher leads (one exporter, so a sum
+    over pods counts each job once)."""
+    METRICS.watch_leader.set_function(lambda: 1.0 if watcher.active else 0.0)
+    exporter = cluster_exporter(settings.plate_cluster_metrics, process="watch", embedded=settings.redis_url is None)
+    if exporter is not False:
+        queue = queue_for(store.redis)
+        leading: Callable[[], bool] = (lambda: watcher.active) if exporter is None else (lambda: True)
+        METRICS.share(lambda: cluster_state(queue, store), when=leading)
+
+
 def build(settings: Settings, config: PlateConfig, store: Store, tuning: Tuning | None = None) -> Watcher:
     def kube_for(env: Environment) -> KubeGateway:
         return KubeGateway.connect(env.kube_context, env.kubeconfig_or(settings.kubeconfig))
@@ -65,7 +78,9 @@ def main(
 ) -> int:
     from core.redisconn import connect
 
-    watcher = build(settings, config, Store(connect(settings)), Tuning(lease_ttl=lease_ttl, quiet=quiet))
+    store = Store(connect(settings))
+    watcher = build(settings, config, store, Tuning(lease_ttl=lease_ttl, quiet=quiet))
+    export_metrics(watcher, settings, store)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
