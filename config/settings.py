@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EXAMPLE_CONFIG = Path(__file__).with_name("plate.example.yaml")
@@ -19,8 +20,18 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr = SecretStr("")
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
-    # Unset means embedded: a private redis-server is started by the process.
+    # Unset means embedded: a private redis-server is started by the process. redis://, rediss:// (TLS,
+    # ?ssl_ca_certs=<file>), unix://, or Sentinel: redis+sentinel://[[user]:password@]host:26379,host2:26379/
+    # <service>[/<db>] (rediss+sentinel:// for TLS to the sentinels and the master; docs/redis.md).
     redis_url: str | None = None
+    # The Redis password, from a Secret, when REDIS_URL carries none (a password in the URL wins).
+    redis_password: SecretStr | None = None
+    # Sentinel without a URL: the sentinels (host:port, comma-separated) and the master's service name;
+    # REDIS_URL is then composed from them (setting both is refused).
+    redis_sentinels: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]_-]+(,[A-Za-z0-9.:\[\]_-]+)*$")
+    redis_sentinel_service: str = Field(default="mymaster", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    # The sentinels' own password (their `requirepass`), when they have one; the master's is REDIS_PASSWORD.
+    redis_sentinel_password: SecretStr | None = None
     plate_config: Path = EXAMPLE_CONFIG
     helm_bin: str = "helm"
     kubeconfig: str | None = None
@@ -48,3 +59,12 @@ class Settings(BaseSettings):
     plate_http_connection_limit: int = Field(default=100, ge=1, le=10_000)
     plate_http_idle_timeout: int = Field(default=60, ge=1, le=3600)
     plate_http_request_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _sentinel_url(self) -> Self:
+        """REDIS_SENTINELS (+ REDIS_SENTINEL_SERVICE) is REDIS_URL=redis+sentinel://<sentinels>/<service>/0."""
+        if self.redis_sentinels:
+            if self.redis_url:
+                raise ValueError("set REDIS_URL or REDIS_SENTINELS, not both")
+            self.redis_url = f"redis+sentinel://{self.redis_sentinels}/{self.redis_sentinel_service}/0"
+        return self

