@@ -1,4 +1,4 @@
-"""`plate-bot serve | worker | watch | demo`."""
+"""`plate-bot serve | worker | watch | demo | admin`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+from pydantic import ValidationError
+
+from bot import admin
 from config.environments import ConfigError, PlateConfig, load_config
 from config.settings import Settings
 
@@ -241,12 +244,24 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run a scripted session against loopback fakes and print the threads")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=demo)
+    admin.add_parser(sub)
     return p
+
+
+def _settings() -> Settings:
+    """The process settings, or one line per invalid variable (never its value: it may be a secret)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"]).upper() or "settings"
+            print(f"plate-bot: {where}: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.func(args, Settings()))
+    return int(args.func(args, _settings()))
 
 
 if __name__ == "__main__":

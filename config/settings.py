@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.redisurl import is_sentinel, parse_sentinel_url
 
 EXAMPLE_CONFIG = Path(__file__).with_name("plate.example.yaml")
 
@@ -59,6 +61,15 @@ class Settings(BaseSettings):
     plate_http_connection_limit: int = Field(default=100, ge=1, le=10_000)
     plate_http_idle_timeout: int = Field(default=60, ge=1, le=3600)
     plate_http_request_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _sentinel_url_readable(cls, value: str | None) -> str | None:
+        """A Sentinel URL is checked here, so a bad one stops the process with one line (RedisURLError's
+        message names the wrong part, never the password)."""
+        if value and is_sentinel(value):
+            parse_sentinel_url(value)
+        return value
 
     @model_validator(mode="after")
     def _sentinel_url(self) -> Self:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from config.redisurl import RedisURLError, SentinelURL, is_sentinel, parse_sentinel_url
 from config.settings import Settings
-from core.redisconn import RedisURLError, SentinelURL, connect, is_sentinel, parse_sentinel_url, shown_url
+from core.redisconn import connect, shown_url
 
 
 @pytest.mark.parametrize(
