@@ -40,6 +40,8 @@ class Event(StrEnum):
     EXPIRED = "request.expired"
     LOCK_TAKEN = "lock.taken"
     LOCK_RELEASED = "lock.released"
+    LOCK_BROKEN = "lock.broken"  # freed by an admin with `plate-bot admin break-lock`
+    LOCK_BREAK_REFUSED = "lock.break_refused"  # someone not in `admins` tried to
     JOB_STARTED = "job.started"
     JOB_ENDED = "job.ended"
     JOB_LOST = "job.lost"

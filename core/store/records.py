@@ -89,6 +89,15 @@ class RecordStore(StorePart):
                 out.append(record)
         return out
 
+    def audit_range(self, start: str = "-", count: int = 1000) -> list[dict[str, str]]:
+        """Up to `count` records from stream id `start` on, oldest first, each with its `id`. `start` is an
+        XRANGE bound: `-` (the oldest), `<ms>-<seq>` or `<ms>` (inclusive), `(<id>` (exclusive)."""
+        out = []
+        for entry_id, entry in self.redis.xrange(AUDIT, min=start, max="+", count=count) or ():
+            record = AuditRecord.model_validate(fields(entry)).fields()
+            out.append({"id": text(entry_id), **record})
+        return out
+
     # --- plate-bot's record of its own changes, joined with helm history ------------------------------
     def save_change(self, env: str, record: dict[str, Any]) -> None:
         """Create or update the record of one mutating job (`record['request']` is its id)."""

@@ -224,7 +224,35 @@ class RequestStore(StorePart):
         return bool(self._refresh(keys=[key_lock(env)], args=[request_id, int(ttl * 1000), state]))
 
     def release_lock(self, env: str, request_id: str) -> bool:
+        """Free the lock if `request_id` still holds it (compare-and-delete): False when it lapsed or moved
+        to another request meanwhile. `plate-bot admin break-lock` frees a stuck one the same way."""
         return bool(self._release(keys=[key_lock(env)], args=[request_id]))
+
+    def locks(self) -> list[dict[str, Any]]:
+        """Every held lock, by name: its holder (request, verb, app, user, since, state) as stored, with
+        `name` and `lease` (seconds left, None without an expiry). SCAN: no lock is missed, none blocks."""
+        keys = sorted(set(texts(self.redis.scan_iter(match=key_lock("*"), count=500))))
+        if not keys:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+                pipe.pttl(key)
+            results = pipe.execute()
+        held = []
+        for n, key in enumerate(keys):
+            raw, pttl = results[2 * n : 2 * n + 2]
+            if raw is None:  # lapsed between SCAN and GET
+                continue
+            try:
+                holder = json.loads(raw)
+            except ValueError:
+                holder = {}
+            lease = int(pttl) / 1000 if int(pttl) >= 0 else None
+            held.append(
+                {**(holder if isinstance(holder, dict) else {}), "name": key.removeprefix(key_lock("")), "lease": lease}
+            )
+        return held
 
     # --- job thread state ----------------------------------------------------------------------------
     def job_state(self, job_id: str) -> dict[str, str]:
