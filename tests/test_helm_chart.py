@@ -32,7 +32,7 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escal
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("keda.sh/v1alpha1", "ScaledObject"),
-    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 COMPONENTS = ("serve", "worker", "watch")
 
@@ -88,13 +88,14 @@ FULL_VALUES = {
         "tls": [{"secretName": "plate-bot-tls", "hosts": ["plate-bot.example.com"]}],
     },
     "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "grafanaDashboard": {"enabled": True},
     "keda": {
         "enabled": True,
         "minReplicaCount": 2,
         "maxReplicaCount": 8,
-        "redisAddress": "redis.example.internal:6380",
-        "enableTLS": True,
-        "authenticationRef": "plate-redis-auth",
+        "jobsPerWorker": 2,
+        "fallback": {"failureThreshold": 4, "replicas": 3, "behavior": "currentReplicasIfHigher"},
     },
     "networkPolicy": {
         "enabled": True,
@@ -265,6 +266,13 @@ def test_default_values_satisfy_schema():
         ({"networkPolicy": {"egress": {"httpsCIDRs": ["slack.com"]}}}, "/networkPolicy/egress/httpsCIDRs/0"),
         ({"redis": {"auth": {"existingSecretKey": ""}}}, "/redis/auth/existingSecretKey"),
         ({"backups": {"enabled": "yes"}}, "/backups/enabled"),
+        # KEDA reads serve's /scale now: the redis scaler's keys are refused, not silently ignored.
+        ({"keda": {"listLength": "2"}}, "/keda"),
+        ({"keda": {"redisAddress": "redis:6379"}}, "/keda"),
+        ({"keda": {"minReplicaCount": 0}}, "/keda/minReplicaCount"),
+        ({"keda": {"fallback": {"behavior": "sometimes"}}}, "/keda/fallback/behavior"),
+        ({"worker": {"livenessProbe": {"periodSeconds": 0}}}, "/worker/livenessProbe/periodSeconds"),
+        ({"prometheusRule": {"deployFailedWindow": "15 minutes"}}, "/prometheusRule/deployFailedWindow"),
     ],
 )
 def test_schema_rejects_bad_values(override, where):
@@ -443,6 +451,35 @@ def test_probes_and_ports(rendered):
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert ports["http"]["port"] == 80 and ports["http"]["targetPort"] == "http"
     assert ports["metrics"]["targetPort"] == "http"
+    assert ports["http"]["port"] != ports["metrics"]["port"]
+
+
+@pytest.mark.parametrize("port", [3000, 9100])
+def test_serve_service_refuses_one_port_twice(port):
+    """serve.service.port equal to metricsPort rendered two Service ports with one number, which the API
+    server rejects at install: the render fails first, saying what to change."""
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=r"serve\.service\.metricsPort"):
+        chart.render({"serve": {"service": {"port": port, "metricsPort": port}}}, name=RELEASE, namespace=NAMESPACE)
+    service = one(render({"serve": {"service": {"port": 3000, "metricsPort": 9100}}}), "Service", f"{RELEASE}-serve")
+    assert sorted(p["port"] for p in service["spec"]["ports"]) == [3000, 9100]
+
+
+def test_worker_liveness_restarts_only_after_a_minute_of_failures(rendered):
+    """The worker's /healthz answers 503 on a stale heartbeat or Redis down while idle: the kubelet restarts
+    it only after failureThreshold × periodSeconds >= 60 s, and a startup probe covers the first heartbeat."""
+    _, objects, _ = rendered
+    worker = one(objects, "Deployment", f"{RELEASE}-worker")["spec"]["template"]["spec"]["containers"][0]
+    live, start = worker["livenessProbe"], worker["startupProbe"]
+    assert live["httpGet"] == start["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert live["failureThreshold"] * live["periodSeconds"] >= 60
+    assert live["timeoutSeconds"] >= 2  # /healthz pings Redis with a 1 s socket timeout
+    assert start["failureThreshold"] * start["periodSeconds"] >= 60
+
+
+def test_worker_liveness_below_a_minute_is_refused():
+    probe = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=r"at least 60 s"):
+        chart.render({"worker": {"livenessProbe": probe}}, name=RELEASE, namespace=NAMESPACE)
 
 
 def test_socket_mode_flag():
@@ -1060,9 +1097,15 @@ def test_network_policies(rendered):
     policies = {o["metadata"]["name"]: o for o in of_kind(objects, "NetworkPolicy")}
     serve = policies[f"{RELEASE}-serve"]
     assert serve["spec"]["ingress"][0]["ports"] == [{"port": 3000, "protocol": "TCP"}]
-    # With both peer lists set, Prometheus gets its own rule on serve's port.
-    assert len(serve["spec"]["ingress"]) == (2 if values["networkPolicy"]["metricsFrom"] else 1)
     assert serve["spec"]["ingress"][0].get("from", []) == values["networkPolicy"]["serveFrom"]
+    # Prometheus (metricsFrom) reaches every metrics port; with serveFrom set, a pod that is neither the
+    # ingress controller nor Prometheus does not reach serve.
+    for component, port in (("serve", 3000), ("worker", 9102), ("watch", 9103)):
+        assert reaches(objects, component, port, PROMETHEUS), component
+    if values["networkPolicy"]["serveFrom"]:
+        assert reaches(objects, "serve", 3000, INGRESS)
+        assert not reaches(objects, "serve", 3000, STRANGER)
+        assert reaches(objects, "serve", 3000, KEDA_OPERATOR) is values["keda"]["enabled"]
     metrics = policies[f"{RELEASE}-metrics"]
     assert {p["port"] for p in metrics["spec"]["ingress"][0]["ports"]} == {9102, 9103}
     egress = policies[f"{RELEASE}-egress"]["spec"]["egress"]
@@ -1076,6 +1119,90 @@ def test_network_policies(rendered):
         redis = policies[f"{RELEASE}-redis"]["spec"]
         assert redis["policyTypes"] == ["Ingress", "Egress"] and redis["egress"] == []
         assert redis["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+
+
+# ------------------------------------------------------------------------------ NetworkPolicy reachability
+
+# Peers: (namespace, its labels, pod labels).
+PROMETHEUS = ("monitoring", {"kubernetes.io/metadata.name": "monitoring"}, {"app.kubernetes.io/name": "prometheus"})
+INGRESS = ("ingress-nginx", {"kubernetes.io/metadata.name": "ingress-nginx"}, {"app.kubernetes.io/name": "ingress"})
+KEDA_OPERATOR = ("keda", {"kubernetes.io/metadata.name": "keda"}, {"app.kubernetes.io/name": "keda-operator"})
+STRANGER = ("default", {"kubernetes.io/metadata.name": "default"}, {"app": "curl"})
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions with In/NotIn/Exists) against labels; {} selects all."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        value = labels.get(e["key"])
+        ok = {
+            "In": value in e.get("values", []),
+            "NotIn": value not in e.get("values", []),
+            "Exists": e["key"] in labels,
+            "DoesNotExist": e["key"] not in labels,
+        }[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def reaches(objects: list[dict], component: str, port: int, peer: tuple[str, dict, dict]) -> bool:
+    """Whether `peer` may open TCP `port` of a `component` pod under the rendered NetworkPolicies (ingress
+    rules add up; a pod no Ingress policy selects is open)."""
+    namespace, namespace_labels, pod_labels = peer
+    target = {"app.kubernetes.io/name": "plate-bot", "app.kubernetes.io/instance": RELEASE}
+    target["app.kubernetes.io/component"] = component
+    policies = [
+        o
+        for o in of_kind(objects, "NetworkPolicy")
+        if "Ingress" in o["spec"]["policyTypes"] and selects(o["spec"]["podSelector"], target)
+    ]
+    if not policies:
+        return True
+
+    def peer_matches(p: dict) -> bool:
+        if "ipBlock" in p:
+            return False
+        if "namespaceSelector" in p:
+            in_namespace = selects(p["namespaceSelector"], namespace_labels)
+        else:
+            in_namespace = namespace == NAMESPACE
+        return in_namespace and selects(p.get("podSelector", {}), pod_labels)
+
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports is not None and not any(p.get("port") in (port, None) for p in ports):
+                continue
+            if "from" not in rule or any(peer_matches(p) for p in rule["from"]):
+                return True
+    return False
+
+
+def test_prometheus_is_never_blocked_when_only_serve_is_narrowed():
+    """serveFrom set, metricsFrom empty: any source may still scrape every metrics port (serve's /metrics
+    shares its HTTP port, so that port opens to all: NetworkPolicy sees ports, not paths)."""
+    objects = render({"networkPolicy": {"serveFrom": [{"namespaceSelector": {"matchLabels": INGRESS[1]}}]}})
+    for component, port in (("serve", 3000), ("worker", 9102), ("watch", 9103)):
+        assert reaches(objects, component, port, PROMETHEUS), component
+        assert reaches(objects, component, port, STRANGER), component  # "empty = any source"
+    assert not reaches(objects, "worker", 6379, STRANGER)  # still only the metrics ports
+
+
+def test_keda_operator_reads_scale_when_both_peer_lists_are_narrowed():
+    narrowed = {
+        "serveFrom": [{"namespaceSelector": {"matchLabels": INGRESS[1]}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": PROMETHEUS[1]}}],
+    }
+    objects = render({"networkPolicy": narrowed, "keda": {"enabled": True}})
+    assert reaches(objects, "serve", 3000, KEDA_OPERATOR)
+    assert reaches(objects, "serve", 3000, PROMETHEUS) and reaches(objects, "serve", 3000, INGRESS)
+    assert not reaches(objects, "serve", 3000, STRANGER)
+    # Only KEDA's operator in its own namespace: the same labels elsewhere do not match.
+    impostor = ("default", {"kubernetes.io/metadata.name": "default"}, KEDA_OPERATOR[2])
+    assert not reaches(objects, "serve", 3000, impostor)
+    assert not reaches(render({"networkPolicy": narrowed}), "serve", 3000, KEDA_OPERATOR)
 
 
 def test_only_worker_and_watch_reach_the_kubernetes_api(rendered):
@@ -1190,49 +1317,55 @@ def test_service_monitor(full_objects):
         assert endpoints[0]["port"] in {p["name"] for p in service["spec"]["ports"]}
 
 
-def test_keda_scaled_object(full_objects):
+def test_keda_scales_on_queued_plus_running_jobs_from_serve(full_objects):
+    """KEDA's metrics-api trigger reads serve's GET /scale ({"queued", "running", "wanted"}) through the serve
+    Service's metrics port: a running job counts, so a plan queued behind a long deploy gets a worker."""
     scaled = one(full_objects, "ScaledObject", f"{RELEASE}-worker")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{RELEASE}-worker"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 8)
     (trigger,) = spec["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == "rq:queue:plate"
-    assert trigger["metadata"]["address"] == "redis.example.internal:6380"
-    assert trigger["metadata"]["enableTLS"] == "true"
-    assert all(isinstance(v, str) for v in trigger["metadata"].values())
-    assert trigger["authenticationRef"] == {"name": "plate-redis-auth"}
-    # KEDA owns the replica count.
-    worker = one(full_objects, "Deployment", f"{RELEASE}-worker")
-    assert "replicas" not in worker["spec"]
+    assert trigger["type"] == "metrics-api"
+    assert trigger["metricType"] == "AverageValue"  # wanted / targetValue replicas; fallback needs it
+    metadata = trigger["metadata"]
+    assert metadata["valueLocation"] == "wanted" and metadata["format"] == "json"
+    assert metadata["targetValue"] == "2"  # FULL_VALUES' jobsPerWorker
+    assert all(isinstance(v, str) for v in metadata.values())
+    service = one(full_objects, "Service", f"{RELEASE}-serve")
+    metrics_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "metrics")
+    assert metadata["url"] == f"http://{RELEASE}-serve.{NAMESPACE}.svc:{metrics_port}/scale"
+    # /scale answers 503 while Redis is unreadable: KEDA holds the workers instead of guessing.
+    assert spec["fallback"] == {"failureThreshold": 4, "replicas": 3, "behavior": "currentReplicasIfHigher"}
+    # KEDA owns the replica count, and needs no Redis credentials.
+    assert "replicas" not in one(full_objects, "Deployment", f"{RELEASE}-worker")["spec"]
+    assert "authenticationRef" not in trigger
+    assert not of_kind(full_objects, "TriggerAuthentication")
 
 
-def test_keda_with_bundled_redis_targets_its_service():
+def test_keda_defaults_keep_a_worker_and_need_no_redis_access():
     objects = render({"keda": {"enabled": True}})
-    scaled = one(objects, "ScaledObject", f"{RELEASE}-worker")
-    trigger = scaled["spec"]["triggers"][0]
-    assert trigger["metadata"]["address"] == f"{RELEASE}-redis.{NAMESPACE}.svc:6379"
-    # The scaler authenticates with the Redis password Secret.
-    assert trigger["authenticationRef"] == {"name": f"{RELEASE}-redis"}
-    auth = one(objects, "TriggerAuthentication", f"{RELEASE}-redis")
-    assert auth["spec"]["secretTargetRef"] == [
-        {"parameter": "password", "name": f"{RELEASE}-redis-auth", "key": "redis-password"}
-    ]
-    redis_policy = one(objects, "NetworkPolicy", f"{RELEASE}-redis")
-    plate, keda = redis_policy["spec"]["ingress"][0]["from"]
-    # KEDA's operator in its own namespace only, not any pod carrying its label.
-    assert keda == {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
-        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "keda-operator"}},
-    }
-    assert plate["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+    spec = one(objects, "ScaledObject", f"{RELEASE}-worker")["spec"]
+    assert spec["minReplicaCount"] >= 1
+    assert spec["triggers"][0]["metadata"]["targetValue"] == "1"  # one job per worker
+    assert spec["triggers"][0]["metadata"]["url"] == f"http://{RELEASE}-serve.{NAMESPACE}.svc:3000/scale"
+    assert spec["fallback"]["replicas"] >= spec["minReplicaCount"]
+    assert not of_kind(objects, "TriggerAuthentication")
+    # The bundled Redis admits plate-bot's own pods only: KEDA reads serve, not Redis.
+    (rule,) = one(objects, "NetworkPolicy", f"{RELEASE}-redis")["spec"]["ingress"]
+    assert [peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] for peer in rule["from"]] == [RELEASE]
+    assert reaches(objects, "redis", 6379, KEDA_OPERATOR) is False
 
 
-def test_keda_with_external_redis_needs_an_address():
-    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=r"keda\.redisAddress"):
+def test_keda_works_with_an_external_redis_without_its_address():
+    objects = render({"keda": {"enabled": True}, "externalRedis": {"url": "rediss://:pw@r.example:6380/0"}})
+    assert one(objects, "ScaledObject", f"{RELEASE}-worker")["spec"]["triggers"][0]["type"] == "metrics-api"
+
+
+def test_keda_max_below_min_is_refused():
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=r"keda\.maxReplicaCount"):
         chart.render(
-            {"keda": {"enabled": True}, "externalRedis": {"url": "redis://r:6379/0"}}, name=RELEASE, namespace=NAMESPACE
+            {"keda": {"enabled": True, "minReplicaCount": 3, "maxReplicaCount": 2}}, name=RELEASE, namespace=NAMESPACE
         )
 
 

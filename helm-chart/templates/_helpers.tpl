@@ -70,6 +70,35 @@ Each process has its own: serve none bound (no cluster access), watch read-only 
 {{- printf "%s-config" (include "plate-bot.fullname" .) }}
 {{- end }}
 
+{{/*
+serve's Service ports: the Slack port and the metrics port (/metrics, /healthz, /readyz, /scale), both
+to serve's one container port. A Service may not list a port twice: equal ports are refused.
+*/}}
+{{- define "plate-bot.checkServePorts" -}}
+{{- if eq (.Values.serve.service.port | int) (.Values.serve.service.metricsPort | int) }}
+{{- fail (printf "serve.service.port and serve.service.metricsPort are both %v: a Service cannot list one port twice; give metricsPort another number (both lead to serve's container port %v)" .Values.serve.service.port .Values.serve.port) }}
+{{- end }}
+{{- end }}
+
+{{/* What KEDA's metrics-api trigger reads: serve's /scale through the serve Service's metrics port. */}}
+{{- define "plate-bot.scaleUrl" -}}
+{{- printf "http://%s-serve.%s.svc:%d/scale" (include "plate-bot.fullname" .) .Release.Namespace (.Values.serve.service.metricsPort | int) }}
+{{- end }}
+
+{{/* Worker liveness: a restart only after a minute of failures (a Redis blip must not restart them all). */}}
+{{- define "plate-bot.workerLivenessProbe" -}}
+{{- $p := .Values.worker.livenessProbe }}
+{{- if lt (mul ($p.failureThreshold | int) ($p.periodSeconds | int) | int) 60 }}
+{{- fail (printf "worker.livenessProbe: failureThreshold × periodSeconds is %d s; at least 60 s, or a Redis blip restarts every idle worker" (mul ($p.failureThreshold | int) ($p.periodSeconds | int))) }}
+{{- end }}
+httpGet:
+  path: /healthz
+  port: metrics
+periodSeconds: {{ $p.periodSeconds }}
+timeoutSeconds: {{ $p.timeoutSeconds }}
+failureThreshold: {{ $p.failureThreshold }}
+{{- end }}
+
 {{- define "plate-bot.redisName" -}}
 {{- printf "%s-redis" (include "plate-bot.fullname" .) }}
 {{- end }}
