@@ -1,0 +1,156 @@
+"""Backup and restore of plate-bot's Redis state, the way docs/redis.md tells an operator to (issue 16).
+
+A redis-server of the test's own (free loopback port, temporary directory; never the machine's Redis)
+holds what a running plate-bot wrote through its own code: a prod deploy waiting for approval (its plan
+made by a real worker), a stg deploy queued with its release locked, a backup of helm values, and the
+audit records of all that. The state is copied the two documented ways: the RDB after BGSAVE, and the
+append-only files with rewrites paused. A fresh redis-server is started from each copy, and plate-bot's
+store reads it back: the pending approval, the audit stream (same ids, same fields), the lock with its
+lease, the backup and the queued RQ job; then a bot on the restored server approves the pending deploy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.queue import fetch_job, queue_for
+from core.requests import Status
+from core.store import Store
+from tests.conftest import Service
+from tests.faults.conftest import redis_server_binary, running_service
+from tests.processes import free_port, stop
+from tests.waiting import wait_until
+
+
+class Server:
+    """redis-server on a free loopback port, its files in `directory`."""
+
+    def __init__(self, directory: Path, *, appendonly: bool) -> None:
+        self.dir, self.port = directory, free_port()
+        directory.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
+                "--dbfilename", "dump.rdb", "--appendonly", "yes" if appendonly else "no",
+                "--appendfsync", "always", "--save", "", "--daemonize", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.client = redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=1)
+        wait_until(self._answers, 15, f"redis-server on {directory.name} to load its data and answer")
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.BusyLoadingError:
+            return False
+        except redis.ConnectionError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.client.close()
+        assert stop(self.proc, 10), "redis-server did not stop within 10 s of SIGTERM"
+
+
+def backup_rdb(server: Server, to: Path) -> None:
+    """docs/redis.md, RDB: BGSAVE, wait until LASTSAVE moves and the save succeeded, copy dump.rdb."""
+    before = server.client.lastsave()
+    server.client.bgsave()
+
+    def saved() -> bool:
+        info = server.client.info("persistence")
+        return not info["rdb_bgsave_in_progress"] and server.client.lastsave() != before
+
+    wait_until(saved, 30, "BGSAVE to finish")
+    assert server.client.info("persistence")["rdb_last_bgsave_status"] == "ok"
+    to.mkdir()
+    shutil.copy2(server.dir / "dump.rdb", to / "dump.rdb")
+
+
+def backup_aof(server: Server, to: Path) -> None:
+    """docs/redis.md, AOF: pause automatic rewrites, wait for none to run, copy the append-only files
+    (Redis 7: the appendonlydir directory; before 7: appendonly.aof), resume rewrites."""
+    server.client.config_set("auto-aof-rewrite-percentage", "0")
+    try:
+        wait_until(lambda: not server.client.info("persistence")["aof_rewrite_in_progress"], 30, "no AOF rewrite")
+        to.mkdir()
+        if (server.dir / "appendonlydir").is_dir():
+            shutil.copytree(server.dir / "appendonlydir", to / "appendonlydir")
+        else:
+            shutil.copy2(server.dir / "appendonly.aof", to / "appendonly.aof")
+    finally:
+        server.client.config_set("auto-aof-rewrite-percentage", "100")
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path / "live", appendonly=True)
+    yield server
+    server.stop()
+
+
+def _pending_and_locked(service: Service) -> tuple[str, str]:
+    """A prod deploy waiting for approval with its plan on the card, and a stg deploy queued (no worker
+    runs it) with the release locked. Returns (prod request id, stg request id)."""
+    assert service.command("deploy prod 1.5.0")[0] == 200
+    prod = service.wait(lambda: service.request_ids(), 10, "the prod request")[0]
+    service.wait(lambda: service.runtime.queue.count == 1, 10, "the plan job")
+    service.run_worker()
+    assert service.runtime.store.get(prod).planned
+    assert service.command("deploy stg 1.5.0")[0] == 200
+    queued = lambda: (service.runtime.store.lock_holder("stg") or {}).get("state") == "queued"  # noqa: E731
+    service.wait(queued, 10, "the stg lock held for the queued job")
+    (stg,) = set(service.request_ids()) - {prod}
+    return prod, stg
+
+
+@pytest.mark.parametrize("method", ["rdb", "aof"], ids=["rdb-after-bgsave", "aof-files"])
+def test_pending_approvals_and_the_audit_stream_come_back_from_a_copy(
+    method: str, live: Server, plate_env, fake_slack, worker_imports, monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REDIS_URL", live.url)
+    with running_service(fake_slack) as service:
+        prod, stg = _pending_and_locked(service)
+        store = service.runtime.store
+        store.save_backup("stg", 3, values="image:\n  tag: 1.4.0\n", manifest="kind: Deployment\n", meta={"rev": 3})
+        audit_before = store.audit_entries(500)
+        lock_before = store.lock_holder("stg")
+        job_id = store.get(stg).job_id
+
+    copy = tmp_path / "copy"
+    (backup_rdb if method == "rdb" else backup_aof)(live, copy)
+    restored = Server(copy, appendonly=method == "aof")
+    try:
+        store = Store(restored.client)
+        pending = store.home_snapshot(["prod", "stg"])["pending"]
+        assert [r.id for r in pending] == [prod]
+        assert pending[0].status is Status.PENDING and pending[0].plan_digest
+        assert store.audit_entries(500) == audit_before  # same ids, same fields, readable as AuditRecord
+        assert {"request.created", "request.planned", "request.queued", "lock.taken"} <= {
+            r["event"] for r in audit_before
+        }
+        assert store.lock_holder("stg") == lock_before and restored.client.pttl("plate:lock:stg") > 0
+        assert store.backup("stg", 3)["values"] == "image:\n  tag: 1.4.0\n"
+        assert queue_for(restored.client).job_ids == [job_id]
+        assert fetch_job(job_id, restored.client).get_status() == "queued"
+
+        # plate-bot itself carries on from the copy: the pending deploy is approved there.
+        monkeypatch.setenv("REDIS_URL", restored.url)
+        with running_service(fake_slack) as service:
+            assert service.click("plate_approve", prod, user="U0ALICE") == 200
+            service.wait(lambda: service.runtime.store.get(prod).status is Status.APPROVED, 10, "the approval")
+            assert service.runtime.store.lock_holder("prod")["request"] == prod
+            assert "request.approved" in [r["event"] for r in service.runtime.store.audit_entries(5)]
+    finally:
+        restored.stop()
