@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -71,6 +71,34 @@ class HarborChecks(BaseModel):
 # Where a chart comes from (config/charts.py): `chart` alone is a directory or oci://host/project/chart
 # (with `version`); `chart` + `repo` + `version` a Helm repository's; `git` + `ref` + `path` a git one's.
 _SOURCE_FIELDS = ("chart", "version", "repo", "git", "ref", "path")
+
+
+class RegistryAccess(BaseModel):
+    """A registry besides the environment's Harbor whose images plate-bot resolves at plan time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(pattern=REGISTRY_HOST)  # as images name it: ghcr.io, registry.example.com:5000
+    # Where its v2 API answers; default https://<host>.
+    url: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+    # A docker-config Secret in the environment's namespace; default: the Harbor pull secret.
+    pull_secret: KubeName | None = None
+
+
+class ImagePolicy(BaseModel):
+    """What a plan requires of the images it would run (Harbor's scan results and signatures)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # More critical (high) vulnerabilities than this in an image: the policy is violated.
+    max_critical: int | None = Field(default=None, ge=0)
+    max_high: int | None = Field(default=None, ge=0)
+    # refuse: the plan fails; extra_approval: it may go on with one more approval than usual.
+    on_violation: Literal["refuse", "extra_approval"] = "refuse"
+    # An image Harbor has not scanned (or that is not in Harbor) violates the policy.
+    require_scan: bool = False
+    # An image without a cosign signature in Harbor violates the policy.
+    require_signature: bool = False
 
 
 class App(BaseModel):
@@ -169,6 +197,9 @@ class Environment(BaseModel):
     argocd_app: KubeName | None = None
     argocd_namespace: KubeName = "argocd"
     harbor: HarborChecks = HarborChecks()
+    # Registries besides Harbor whose image tags a plan resolves to digests (the approval binds to them).
+    registries: list[RegistryAccess] = []
+    image_policy: ImagePolicy = ImagePolicy()
     freeze: Freeze | None = None
     # The app this view is of ("" for the environment itself); set by `for_app`, never in the file.
     _app: str = PrivateAttr(default="")

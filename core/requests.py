@@ -66,7 +66,7 @@ class Request(Versioned):
     """A request for a verb on an environment, from its creation to its decision: the approval state
     machine (pure transitions, `with_*`). Stored in Redis and carried by its jobs (`Versioned`)."""
 
-    ADDED = ("app", "lock", "origin")
+    ADDED = ("app", "lock", "origin", "images")
 
     id: str
     verb: str
@@ -97,6 +97,9 @@ class Request(Versioned):
     planned: bool = True
     plan_digest: str | None = None
     plan_summary: tuple[str, ...] = ()
+    # Image (as the manifests name it) -> the manifest digest its tag resolved to when planned: the deploy
+    # resolves again and names a re-pushed tag (the plan digest includes these too).
+    images: dict[str, str] = Field(default_factory=dict)
     # What the plan offers approvers to choose (e.g. PAUSE_AUTOSYNC), and what they chose.
     offers: tuple[str, ...] = ()
     chosen: tuple[str, ...] = ()
@@ -174,10 +177,14 @@ class Request(Versioned):
             raise Conflict("This request has not expired.")
         return self.evolve(status=Status.EXPIRED, decided_at=self.expires_at)
 
-    def with_plan(self, digest: str, summary: list[str], offers: tuple[str, ...] = ()) -> Request:
+    def with_plan(
+        self, digest: str, summary: list[str], offers: tuple[str, ...] = (), images: dict[str, str] | None = None
+    ) -> Request:
         if self.status.final:
             raise Conflict(already_decided(self))
-        return self.evolve(planned=True, plan_digest=digest, plan_summary=tuple(summary), offers=tuple(offers))
+        return self.evolve(
+            planned=True, plan_digest=digest, plan_summary=tuple(summary), offers=tuple(offers), images=images or {}
+        )
 
     def with_nothing_to_do(self, now: float, reason: str) -> Request:
         """The plan found no change: close the request without asking anyone."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from core.backupkeys import BackupKeyError, backup_policy
 from core.errors import Conflict
 from workers import bookkeeping, describe
 from workers.errors import HelmError, KubeError, StepFailed
+from workers.images import Resolution, blocking, card_lines, images_in, parse, pins, repush_refusal, repushed, warnings
 from workers.kube import context_cluster
-from workers.plan import Plan, compute_plan, effective_values
+from workers.plan import Plan, compute_plan, effective_values, parse_stream
 from workers.procedures import JobContext, procedure
 from workers.safety import check_cluster
 from workers.status import unready_pods_report
@@ -31,6 +33,7 @@ from workers.status import unready_pods_report
 PLAN_STEPS = [
     ("chart", "Chart.yaml and helm lint"),
     ("render", "helm template and the live manifest"),
+    ("images", "Image tags resolved to digests"),
     ("diff", "Diff and digest"),
 ]
 
@@ -243,14 +246,54 @@ def validate_chart(ctx: JobContext) -> str:
     return f"{meta['name']}-{meta['version']} lints clean{pinned}"
 
 
-def render_plan(ctx: JobContext) -> Plan:
+@dataclass(frozen=True)
+class Rendered:
+    plan: Plan
+    images: list[Resolution]  # every image of the manifests, resolved where a registry could say
+    image_digest: str | None  # set when the chart takes `image.digest`: the deploy runs by digest
+
+
+def _digest_for(values: dict[str, Any], images: list[Resolution]) -> str | None:
+    """The chart's main image's digest, when its values have an `image.digest` key to put it in."""
+    image = values.get("image")
+    if not isinstance(image, dict) or "digest" not in image or not image.get("repository"):
+        return None
+    wanted = parse(f"{image['repository']}:{image.get('tag') or 'latest'}")
+    return next((r.digest for r in images if (r.image.name, r.image.tag) == (wanted.name, wanted.tag)), None)
+
+
+def render_plan(ctx: JobContext) -> Rendered:
+    """Render, resolve every image to its digest (and render again by digest where the chart can), diff."""
     env, tag, chart = ctx.env, ctx.request.args.get("image_tag"), ctx.chart
     meta = _chart_yaml(chart.path)
     rendered = ctx.helm.template(env.release, chart.path, env.values, tag)
-    live = ctx.helm.get_manifest(env.release) if ctx.helm.status(env.release) is not None else None
+    resolved = ctx.resolve_images(images_in(parse_stream(rendered)))
     values = effective_values(_values_layers(ctx), tag)
+    image_digest = _digest_for(values, resolved)
+    if image_digest is not None:
+        rendered = ctx.helm.template(env.release, chart.path, env.values, tag, image_digest)
+        values = effective_values([values, {"image": {"digest": image_digest}}], None)
+    live = ctx.helm.get_manifest(env.release) if ctx.helm.status(env.release) is not None else None
     name = f"{meta['name']}-{meta['version']}"
-    return compute_plan(rendered, live, name, values, chart.pin, chart.describe())
+    lines = (*card_lines(resolved), *warnings(resolved))
+    result = compute_plan(rendered, live, name, values, chart.pin, chart.describe(), pins(resolved), lines)
+    return Rendered(result, resolved, image_digest)
+
+
+def check_images(ctx: JobContext, rendered: Rendered) -> str:
+    """A tag that does not exist, or a registry that refused plate-bot: fail now, before anyone is asked
+    (or, at run time, before helm waits out its timeout); an image re-pushed since approval: refuse."""
+    reason = blocking(rendered.images, ctx.env.name)
+    if reason:
+        raise StepFailed(reason)
+    approved = ctx.request.images
+    if approved:
+        changes = repushed(approved, pins(rendered.images))
+        if changes:
+            raise StepFailed(repush_refusal(changes))
+    resolved = len(pins(rendered.images))
+    by_digest = " · deploying by digest" if rendered.image_digest else ""
+    return f"{resolved} of {len(rendered.images)} image(s) resolved{by_digest}"
 
 
 @procedure("plan", "plan for deploy", PLAN_STEPS)
@@ -261,8 +304,11 @@ def plan(ctx: JobContext) -> str:
         with ctx.step("chart") as note:
             note.text = validate_chart(ctx)
         with ctx.step("render") as note:
-            result = render_plan(ctx)
+            rendered = render_plan(ctx)
+            result = rendered.plan
             note.text = "first install" if result.first_install else "live manifest read"
+        with ctx.step("images") as note:
+            note.text = check_images(ctx, rendered)
         with ctx.step("diff") as note:
             note.text = f"digest `{result.short_digest}`"
     except StepFailed as exc:
@@ -273,7 +319,8 @@ def plan(ctx: JobContext) -> str:
         return "nothing would change; no approval needed"
     ctx.report.reply("*Diff* (rendered vs live)\n" + result.diff_text())
     try:
-        ctx.audit.transition(*ctx.store.transition(req.id, lambda r: r.with_plan(result.digest, result.summary())))
+        plan_of = lambda r: r.with_plan(result.digest, result.summary(), images=pins(rendered.images))  # noqa: E731
+        ctx.audit.transition(*ctx.store.transition(req.id, plan_of))
     except Conflict:
         return "the request was closed while planning"
     _refresh_card(ctx)
@@ -317,10 +364,13 @@ def deploy(ctx: JobContext) -> str:
         note.text = verify_cluster(ctx)
     with ctx.step("chart") as note:
         validate_chart(ctx)
-        result = render_plan(ctx)
+        rendered = render_plan(ctx)
+        result = rendered.plan
+        images = check_images(ctx, rendered)
         refusal = "the change approved is no longer what would be deployed; request again"
         check_approved(ctx, "plan", result.digest, f"the chart now renders `{result.short_digest}`", refusal)
         note.text = f"plan `{result.short_digest}`" + (" matches the approval" if req.plan_digest else "")
+        note.text += f" · {images}" if rendered.images else ""
     if not req.plan_digest:
         ctx.report.reply("\n".join(result.summary()) + "\n" + result.diff_text())
     if result.is_empty and not dry:
@@ -335,6 +385,7 @@ def deploy(ctx: JobContext) -> str:
                 ctx.chart.path,
                 env.values,
                 image_tag=tag,
+                image_digest=rendered.image_digest,
                 timeout=env.helm_timeout,
                 dry_run=dry,
                 description=f"plate-bot {req.id} by {req.requester}",

@@ -32,6 +32,7 @@ from workers.lifetime import preexec_die_with_parent
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
 _CONTEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _SET_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 STDERR_TAIL = 1500
 
@@ -211,9 +212,17 @@ class Helm:
     def lint(self, chart: Path, values: list[Path], image_tag: str | None = None) -> HelmResult:
         return self.run("lint", str(chart), *_values_args(values, image_tag), timeout=120)
 
-    def template(self, release: str, chart: Path, values: list[Path], image_tag: str | None = None) -> str:
+    def template(
+        self,
+        release: str,
+        chart: Path,
+        values: list[Path],
+        image_tag: str | None = None,
+        image_digest: str | None = None,
+    ) -> str:
         release = _checked(release, _NAME, "release")
-        return self.run("template", release, str(chart), *_values_args(values, image_tag), timeout=120).stdout
+        args = _values_args(values, image_tag, image_digest)
+        return self.run("template", release, str(chart), *args, timeout=120).stdout
 
     def upgrade(
         self,
@@ -223,11 +232,12 @@ class Helm:
         *,
         image_tag: str | None,
         timeout: int,
+        image_digest: str | None = None,
         dry_run: bool = False,
         description: str | None = None,
     ) -> HelmResult:
         args = ["upgrade", "--install", _checked(release, _NAME, "release"), str(chart)]
-        args += _values_args(values, image_tag)
+        args += _values_args(values, image_tag, image_digest)
         args += ["--atomic", "--wait", "--timeout", f"{int(timeout)}s"]
         if dry_run:
             args.append("--dry-run=server")
@@ -250,12 +260,14 @@ class Helm:
         return self.run(*args, timeout=timeout + 120)
 
 
-def _values_args(values: list[Path], image_tag: str | None) -> list[str]:
+def _values_args(values: list[Path], image_tag: str | None, image_digest: str | None = None) -> list[str]:
     args: list[str] = []
     for path in values:
         args += ["-f", str(path)]
     if image_tag is not None:
         args += ["--set-string", f"image.tag={_checked(image_tag, _TAG, 'image tag')}"]
+    if image_digest is not None:  # deploy by digest: what was approved, whatever the tag points at later
+        args += ["--set-string", f"image.digest={_checked(image_digest, _DIGEST, 'image digest')}"]
     return args
 
 

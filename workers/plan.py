@@ -46,6 +46,7 @@ class Plan:
     image_after: str | None = None
     workloads: tuple[str, ...] = field(default=())
     source: str = ""  # where a fetched chart came from and its pin; "" for a chart directory
+    images: tuple[str, ...] = ()  # the card's image lines: `repo:tag @ sha256:…`, warnings
 
     def of(self, action: str) -> list[Change]:
         return [c for c in self.changes if c.action == action]
@@ -64,6 +65,7 @@ class Plan:
         lines = [f"*Plan* `{self.short_digest}` · chart {self.chart} · {counts}"]
         if self.source:
             lines.append(f"Chart source: `{self.source}`")
+        lines.extend(self.images)
         if self.first_install:
             lines.append("First install of this release.")
         if self.image_before != self.image_after:
@@ -128,10 +130,12 @@ def effective_values(layers: list[Obj], image_tag: str | None) -> Obj:
     return merged
 
 
-def digest(rendered: dict[str, Obj], chart: str, values: Obj, pin: str | None = None) -> str:
+def digest(rendered: dict[str, Obj], chart: str, values: Obj, pin: str | None = None, images: Obj | None = None) -> str:
     bound: Obj = {"chart": chart, "manifests": rendered, "values": values}
     if pin is not None:  # absent for a chart directory: digests approved before pins existed stay valid
         bound["pin"] = pin
+    if images:  # image tag -> manifest digest, where a registry could say
+        bound["images"] = images
     canonical = json.dumps(bound, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -168,7 +172,14 @@ def _image(objs: dict[str, Obj]) -> str | None:
 
 
 def compute_plan(
-    rendered_text: str, live_text: str | None, chart: str, values: Obj, pin: str | None = None, source: str = ""
+    rendered_text: str,
+    live_text: str | None,
+    chart: str,
+    values: Obj,
+    pin: str | None = None,
+    source: str = "",
+    images: Obj | None = None,
+    image_lines: tuple[str, ...] = (),
 ) -> Plan:
     rendered, live = parse_stream(rendered_text), parse_stream(live_text)
     changes: list[Change] = []
@@ -182,7 +193,7 @@ def compute_plan(
             changes.append(Change("change", kind, name, _excerpt(_masked(live[key]), _masked(rendered[key]))))
     workloads = tuple(k for k, o in sorted(rendered.items()) if o.get("kind") in ("Deployment", "StatefulSet"))
     return Plan(
-        digest=digest(rendered, chart, values, pin),
+        digest=digest(rendered, chart, values, pin, images),
         chart=chart,
         first_install=live_text is None,
         changes=tuple(changes),
@@ -190,4 +201,5 @@ def compute_plan(
         image_after=_image(rendered),
         workloads=workloads,
         source=source,
+        images=image_lines,
     )

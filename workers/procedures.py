@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,8 +26,9 @@ from workers.charts import ChartFetcher, FetchedChart, default_cache
 from workers.errors import KubeError, StepFailed
 from workers.harbor.chain import docker_config
 from workers.helm import Helm
+from workers.images import Image, Outcome, Resolution, parse, sources
 from workers.kube import KubeGateway
-from workers.registry import ChartFetchError
+from workers.registry import ChartFetchError, resolve_images
 from workers.reporting import ThreadReporter
 from workers.secrets import secret_namespaces
 
@@ -102,12 +104,38 @@ class JobContext:
         name, namespace = env.chart_pull_secret, env.namespace
         if name is None:
             name, namespace = env.harbor.docker_secret, env.harbor.namespace or env.namespace
+        return self._login(namespace, name, host)
+
+    def _login(self, namespace: str, secret_name: str, host: str) -> tuple[str | None, str | None]:
+        """(username, password) for `host` from a docker-config Secret; (None, None) when it has none."""
         try:
-            secret = self.kube.secret(namespace, name)
+            secret = self.kube.secret(namespace, secret_name)
         except KubeError:
             return None, None
         creds = docker_config(secret or {}, host)
         return creds.username, creds.password
+
+    def resolve_images(self, names: list[str]) -> list[Resolution]:
+        """Each image's digest from the registries the environment gives access to (Harbor and
+        `registries:`), each registry asked concurrently; others come back NOT_CHECKED. Input order."""
+        reachable = sources(self.env)
+        wanted = [parse(name) for name in names]
+        groups: dict[str, list[Image]] = {}
+        for image in wanted:
+            if image.host in reachable:
+                groups.setdefault(image.host, []).append(image)
+
+        def ask(host: str) -> list[Resolution]:
+            src = reachable[host]
+            user, password = self._login(src.namespace, src.secret, host)
+            return resolve_images(src.url, groups[host], user, password, credential=src.secret)
+
+        found: dict[Image, Resolution] = {}
+        if groups:
+            with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+                for results in pool.map(ask, list(groups)):
+                    found.update({r.image: r for r in results})
+        return [found.get(i) or Resolution(i, Outcome.NOT_CHECKED) for i in wanted]
 
     def learn_secrets(self) -> None:
         """Before the job reports anything read from the cluster or helm: the environment's Secret values

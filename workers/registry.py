@@ -17,6 +17,8 @@ import base64
 import hashlib
 import json
 import ssl
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -24,6 +26,7 @@ import httpx
 from core.redact import REDACTOR
 from core.text import clip
 from workers.harbor.chain import MANIFEST_ACCEPT, Cause, ImageRef, parse_challenge, registry_errors
+from workers.images import Image, Outcome, Resolution
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 USER_AGENT = "plate-bot harbor-verify (containerd-compatible pull check)"
@@ -86,7 +89,13 @@ def _authorize(
     http: httpx.Client, base_url: str, repository: str, username: str | None, password: str | None
 ) -> tuple[str, dict[str, str]] | PullCheck:
     """`GET /v2/` and answer its challenge: (auth method, headers for `repository:<repo>:pull`), or why not."""
-    ping = http.get(f"{base_url}/v2/")
+    return _answer(http, http.get(f"{base_url}/v2/"), repository, username, password)
+
+
+def _answer(
+    http: httpx.Client, ping: httpx.Response, repository: str, username: str | None, password: str | None
+) -> tuple[str, dict[str, str]] | PullCheck:
+    """The headers that answer `/v2/`'s challenge (`ping`) for pulling `repository`."""
     if ping.status_code == 200:
         return "anonymous", {}
     if ping.status_code != 401:
@@ -300,3 +309,120 @@ def download(
             return _read_capped(answer, limit, url)
     except httpx.HTTPError as exc:
         raise _transport(url, exc) from None
+
+
+# --- image digests (the plan's resolution) ---------------------------------------------------------------
+
+_OUTCOME = {
+    Cause.NOT_FOUND: Outcome.MISSING,
+    Cause.UNAUTHORIZED: Outcome.REFUSED,
+    Cause.DENIED: Outcome.REFUSED,
+}
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+RESOLVE_WORKERS = 8
+
+
+def _platforms(body: bytes) -> tuple[str, ...]:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ()
+    out = []
+    for entry in doc.get("manifests") or [] if isinstance(doc, dict) else []:
+        plat = entry.get("platform") if isinstance(entry, dict) else None
+        if isinstance(plat, dict) and plat.get("os") and plat.get("architecture"):
+            if plat.get("os") == "unknown":  # BuildKit's attestation manifests
+                continue
+            variant = f"/{plat['variant']}" if plat.get("variant") else ""
+            out.append(f"{plat['os']}/{plat['architecture']}{variant}")
+    return tuple(dict.fromkeys(out))
+
+
+def _tags(
+    http: httpx.Client, base_url: str, repository: str, auth: dict[str, str], limit: int = 1000
+) -> tuple[str, ...] | None:
+    """The repository's tags (the registry's order); None when the repository itself does not exist."""
+    answer = http.get(f"{base_url}/v2/{repository}/tags/list", params={"n": limit}, headers=auth)
+    if answer.status_code == 404:
+        return None
+    if answer.status_code != 200:
+        return ()
+    try:
+        tags = answer.json().get("tags") or []
+    except (ValueError, AttributeError):
+        return ()
+    return tuple(str(t) for t in tags)[:limit]
+
+
+def _resolve_one(
+    http: httpx.Client,
+    base_url: str,
+    ping: httpx.Response,
+    image: Image,
+    username: str | None,
+    password: str | None,
+    credential: str,
+) -> Resolution:
+    authorized = _answer(http, ping, image.repository, username, password)
+    if isinstance(authorized, PullCheck):
+        return Resolution(image, _OUTCOME.get(authorized.cause, Outcome.UNREACHABLE), detail=authorized.detail,
+                          credential=credential)  # fmt: skip
+    _method, auth = authorized
+    answer = http.get(
+        f"{base_url}/v2/{image.repository}/manifests/{image.reference}", headers={"Accept": MANIFEST_ACCEPT, **auth}
+    )
+    codes = registry_errors(answer.text) if answer.status_code != 200 else []
+    if answer.status_code == 404:
+        tags = None if "NAME_UNKNOWN" in codes else _tags(http, base_url, image.repository, auth)
+        missing = "repository" if tags is None else "tag"
+        return Resolution(image, Outcome.MISSING, detail=f"{missing} not found", tags=tags or (), credential=credential)
+    if answer.status_code in (401, 403):
+        return Resolution(image, Outcome.REFUSED, detail=f"{answer.status_code} at the manifest", credential=credential)
+    if answer.status_code != 200:
+        return Resolution(image, Outcome.UNREACHABLE, detail=f"the manifest request answered {answer.status_code}")
+    body = answer.content[:MAX_MANIFEST_BYTES]
+    digest = "sha256:" + hashlib.sha256(answer.content).hexdigest()
+    told = answer.headers.get("docker-content-digest")
+    if told and told != digest:
+        return Resolution(
+            image, Outcome.UNREACHABLE, detail="the manifest does not match the digest the registry names"
+        )
+    if image.digest and image.digest != digest:
+        return Resolution(image, Outcome.MISSING, detail="the pinned digest is not what the registry holds")
+    media = answer.headers.get("content-type", "").split(";")[0]
+    platforms = _platforms(body) if media in INDEX_TYPES else ()
+    return Resolution(image, Outcome.RESOLVED, digest=digest, platforms=platforms, credential=credential)
+
+
+def resolve_images(
+    base_url: str,
+    images: Sequence[Image],
+    username: str | None,
+    password: str | None,
+    *,
+    credential: str = "",
+    timeout: httpx.Timeout = TIMEOUT,
+) -> list[Resolution]:
+    """Each image's manifest digest at `base_url`, concurrently (one GET per image after the registry's
+    auth handshake); a tag that does not exist comes back with the repository's tags."""
+    base_url = base_url.rstrip("/")
+    try:
+        with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}, follow_redirects=False) as http:
+            ping = http.get(f"{base_url}/v2/")  # one challenge for all the images
+
+            def one(image: Image) -> Resolution:
+                try:
+                    return _resolve_one(http, base_url, ping, image, username, password, credential)
+                except httpx.TransportError as exc:
+                    return Resolution(image, Outcome.UNREACHABLE, detail=_transport_failure(base_url, exc).detail)
+                except httpx.HTTPError as exc:
+                    return Resolution(image, Outcome.UNREACHABLE, detail=f"{base_url}: {type(exc).__name__}")
+
+            with ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, max(1, len(images)))) as pool:
+                return list(pool.map(one, images))
+    except httpx.TransportError as exc:
+        detail = _transport_failure(base_url, exc).detail
+        return [Resolution(i, Outcome.UNREACHABLE, detail=detail) for i in images]
+    except httpx.HTTPError as exc:
+        return [Resolution(i, Outcome.UNREACHABLE, detail=f"{base_url}: {type(exc).__name__}") for i in images]

@@ -145,3 +145,53 @@ def git_repository(tmp: Path, chart_dir: Path, path: str = "charts/plate-web") -
     git(work, "tag", "-a", "v1", "-m", "v1")
     git(work, "push", "-q", str(bare), "main", "v1")
     return bare, work
+
+
+IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
+IMAGE_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _image_manifest(http: httpx.Client, repo: str, marker: str, arch: str = "amd64") -> dict[str, Any]:
+    """Blobs of a one-layer image whose content depends on `marker` (so each marker has its own digest)."""
+    layer = gzip.compress(marker.encode(), mtime=0)
+    config = json.dumps({"architecture": arch, "os": "linux", "config": {"Labels": {"marker": marker}},
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()  # fmt: skip
+    return {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": IMAGE_CONFIG, **_upload(http, repo, config)},
+        "layers": [{"mediaType": IMAGE_LAYER, **_upload(http, repo, layer)}],
+    }
+
+
+def _put_manifest(http: httpx.Client, repo: str, ref: str, manifest: dict[str, Any]) -> tuple[str, int]:
+    body = json.dumps(manifest).encode()
+    put = http.put(f"/v2/{repo}/manifests/{ref}", content=body, headers={"Content-Type": manifest["mediaType"]})
+    assert put.status_code == 201, put.text
+    return str(put.headers["docker-content-digest"]), len(body)
+
+
+def push_image_variant(url: str, auth: tuple[str, str], repo: str, tag: str, marker: str) -> str:
+    """Push an image under `tag` whose digest depends on `marker` (re-pushing a tag with another marker
+    moves it). Returns the manifest digest."""
+    with httpx.Client(base_url=url, auth=auth, timeout=10) as http:
+        return _put_manifest(http, repo, tag, _image_manifest(http, repo, marker))[0]
+
+
+def push_index(
+    url: str, auth: tuple[str, str], repo: str, tag: str, arches: tuple[str, ...] = ("amd64", "arm64")
+) -> str:
+    """A multi-platform image: one manifest per architecture and an OCI index naming them."""
+    with httpx.Client(base_url=url, auth=auth, timeout=10) as http:
+        entries = []
+        for arch in arches:
+            manifest = _image_manifest(http, repo, f"{tag}-{arch}", arch)
+            digest, size = _put_manifest(http, repo, digest_of(manifest), manifest)
+            entries.append({"mediaType": manifest["mediaType"], "digest": digest, "size": size,
+                            "platform": {"os": "linux", "architecture": arch}})  # fmt: skip
+        return _put_manifest(http, repo, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})[0]
+
+
+def digest_of(doc: dict[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(doc).encode()).hexdigest()

@@ -50,4 +50,5 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{- define "plate-web.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- with .Values.image.digest }}@{{ . }}{{ end }}
 {{- end }}
