@@ -1188,6 +1188,11 @@ def test_prometheus_is_never_blocked_when_only_serve_is_narrowed():
         assert reaches(objects, component, port, PROMETHEUS), component
         assert reaches(objects, component, port, STRANGER), component  # "empty = any source"
     assert not reaches(objects, "worker", 6379, STRANGER)  # still only the metrics ports
+    # ...and the install notes say so, with what to set.
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render({"networkPolicy": {"serveFrom": [{"podSelector": {}}]}}, name=RELEASE, namespace=NAMESPACE)
+    notes = next(text for path, text in files.items() if path.endswith("NOTES.txt"))
+    assert "metricsFrom is empty: serve's port 3000 stays open to any" in notes
 
 
 def test_keda_operator_reads_scale_when_both_peer_lists_are_narrowed():
