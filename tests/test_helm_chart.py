@@ -1367,6 +1367,38 @@ def test_keda_works_with_an_external_redis_without_its_address():
     assert one(objects, "ScaledObject", f"{RELEASE}-worker")["spec"]["triggers"][0]["type"] == "metrics-api"
 
 
+def test_external_redis_behind_sentinel():
+    """A Sentinel URL (docs/redis.md) in the chart-made Secret, with its CA added, the master's and the
+    sentinels' passwords from Secrets of their own, and egress to the sentinels' port too."""
+    from config.redisurl import parse_sentinel_url
+
+    objects = render(
+        {
+            "externalRedis": {
+                "url": "rediss+sentinel://s0.redis:26379,s1.redis:26379,s2.redis:26379/plate/0",
+                "passwordSecret": "redis-pw",
+                "sentinelPasswordSecret": "sentinel-pw",
+                "sentinelPasswordSecretKey": "password",
+                "tls": {"caSecret": "redis-ca"},
+            },
+            "networkPolicy": {"externalRedis": {"cidrs": ["10.30.0.0/24"], "sentinelPorts": [26379]}},
+        }
+    )
+    url = base64.b64decode(one(objects, "Secret", f"{RELEASE}-redis-url")["data"]["redis-url"]).decode()
+    assert url.endswith("/plate/0?ssl_ca_certs=/etc/plate/redis-tls/ca.crt")
+    target = parse_sentinel_url(url)  # the app reads what the chart wrote
+    assert target.service == "plate" and len(target.sentinels) == 3
+    for component in COMPONENTS:
+        container = one(objects, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-pw", "key": "redis-password"}
+        assert env["REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "sentinel-pw", "key": "password"}
+        ports = {p["port"] for rule in egress_of(objects, component) for p in rule.get("ports", [])}
+        assert {6379, 26379} <= ports, component
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(merged(DEFAULTS, {"externalRedis": {"url": "redis+sentinel://s0:26379/plate"}}))
+
+
 def test_keda_max_below_min_is_refused():
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=r"keda\.maxReplicaCount"):
         chart.render(

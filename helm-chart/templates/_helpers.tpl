@@ -143,8 +143,8 @@ bundle when externalRedis.tls.caSecret is set (redis-py's from_url passes it to 
 {{- define "plate-bot.externalRedisUrl" -}}
 {{- $url := .Values.externalRedis.url }}
 {{- if .Values.externalRedis.tls.caSecret }}
-{{- if not (hasPrefix "rediss://" $url) }}
-{{- fail "externalRedis.tls.caSecret is set but externalRedis.url is not a rediss:// (TLS) URL" }}
+{{- if not (or (hasPrefix "rediss://" $url) (hasPrefix "rediss+sentinel://" $url)) }}
+{{- fail "externalRedis.tls.caSecret is set but externalRedis.url is not a rediss:// or rediss+sentinel:// (TLS) URL" }}
 {{- end }}
 {{- if not (contains "ssl_ca_certs=" $url) }}
 {{- $url = printf "%s%sssl_ca_certs=%s" $url (ternary "&" "?" (contains "?" $url)) (include "plate-bot.redisCAPath" .) }}
@@ -399,6 +399,21 @@ serve gets no kubeconfig and no helm; only the worker (which takes and reads bac
 - name: REDIS_URL
   value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%d/0" (include "plate-bot.redisName" $) ($.Values.redis.port | int) | quote }}
 {{- else if or $.Values.externalRedis.url $.Values.externalRedis.existingSecret }}
+{{- with $.Values.externalRedis.passwordSecret }}
+# For a URL without a password (docs/redis.md): the URL holds no secret.
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.externalRedis.passwordSecretKey }}
+{{- end }}
+{{- with $.Values.externalRedis.sentinelPasswordSecret }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.externalRedis.sentinelPasswordSecretKey }}
+{{- end }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
