@@ -178,12 +178,25 @@ class Request(Versioned):
         return self.evolve(status=Status.EXPIRED, decided_at=self.expires_at)
 
     def with_plan(
-        self, digest: str, summary: list[str], offers: tuple[str, ...] = (), images: dict[str, str] | None = None
+        self,
+        digest: str,
+        summary: list[str],
+        offers: tuple[str, ...] = (),
+        images: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> Request:
+        """The plan on the request; each reason in `extra` (an image policy finding, say) asks one more
+        approval than the environment's default and is shown on the card."""
         if self.status.final:
             raise Conflict(already_decided(self))
         return self.evolve(
-            planned=True, plan_digest=digest, plan_summary=tuple(summary), offers=tuple(offers), images=images or {}
+            planned=True,
+            plan_digest=digest,
+            plan_summary=tuple(summary),
+            offers=tuple(offers),
+            images=images or {},
+            approvals_required=self.approvals_required + len(extra),
+            notes=(*self.notes, *extra),
         )
 
     def with_nothing_to_do(self, now: float, reason: str) -> Request:

@@ -23,7 +23,18 @@ from core.backupkeys import BackupKeyError, backup_policy
 from core.errors import Conflict
 from workers import bookkeeping, describe
 from workers.errors import HelmError, KubeError, StepFailed
-from workers.images import Resolution, blocking, card_lines, images_in, parse, pins, repush_refusal, repushed, warnings
+from workers.images import (
+    Resolution,
+    blocking,
+    card_lines,
+    images_in,
+    parse,
+    pins,
+    policy_violations,
+    repush_refusal,
+    repushed,
+    warnings,
+)
 from workers.kube import context_cluster
 from workers.plan import Plan, compute_plan, effective_values, parse_stream
 from workers.procedures import JobContext, procedure
@@ -275,25 +286,40 @@ def render_plan(ctx: JobContext) -> Rendered:
         values = effective_values([values, {"image": {"digest": image_digest}}], None)
     live = ctx.helm.get_manifest(env.release) if ctx.helm.status(env.release) is not None else None
     name = f"{meta['name']}-{meta['version']}"
-    lines = (*card_lines(resolved), *warnings(resolved))
+    lines = (*card_lines(resolved, ctx.clock()), *warnings(resolved))
     result = compute_plan(rendered, live, name, values, chart.pin, chart.describe(), pins(resolved), lines)
     return Rendered(result, resolved, image_digest)
 
 
-def check_images(ctx: JobContext, rendered: Rendered) -> str:
+IMAGE_POLICY = "image policy: "  # the note that asked one more approval for it
+
+
+def check_images(ctx: JobContext, rendered: Rendered, *, planning: bool) -> tuple[str, tuple[str, ...]]:
     """A tag that does not exist, or a registry that refused plate-bot: fail now, before anyone is asked
-    (or, at run time, before helm waits out its timeout); an image re-pushed since approval: refuse."""
-    reason = blocking(rendered.images, ctx.env.name)
+    (or, at run time, before helm waits out its timeout); an image re-pushed since approval: refuse. Then
+    the image policy: refuse, or (before approval) the note that asks one more approval. Returns the step's
+    text and those notes."""
+    env, req = ctx.env, ctx.request
+    reason = blocking(rendered.images, env.name)
     if reason:
         raise StepFailed(reason)
-    approved = ctx.request.images
-    if approved:
-        changes = repushed(approved, pins(rendered.images))
+    if req.images:
+        changes = repushed(req.images, pins(rendered.images))
         if changes:
             raise StepFailed(repush_refusal(changes))
+    found = policy_violations(env.image_policy, rendered.images)
+    extra: tuple[str, ...] = ()
+    if found:
+        listed = "; ".join(found)
+        if env.image_policy.on_violation == "refuse":
+            raise StepFailed(f"the image policy refuses this deploy: {listed}")
+        if planning:  # before approval: ask for one more
+            extra = (f"{IMAGE_POLICY}{listed} (one more approval needed)",)
+        elif not any(note.startswith(IMAGE_POLICY) for note in req.notes):
+            raise StepFailed(f"the image policy needs one more approval than this request had: {listed}")
     resolved = len(pins(rendered.images))
     by_digest = " · deploying by digest" if rendered.image_digest else ""
-    return f"{resolved} of {len(rendered.images)} image(s) resolved{by_digest}"
+    return f"{resolved} of {len(rendered.images)} image(s) resolved{by_digest}", extra
 
 
 @procedure("plan", "plan for deploy", PLAN_STEPS)
@@ -308,7 +334,7 @@ def plan(ctx: JobContext) -> str:
             result = rendered.plan
             note.text = "first install" if result.first_install else "live manifest read"
         with ctx.step("images") as note:
-            note.text = check_images(ctx, rendered)
+            note.text, extra = check_images(ctx, rendered, planning=True)
         with ctx.step("diff") as note:
             note.text = f"digest `{result.short_digest}`"
     except StepFailed as exc:
@@ -319,7 +345,8 @@ def plan(ctx: JobContext) -> str:
         return "nothing would change; no approval needed"
     ctx.report.reply("*Diff* (rendered vs live)\n" + result.diff_text())
     try:
-        plan_of = lambda r: r.with_plan(result.digest, result.summary(), images=pins(rendered.images))  # noqa: E731
+        images = pins(rendered.images)
+        plan_of = lambda r: r.with_plan(result.digest, result.summary(), images=images, extra=extra)  # noqa: E731
         ctx.audit.transition(*ctx.store.transition(req.id, plan_of))
     except Conflict:
         return "the request was closed while planning"
@@ -366,7 +393,7 @@ def deploy(ctx: JobContext) -> str:
         validate_chart(ctx)
         rendered = render_plan(ctx)
         result = rendered.plan
-        images = check_images(ctx, rendered)
+        images, _ = check_images(ctx, rendered, planning=False)
         refusal = "the change approved is no longer what would be deployed; request again"
         check_approved(ctx, "plan", result.digest, f"the chart now renders `{result.short_digest}`", refusal)
         note.text = f"plan `{result.short_digest}`" + (" matches the approval" if req.plan_digest else "")

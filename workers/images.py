@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from config.environments import Environment
+from config.environments import Environment, ImagePolicy
+from core.text import age
 
 Obj = Mapping[str, Any]
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -105,6 +106,86 @@ def sources(env: Environment) -> dict[str, Source]:
     return out
 
 
+# Harbor's native scan report (api/v2.0/swagger.yaml: Artifact.scan_overview -> NativeReportSummary).
+SEVERITIES = ("Critical", "High", "Medium", "Low")
+COSIGN = "signature.cosign"  # Harbor's accessory type for a cosign signature
+
+
+@dataclass(frozen=True)
+class Scan:
+    status: str  # Harbor's scan_status: Success, Running, Error, …
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # critical, high, medium, low
+    scanner: str = ""  # "Trivy v0.50.1"
+    finished: str | None = None  # end_time, ISO 8601
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What Harbor knows of an image beyond the registry: when it was pushed, its scan, its signatures."""
+
+    pushed: str | None = None
+    scan: Scan | None = None  # None: never scanned
+    signed: bool = False
+
+
+def parse_artifact(doc: Obj) -> Artifact:
+    """Harbor's Artifact JSON (GET …/artifacts/{digest}?with_scan_overview=true&with_accessory=true)."""
+    scan = None
+    overview = doc.get("scan_overview") or {}
+    report = next((v for v in overview.values() if isinstance(v, dict)), None) if isinstance(overview, dict) else None
+    if report is not None and report.get("scan_status"):
+        counts = ((report.get("summary") or {}).get("summary")) or {}
+        scanner = report.get("scanner") or {}
+        scan = Scan(
+            status=str(report["scan_status"]),
+            counts=tuple(int(counts.get(level) or 0) for level in SEVERITIES),  # type: ignore[arg-type]
+            scanner=" ".join(str(scanner[k]) for k in ("name", "version") if scanner.get(k)),
+            finished=report.get("end_time"),
+        )
+    accessories = doc.get("accessories") or []
+    signed = any(isinstance(a, dict) and a.get("type") == COSIGN for a in accessories)
+    return Artifact(pushed=doc.get("push_time"), scan=scan, signed=signed)
+
+
+def harbor_line(artifact: Artifact, now: float) -> str:
+    """`pushed 3d ago · Trivy v0.50 2h ago: 0 critical, 2 high, 5 medium · signed`."""
+    parts = [f"pushed {age(artifact.pushed, now)} ago"] if artifact.pushed else []
+    scan = artifact.scan
+    if scan is None:
+        parts.append("not scanned")
+    elif scan.status != "Success":
+        parts.append(f"scan {scan.status.lower()}")
+    else:
+        crit, high, medium, _low = scan.counts
+        when = f" {age(scan.finished, now)} ago" if scan.finished else ""
+        parts.append(f"{scan.scanner or 'scan'}{when}: {crit} critical, {high} high, {medium} medium")
+    parts.append("signed" if artifact.signed else "not signed")
+    return " · ".join(parts)
+
+
+def policy_violations(policy: ImagePolicy, results: Sequence[Resolution]) -> list[str]:
+    """What the environment's image_policy finds wrong with the resolved images (Harbor's images; an image
+    Harbor does not hold counts as unscanned and unsigned)."""
+    out = []
+    for r in results:
+        if r.outcome is not Outcome.RESOLVED:
+            continue
+        name = f"`{r.image.name}:{r.image.tag}`" if r.image.tag else f"`{r.image}`"
+        art = r.artifact or Artifact()
+        scan = art.scan if art.scan is not None and art.scan.status == "Success" else None
+        if scan is not None:
+            crit, high = scan.counts[0], scan.counts[1]
+            if policy.max_critical is not None and crit > policy.max_critical:
+                out.append(f"{name} has {crit} critical vulnerabilities (at most {policy.max_critical} allowed)")
+            if policy.max_high is not None and high > policy.max_high:
+                out.append(f"{name} has {high} high vulnerabilities (at most {policy.max_high} allowed)")
+        elif policy.require_scan:
+            out.append(f"{name} has no finished vulnerability scan in Harbor (require_scan)")
+        if policy.require_signature and not art.signed:
+            out.append(f"{name} has no cosign signature in Harbor (require_signature)")
+    return out
+
+
 class Outcome(StrEnum):
     RESOLVED = "resolved"
     MISSING = "missing"  # the tag (or repository) does not exist
@@ -122,6 +203,7 @@ class Resolution:
     detail: str = ""
     tags: tuple[str, ...] = ()  # MISSING: the repository's tags, for "did you mean"
     credential: str = ""  # the Secret used (named on a refusal)
+    artifact: Artifact | None = None  # what Harbor knows of it, when the registry is Harbor
 
     @property
     def short(self) -> str:
@@ -147,15 +229,16 @@ def nearest_tags(tags: Sequence[str], limit: int = NEAREST) -> list[str]:
     return list(reversed(tags))[:limit]
 
 
-def card_lines(results: Sequence[Resolution], limit: int = 8) -> list[str]:
-    """The plan's image lines: `repo:tag @ sha256:abcd…` and the platforms that matter."""
+def card_lines(results: Sequence[Resolution], now: float = 0.0, limit: int = 8) -> list[str]:
+    """The plan's image lines: `repo:tag @ sha256:abcd…`, the platforms that matter, and Harbor's word."""
     lines = []
     for r in results[:limit]:
         shown = r.image.name + (f":{r.image.tag}" if r.image.tag else "")
         if r.outcome is Outcome.RESOLVED:
             plats = [p for p in PLATFORMS if p in r.platforms] or list(r.platforms[:2])
             extra = f" · {', '.join(plats)}" if plats else ""
-            lines.append(f"`{shown}` @ `{r.short}`{extra}")
+            harbor = f"\n      {harbor_line(r.artifact, now)}" if r.artifact is not None else ""
+            lines.append(f"`{shown}` @ `{r.short}`{extra}{harbor}")
         elif r.outcome is Outcome.NOT_CHECKED:
             lines.append(f"`{shown}` · not checked (no access to {r.image.host} configured)")
         else:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from config.environments import Environment, PlateConfig
@@ -28,7 +28,7 @@ from workers.harbor.chain import docker_config
 from workers.helm import Helm
 from workers.images import Image, Outcome, Resolution, parse, sources
 from workers.kube import KubeGateway
-from workers.registry import ChartFetchError, resolve_images
+from workers.registry import ChartFetchError, harbor_artifacts, resolve_images
 from workers.reporting import ThreadReporter
 from workers.secrets import secret_namespaces
 
@@ -125,10 +125,19 @@ class JobContext:
             if image.host in reachable:
                 groups.setdefault(image.host, []).append(image)
 
+        harbor_host = self.env.harbor.registry.lower()
+
         def ask(host: str) -> list[Resolution]:
             src = reachable[host]
             user, password = self._login(src.namespace, src.secret, host)
-            return resolve_images(src.url, groups[host], user, password, credential=src.secret)
+            results = resolve_images(src.url, groups[host], user, password, credential=src.secret)
+            if host != harbor_host:
+                return results
+            # Harbor also says when each image was pushed, what its scan found and whether it is signed.
+            known = harbor_artifacts(
+                src.url, [(r.image.repository, r.digest) for r in results if r.digest], user, password
+            )
+            return [replace(r, artifact=known.get((r.image.repository, r.digest or ""))) for r in results]
 
         found: dict[Image, Resolution] = {}
         if groups:

@@ -20,13 +20,14 @@ import ssl
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
 from core.redact import REDACTOR
 from core.text import clip
 from workers.harbor.chain import MANIFEST_ACCEPT, Cause, ImageRef, parse_challenge, registry_errors
-from workers.images import Image, Outcome, Resolution
+from workers.images import Artifact, Image, Outcome, Resolution, parse_artifact
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 USER_AGENT = "plate-bot harbor-verify (containerd-compatible pull check)"
@@ -426,3 +427,60 @@ def resolve_images(
         return [Resolution(i, Outcome.UNREACHABLE, detail=detail) for i in images]
     except httpx.HTTPError as exc:
         return [Resolution(i, Outcome.UNREACHABLE, detail=f"{base_url}: {type(exc).__name__}") for i in images]
+
+
+# --- Harbor's own API: push time, scan overview, signatures --------------------------------------------------
+
+# What Harbor's UI sends to get the scan overview in an artifact (both report formats Harbor 2.x knows).
+HARBOR_VULN_ACCEPT = (
+    "application/vnd.security.vulnerability.report; version=1.1, "
+    "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0"
+)
+
+
+def _artifact_url(base_url: str, repository: str, digest: str) -> str | None:
+    """Harbor names an image `<project>/<repository>`; a repository with slashes is URL-encoded twice."""
+    project, _, repo = repository.partition("/")
+    if not repo:
+        return None
+    return (
+        f"{base_url}/api/v2.0/projects/{quote(project, safe='')}/repositories/"
+        f"{quote(quote(repo, safe=''), safe='')}/artifacts/{digest}"
+    )
+
+
+def harbor_artifacts(
+    base_url: str,
+    images: Sequence[tuple[str, str]],
+    username: str | None,
+    password: str | None,
+    *,
+    timeout: httpx.Timeout = TIMEOUT,
+) -> dict[tuple[str, str], Artifact]:
+    """(repository, digest) -> what Harbor's API knows of it (push time, scan overview, cosign accessories),
+    concurrently. A registry that is not Harbor (no /api/v2.0), or an artifact it cannot show, is left out:
+    this is extra evidence for the card and the image policy, never a reason to fail on its own."""
+    base_url = base_url.rstrip("/")
+    auth = httpx.BasicAuth(username, password) if username and password else None
+    params = {"with_scan_overview": "true", "with_accessory": "true", "with_tag": "false"}
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "X-Accept-Vulnerabilities": HARBOR_VULN_ACCEPT}
+    found: dict[tuple[str, str], Artifact] = {}
+    try:
+        with httpx.Client(timeout=timeout, headers=headers, auth=auth, follow_redirects=False) as http:
+
+            def one(item: tuple[str, str]) -> None:
+                url = _artifact_url(base_url, *item)
+                if url is None:
+                    return
+                try:
+                    answer = http.get(url, params=params)
+                    if answer.status_code == 200 and isinstance(body := answer.json(), dict):
+                        found[item] = parse_artifact(body)
+                except (httpx.HTTPError, ValueError):
+                    return
+
+            with ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, max(1, len(images)))) as pool:
+                list(pool.map(one, images))
+    except httpx.HTTPError:
+        return found
+    return found

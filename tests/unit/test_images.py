@@ -130,3 +130,36 @@ def test_sources_are_harbor_and_the_configured_registries() -> None:
         "https://ghcr.io", "ghcr-creds", "plate-prod",
     )  # fmt: skip
     assert (found["quay.io"].secret, found["quay.io"].namespace) == ("harbor-docker-secret", "auth")
+
+
+def test_harbor_artifact_and_policy() -> None:
+    import time
+
+    from config.environments import ImagePolicy
+    from workers.images import harbor_line, parse_artifact, policy_violations
+
+    now = time.time()
+    doc = {
+        "push_time": "2026-01-01T00:00:00.000Z",
+        "scan_overview": {"application/vnd.security.vulnerability.report; version=1.1": {
+            "scan_status": "Success", "summary": {"summary": {"Critical": 2, "High": 1}},
+            "scanner": {"name": "Trivy", "version": "v0.50.1"}, "end_time": None,
+        }},
+        "accessories": [{"type": "signature.cosign"}],
+    }  # fmt: skip
+    art = parse_artifact(doc)
+    assert (art.scan.counts, art.scan.scanner, art.signed) == ((2, 1, 0, 0), "Trivy v0.50.1", True)  # type: ignore[union-attr]
+    assert harbor_line(art, now).endswith("· Trivy v0.50.1: 2 critical, 1 high, 0 medium · signed")
+    assert "not scanned · not signed" in harbor_line(parse_artifact({}), now)
+    scanned = resolution("1.5.0", Outcome.RESOLVED, digest=D1, artifact=art)
+    bare = resolution("1.6.0", Outcome.RESOLVED, digest=D2)
+    away = resolution("1.7.0", Outcome.UNREACHABLE)
+    assert policy_violations(ImagePolicy(), [scanned, bare]) == []
+    assert policy_violations(ImagePolicy(max_critical=2, max_high=1), [scanned]) == []
+    assert policy_violations(ImagePolicy(max_critical=1), [scanned, away]) == [
+        "`harbor.example.com/plate/web:1.5.0` has 2 critical vulnerabilities (at most 1 allowed)"
+    ]
+    assert policy_violations(ImagePolicy(require_scan=True, require_signature=True), [bare]) == [
+        "`harbor.example.com/plate/web:1.6.0` has no finished vulnerability scan in Harbor (require_scan)",
+        "`harbor.example.com/plate/web:1.6.0` has no cosign signature in Harbor (require_signature)",
+    ]
