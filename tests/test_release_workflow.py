@@ -74,8 +74,19 @@ def test_actionlint_really_checks(tmp_path: Path):
 def test_runs_on_version_tags_only():
     assert TRIGGER == {"push": {"tags": ["v*"]}}
     assert SPEC["permissions"] == {"contents": "read"}  # writes only where a job pushes
-    for job in SPEC["jobs"].values():
-        assert job["permissions"] == {"contents": "read", "packages": "write"}
+    for name, job in SPEC["jobs"].items():
+        pushes = name in ("image", "chart")
+        assert job["permissions"] == ({"contents": "read", "packages": "write"} if pushes else {"contents": "read"})
+
+
+def test_nothing_is_pushed_before_the_tests_pass():
+    jobs = SPEC["jobs"]
+    assert jobs["test"]["needs"] == "version"
+    assert set(jobs["image"]["needs"]) == {"version", "test"}
+    assert set(jobs["chart"]["needs"]) == {"version", "image"}
+    (setup,) = [s for s in jobs["test"]["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
+    assert setup["with"]["python-version"] == "3.11"  # the image's Python
+    assert [s["run"] for s in jobs["test"]["steps"] if "run" in s] == ["scripts/test"]
 
 
 def test_every_action_is_pinned_to_a_commit():
@@ -97,7 +108,7 @@ def test_multi_arch_image_to_the_owners_registry():
     build = uses("docker/build-push-action")
     assert set(build["with"]["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
     assert build["with"]["push"] is True
-    assert build["with"]["tags"] == "${{ steps.names.outputs.image }}:${{ steps.names.outputs.version }}"
+    assert build["with"]["tags"] == "${{ needs.version.outputs.image }}:${{ needs.version.outputs.version }}"
     assert 'image=ghcr.io/${owner}/plate-bot"' in TEXT
     assert "OWNER: ${{ github.repository_owner }}" in TEXT
     # The tag must be the package's version (plate_build_info, the chart's appVersion).
