@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 ESO_NS = "external-secrets-system"
+DOCKER_CONFIG_TYPE = "kubernetes.io/dockerconfigjson"
 USER, PASSWORD = "robot$plate+puller", "Hx7-robot-pw-2fQ9"
 OPENBAO_TOKEN = "hvs.CAESIJzL9kQ2xY7pWm4nVb8rTe1uGh5oKd3sFa6"  # noqa: S105 - a fake, for the loopback API
 
@@ -26,6 +27,12 @@ def b64(text: str) -> str:
 def docker_config_json(host: str, user: str = USER, password: str = PASSWORD) -> str:
     auth = b64(f"{user}:{password}")
     return json.dumps({"auths": {host: {"username": user, "password": password, "auth": auth}}})
+
+
+def pull_secret(ns: str, host: str, user: str = USER, password: str = PASSWORD,
+                name: str = "harbor-docker-secret") -> dict[str, Any]:  # fmt: skip
+    """A `kubernetes.io/dockerconfigjson` Secret with credentials for `host`, as ESO or kubectl makes it."""
+    return secret(name, ns, {".dockerconfigjson": docker_config_json(host, user, password)}, DOCKER_CONFIG_TYPE)
 
 
 def eso_pod(name: str = "external-secrets-6b8f7c9d5-x2kq4", *, running: bool = True) -> dict[str, Any]:

@@ -3,9 +3,7 @@ auth), a Helm repository on loopback, a bare git repository; and deploys from th
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import json
 import socket
 import tarfile
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ import yaml
 from config.charts import ChartPolicy, chart_source
 from config.environments import load_config
 from sandbox.cluster import SimulatedCluster
+from sandbox.harbor import pull_secret
 from sandbox.helm import recorded_argv
 from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import ROOT, Service, plate_config
@@ -248,15 +247,6 @@ def configure(service: Service, plate_env: dict[str, Any], charts: dict[str, Any
     service.runtime.listeners.services.config = load_config(plate_env["config_path"])
 
 
-def pull_secret(api: FakeKubeAPI, namespace: str, host: str, user: str, password: str) -> None:
-    config = {"auths": {host: {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}
-    api.put({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": "harbor-docker-secret", "namespace": namespace},
-        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
-    })  # fmt: skip
-
-
 def run_prod(service: Service, approve: Any = None, tag: str = "1.5.0") -> Any:
     known = set(service.request_ids())
     service.command(f"deploy prod {tag}")
@@ -284,7 +274,7 @@ def test_prod_deploy_from_the_registry_binds_the_approval_to_the_chart_digest(
     reg = registries.basic
     monkeypatch.setenv("PLATE_CHART_CACHE", str(tmp_path / "chart-cache"))
     digest = push_chart(reg.url, distribution.ADMIN, "e2e/plate-web", VERSION, chart_archive(CHART))
-    pull_secret(kube_api, "plate-prod", reg.host, *distribution.PULLER)
+    kube_api.put(pull_secret("plate-prod", reg.host, *distribution.PULLER))
     source = {"chart": f"oci://{reg.host}/e2e/plate-web", "version": VERSION}
     configure(service, plate_env, {"allowed_hosts": [reg.host], "plain_http_hosts": [reg.host]}, "prod", source)
     run_prod(service)

@@ -5,7 +5,6 @@ between the approval and the run."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from config.environments import load_config
 from sandbox.cluster import SimulatedCluster
+from sandbox.harbor import pull_secret
 from sandbox.helm import recorded_argv
 from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import ROOT, Service, plate_config
@@ -115,13 +115,7 @@ def use_registry(service: Service, plate_env: dict[str, Any], api: FakeKubeAPI, 
     prod["harbor"] = {"registry": reg.host, "registry_url": reg.url, "test_image": f"{reg.host}/{REPO}:1.4.0"}
     Path(plate_env["config_path"]).write_text(yaml.safe_dump(config))
     service.runtime.listeners.services.config = load_config(plate_env["config_path"])
-    auth = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
-    api.put({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": "harbor-docker-secret", "namespace": "plate-prod"},
-        "data": {".dockerconfigjson": base64.b64encode(json.dumps({"auths": {reg.host: {"auth": auth}}}).encode())
-                 .decode()},
-    })  # fmt: skip
+    api.put(pull_secret("plate-prod", reg.host, *creds))
 
 
 def plan(service: Service, tag: str) -> Any:

@@ -4,8 +4,6 @@ the plan or asks one more approval."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import yaml
 
 from config.environments import load_config
 from sandbox.cluster import SimulatedCluster
+from sandbox.harbor import pull_secret
 from sandbox.harbor_registry import FakeHarbor
 from sandbox.helm import recorded_argv
 from sandbox.kubeapi import FakeKubeAPI
@@ -51,13 +50,7 @@ def configure(service: Service, plate_env: dict[str, Any], api: FakeKubeAPI, har
         prod["image_policy"] = policy
     Path(plate_env["config_path"]).write_text(yaml.safe_dump(config))
     service.runtime.listeners.services.config = load_config(plate_env["config_path"])
-    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    config_json = json.dumps({"auths": {harbor.host: {"auth": auth}}}).encode()
-    api.put({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": "harbor-docker-secret", "namespace": "plate-prod"},
-        "data": {".dockerconfigjson": base64.b64encode(config_json).decode()},
-    })  # fmt: skip
+    api.put(pull_secret("plate-prod", harbor.host, USER, PASSWORD))
 
 
 def plan(service: Service, tag: str) -> Any:
