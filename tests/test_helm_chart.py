@@ -1348,6 +1348,33 @@ def test_keda_scales_on_queued_plus_running_jobs_from_serve(full_objects):
     assert not of_kind(full_objects, "TriggerAuthentication")
 
 
+def test_keda_trigger_reads_what_serve_answers():
+    """The trigger's URL path and valueLocation are serve's: its probes app answers the path with the JSON
+    of core.queue.scale_hint, which holds the key KEDA reads (a number) for a real RQ queue."""
+    import io
+    import json
+    from urllib.parse import urlsplit
+
+    import fakeredis
+    from prometheus_client import CollectorRegistry
+
+    from core.probes import Health, probes_app
+    from core.queue import queue_for, scale_hint
+
+    metadata = one(render({"keda": {"enabled": True}}), "ScaledObject", f"{RELEASE}-worker")["spec"]["triggers"][0][
+        "metadata"
+    ]
+    queue = queue_for(fakeredis.FakeRedis())
+    queue.enqueue("builtins.print", "a waiting job")
+    app = probes_app(CollectorRegistry(), live=Health(), scale=lambda: scale_hint(queue))
+    answered: list[str] = []
+    environ = {"PATH_INFO": urlsplit(metadata["url"]).path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+    body = b"".join(app(environ, lambda status, headers, *_: answered.append(status)))
+    assert answered[0].startswith("200")
+    value = json.loads(body)[metadata["valueLocation"]]
+    assert isinstance(value, int) and value == 1
+
+
 def test_keda_defaults_keep_a_worker_and_need_no_redis_access():
     objects = render({"keda": {"enabled": True}})
     spec = one(objects, "ScaledObject", f"{RELEASE}-worker")["spec"]
