@@ -15,10 +15,12 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.requests import PAUSE_AUTOSYNC, Request
+from workers.images import Outcome, Resolution, card_lines, images_in, nearest_tags, parse
 from workers.plan import parse_stream
 
 SUCCESSFUL = ("deployed", "superseded")
@@ -163,6 +165,11 @@ def image_of(manifest: str) -> str | None:
             if containers and containers[0].get("image"):
                 return str(containers[0]["image"])
     return None
+
+
+def images_of(manifest: str) -> tuple[str, ...]:
+    """Every container and init container image of a release manifest, as it names them."""
+    return tuple(images_in(parse_stream(manifest)))
 
 
 def image_tag(image: str | None) -> str:
@@ -351,6 +358,8 @@ class RollbackPlan:
     digest: str
     argo: ArgoSync | None = None
     notes: tuple[str, ...] = field(default=())
+    images: tuple[str, ...] = ()  # every image of the target's manifest, as it names them
+    image_lines: tuple[str, ...] = ()  # what the registry says about them now (target_image_lines)
 
     @property
     def short_digest(self) -> str:
@@ -378,6 +387,7 @@ class RollbackPlan:
             f"check `{self.short_digest}`",
             self._revision("Live", self.live, self.live_image),
             self._revision("Target", self.target, self.target_image),
+            *self.image_lines,
             f"*Target deployed by:* {self.target_origin.text()}" + self._helm_says(),
             f"*plate-bot backup of revision {self.target.number}:* "
             + ("yes" if self.backup else "none (helm's own history still has the revision)"),
@@ -389,3 +399,157 @@ class RollbackPlan:
         if self.argo is not None:
             lines += self.argo.lines()
         return lines
+
+
+# --- the target's images now ----------------------------------------------------------------------------
+#
+# A rollback re-applies the target revision's manifest, so its pods pull what that manifest names: the
+# recorded digest when the revision ran by digest (`repo:tag@sha256:…`, as plate-bot deploys charts that
+# take `image.digest`), otherwise whatever the tag points at *now*. The pods that ran the revision may be long
+# gone, so the manifest is the only record of what ran. What the check does with the registry's answers:
+# - pinned, digest still there: the rollback runs exactly what the revision ran; if the tag moved or was
+#   deleted since, the card says so (a note, the rollback is unaffected);
+# - pinned, digest gone: refused. No pod can pull it and no push can bring those bytes back under that
+#   digest; helm would only wait out its timeout. The card offers the repository's newest tags to deploy.
+# - tag only, tag exists: the card shows the digest the pods will pull and says it may not be what ran;
+#   the approval binds to that digest (a tag moved between approval and run refuses the run);
+# - tag only, tag (or repository) gone: a warning with the newest tags; the rollback may still be approved
+#   (nodes may have the image cached; the tag may be pushed again before approving);
+# - registry unreachable, credentials refused, no access configured: a warning; the images are unchecked.
+
+
+@dataclass(frozen=True)
+class TargetImage:
+    """One image of the rollback's target and what the registry says about it now."""
+
+    spec: str  # as the target revision's manifest names it
+    pulled: Resolution  # the reference the pods will pull: the recorded digest if pinned, else the tag
+    tag_now: Resolution | None = None  # pinned and tagged: where the tag points now
+
+    @property
+    def pinned(self) -> bool:
+        return self.pulled.image.digest is not None
+
+
+def image_queries(names: Sequence[str]) -> list[str]:
+    """What to ask the registries: each image as the manifest names it (by its digest when pinned: is it
+    still there?), and a pinned image's tag on its own (where does it point now?)."""
+    out: dict[str, None] = dict.fromkeys(names)
+    for name in names:
+        image = parse(name)
+        if image.digest and image.tag:
+            out.setdefault(f"{image.name}:{image.tag}", None)
+    return list(out)
+
+
+def target_images(names: Sequence[str], answers: Mapping[str, Resolution]) -> list[TargetImage]:
+    """Join the registry's answers (query -> Resolution, for `image_queries(names)`) per target image."""
+    out = []
+    for name in names:
+        image = parse(name)
+        tag_now = answers.get(f"{image.name}:{image.tag}") if image.digest and image.tag else None
+        out.append(TargetImage(name, answers[name], tag_now))
+    return out
+
+
+def _short(digest: str | None) -> str:
+    return f"`{digest[:19]}…`" if digest else "`unresolved`"
+
+
+def _newest(r: Resolution) -> str:
+    near = nearest_tags(r.tags)
+    return f" (newest tags: {', '.join(f'`{t}`' for t in near)})" if near else ""
+
+
+def _image_note(t: TargetImage, revision: int) -> str | None:
+    image, pulled, now = t.pulled.image, t.pulled, t.tag_now
+    if t.pinned:
+        if pulled.outcome is not Outcome.RESOLVED or now is None:
+            return None
+        if now.outcome is Outcome.RESOLVED and now.digest != image.digest:
+            return (
+                f":warning: tag `{image.tag}` of `{image.name}` now points at {_short(now.digest)}, revision "
+                f"{revision} ran {_short(image.digest)}; the rollback runs the revision's digest (its manifest "
+                "pins it)"
+            )
+        if now.outcome is Outcome.MISSING:
+            return (
+                f":warning: tag `{image.tag}` of `{image.name}` no longer exists{_newest(now)}; the rollback runs "
+                f"revision {revision}'s digest, which the registry still has"
+            )
+        return None
+    if pulled.outcome is Outcome.MISSING:
+        gone = f"repository `{image.name}`" if pulled.detail.startswith("repository") else f"tag `{image}`"
+        return (
+            f":warning: {gone} no longer exists{_newest(pulled)}: revision {revision} named it by tag only, so "
+            "its pods will not start unless the tag is pushed again (or a node still has the image cached)"
+        )
+    return None
+
+
+def target_image_lines(targets: Sequence[TargetImage], revision: int, env_name: str) -> tuple[str, ...]:
+    """The rollback card's image lines: each image `repo:tag @ sha256:…` (the digest the pods will pull),
+    then what changed in the registry since the revision ran, and what could not be checked."""
+    if not targets:
+        return ()
+    lines = [f"*Target images* (what revision {revision}'s pods will pull):", *card_lines([t.pulled for t in targets])]
+    lines += [note for t in targets if (note := _image_note(t, revision))]
+    by_tag = [t for t in targets if not t.pinned and t.pulled.outcome is Outcome.RESOLVED]
+    if by_tag:
+        named = ", ".join(f"`{t.pulled.image.name.rsplit('/', 1)[-1]}:{t.pulled.image.tag}`" for t in by_tag)
+        lines.append(
+            f"Revision {revision} recorded no digest for {named}: the rollback pulls what the tag points at now "
+            f"(the digest above), which may not be what revision {revision} ran"
+        )
+    unreachable = sorted({t.pulled.image.host for t in targets if t.pulled.outcome is Outcome.UNREACHABLE})
+    lines += [f":warning: could not reach {host} to check the target's images: they are pulled unchecked"
+              for host in unreachable]  # fmt: skip
+    refused = sorted({(t.pulled.image.host, t.pulled.credential) for t in targets
+                      if t.pulled.outcome is Outcome.REFUSED})  # fmt: skip
+    lines += [
+        f":warning: {host} refused plate-bot's credentials (Secret `{secret}`): the target's images are unchecked; "
+        f"`/plate harbor-verify {env_name}` checks the pull-secret chain"
+        for host, secret in refused
+    ]
+    return tuple(lines)
+
+
+def target_images_blocking(targets: Sequence[TargetImage], revision: int) -> str | None:
+    """Why the rollback cannot run at all, or None: a pinned digest the registry no longer has."""
+    for t in targets:
+        if t.pinned and t.pulled.outcome is Outcome.MISSING:
+            image = t.pulled.image
+            now = t.tag_now
+            if now is not None and now.outcome is Outcome.RESOLVED:
+                offer = f"; tag `{image.tag}` now points at {_short(now.digest)}: deploy it instead if that is wanted"
+            else:
+                near = nearest_tags(t.pulled.tags or (now.tags if now else ()))
+                offer = f"; deploy one of its newest tags instead: {', '.join(f'`{x}`' for x in near)}" if near else ""
+            return (
+                f"revision {revision} runs `{image.name}@{image.digest}`, which the registry no longer has: "
+                f"no pod could pull it{offer}"
+            )
+    return None
+
+
+def target_image_pins(targets: Iterable[TargetImage]) -> dict[str, str]:
+    """Tag-only images -> the digest their tag points at now: what the approval binds to. (A pinned image
+    cannot move: the manifest, which the rollback digest binds, names its digest.)"""
+    return {t.spec: t.pulled.digest for t in targets if not t.pinned and t.pulled.digest}
+
+
+def target_images_moved(approved: Mapping[str, str], targets: Sequence[TargetImage]) -> str | None:
+    """At run time: a tag-only image whose tag points elsewhere than when the rollback was approved, or
+    that no longer exists. A registry that cannot be asked now refuses nothing (the kubelet will tell)."""
+    now = {t.spec: t.pulled for t in targets}
+    for spec, digest in sorted(approved.items()):
+        answer = now.get(spec)
+        if answer is None or answer.outcome not in (Outcome.RESOLVED, Outcome.MISSING) or answer.digest == digest:
+            continue
+        image = answer.image
+        where = f"now {_short(answer.digest)}" if answer.digest else "it no longer exists"
+        return (
+            f"tag `{image.tag}` of `{image.name}` moved after the approval: approved {_short(digest)}, {where}; "
+            "request the rollback again"
+        )
+    return None

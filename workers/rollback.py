@@ -8,12 +8,19 @@ and, when the environment's Argo CD Application syncs automatically, offers to p
 CD puts git's version straight back. The approval binds to a digest of (live revision, target revision,
 target manifest); the job recomputes it and refuses if the release moved meanwhile.
 
+The card also shows what the target's pods will pull, asked of the registries the environment can read
+(workers.revisions, "the target's images now"): a revision deployed by digest runs that digest (the card
+says if its tag moved or went since); a tag-only revision pulls what the tag points at now, and the approval
+binds to that digest (the job refuses if the tag moved after the approval). A pinned digest the registry no
+longer has refuses the rollback before anyone is asked; everything else is a warning.
+
 The job reuses the deploy's steps: cluster check, approval (digest) check, backup, rollout verification,
 status summary and the failure report (helm's stderr, pods not Ready, their events).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from core.audit import Event
@@ -40,18 +47,27 @@ from workers.revisions import (
     InvalidTarget,
     Revision,
     RollbackPlan,
+    TargetImage,
     choose_target,
     image_of,
+    image_queries,
     image_tag,
+    images_of,
     origin_of,
     parse_history,
     rollback_digest,
+    target_image_lines,
+    target_image_pins,
+    target_images,
+    target_images_blocking,
+    target_images_moved,
     workloads_of,
 )
 
 CHECK_STEPS = [
     ("history", "helm history and the target revision"),
     ("details", "Both revisions, plate-bot's records and backups"),
+    ("images", "The target's images in the registry"),
     ("argocd", "Argo CD auto-sync"),
 ]
 ROLLBACK_STEPS = [
@@ -100,7 +116,26 @@ def describe(ctx: JobContext, live: Revision, target: Revision, argo: ArgoSync |
         workloads=workloads_of(target_manifest),
         digest=rollback_digest(live, target, target_manifest),
         argo=argo,
+        images=images_of(target_manifest),
     )
+
+
+def resolve_target_images(ctx: JobContext, plan: RollbackPlan) -> tuple[list[TargetImage], RollbackPlan]:
+    """Ask the registries about the target's images (recorded digests, and where their tags point now);
+    the plan comes back with the card's image lines."""
+    queries = image_queries(plan.images)
+    answers = dict(zip(queries, ctx.resolve_images(queries), strict=True))
+    targets = target_images(plan.images, answers)
+    lines = target_image_lines(targets, plan.target.number, ctx.env.name)
+    return targets, dataclasses.replace(plan, image_lines=lines)
+
+
+def _images_note(targets: list[TargetImage]) -> str:
+    if not targets:
+        return "no container images in the target's manifest"
+    resolved = sum(1 for t in targets if t.pulled.digest)
+    pinned = sum(1 for t in targets if t.pinned)
+    return f"{resolved} of {len(targets)} image(s) found in the registry, {pinned} pinned by digest"
 
 
 def _tell_requester(ctx: JobContext, text: str) -> None:
@@ -135,6 +170,14 @@ def rollback_plan(ctx: JobContext) -> str:
             note.text = f"target image `{image_tag(result.target_image)}`, " + (
                 "plate-bot backup exists" if result.backup else "no plate-bot backup"
             )
+        with ctx.step("images") as note:
+            targets, result = resolve_target_images(ctx, result)
+            reason = target_images_blocking(targets, target.number)
+            if reason:
+                _close_request(ctx, reason)
+                _tell_requester(ctx, f":warning: I cannot roll back `{ctx.env.name}`: {reason}. Nothing was run.")
+                raise _Refused(reason)
+            note.text = _images_note(targets)
     except _Refused:
         raise
     except StepFailed as exc:
@@ -145,9 +188,10 @@ def rollback_plan(ctx: JobContext) -> str:
     else:
         with ctx.step("argocd") as note:
             note.text = "auto-sync is on: offering to pause it" if argo.active else "nothing to pause"
+    pins, summary = target_image_pins(targets), result.summary()
     try:
         ctx.audit.transition(
-            *ctx.store.transition(req.id, lambda r: r.with_plan(result.digest, result.summary(), result.offers))
+            *ctx.store.transition(req.id, lambda r: r.with_plan(result.digest, summary, result.offers, images=pins))
         )
     except Conflict:
         return "the request was closed while checking"
@@ -200,7 +244,13 @@ def rollback(ctx: JobContext) -> str:
         plan = describe(ctx, live, target, None)  # Argo CD is read again in its own step
         refusal = "the release changed since the approval; request the rollback again"
         check_approved(ctx, "check", plan.digest, f"now `{plan.short_digest}` (live {plan.live.number})", refusal)
+        # The registry again: a pinned digest deleted, or a tag-only image's tag moved, since the approval.
+        targets, plan = resolve_target_images(ctx, plan)
+        reason = target_images_blocking(targets, plan.target.number) or target_images_moved(req.images, targets)
+        if reason:
+            raise StepFailed(reason)
         note.text = f"revision {plan.live.number} → {plan.target.number}" + (", as approved" if req.plan_digest else "")
+        note.text += f" · {_images_note(targets)}" if targets else ""
     if not req.plan_digest:
         ctx.report.reply("\n".join(plan.summary()))
     backup_step(ctx, dry=dry)

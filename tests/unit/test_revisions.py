@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,22 +13,30 @@ from core import messages
 from core.errors import Conflict
 from core.redact import redact_text
 from core.requests import PAUSE_AUTOSYNC, new_request
+from workers.images import Outcome, Resolution, parse
 from workers.revisions import (
     ArgoSync,
     InvalidTarget,
     Origin,
     Revision,
     RollbackPlan,
+    TargetImage,
     change_record,
     choose_target,
     history_lines,
     image_of,
+    image_queries,
     image_tag,
     live_revision,
     origin_of,
     parse_history,
     parse_time,
     rollback_digest,
+    target_image_lines,
+    target_image_pins,
+    target_images,
+    target_images_blocking,
+    target_images_moved,
     workloads_of,
 )
 
@@ -373,3 +382,101 @@ def test_slack_permalinks_survive_redaction_but_secrets_next_to_them_do_not(link
     secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="
     assert redact_text(f"<{link}|thread> {secret}") == f"<{link}|thread> [REDACTED]"
     assert redact_text(f"https://evil.example.com/archives/{secret}") != f"https://evil.example.com/archives/{secret}"
+
+
+# --- the target's images (what the registry says now) ------------------------------------------------------
+
+HOST = "harbor.example.com/plate/plate-web"
+RAN, MOVED = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def answers(names: list[str], **by_query: Resolution) -> list[TargetImage]:
+    queries = image_queries(names)
+    found = {q: by_query.get(q.rsplit("/", 1)[-1], Resolution(parse(q), Outcome.NOT_CHECKED)) for q in queries}
+    return target_images(names, found)
+
+
+def resolved(query: str, digest: str) -> Resolution:
+    return Resolution(parse(query), Outcome.RESOLVED, digest=digest)
+
+
+def missing(query: str, detail: str = "tag not found") -> Resolution:
+    return Resolution(parse(query), Outcome.MISSING, detail=detail, tags=("1.3.0", "1.10.0", "latest"))
+
+
+def test_image_queries_ask_a_pinned_image_by_digest_and_its_tag_on_its_own() -> None:
+    names = [f"{HOST}:1.4.0@{RAN}", f"{HOST}:1.3.0", f"{HOST}@{RAN}"]
+    assert image_queries(names) == [*names, f"{HOST}:1.4.0"]
+
+
+@pytest.mark.parametrize(
+    ("pulled", "tag_now", "says", "blocks"),
+    [
+        (resolved(f"{HOST}:1.4.0@{RAN}", RAN), resolved(f"{HOST}:1.4.0", RAN), None, False),
+        (resolved(f"{HOST}:1.4.0@{RAN}", RAN), resolved(f"{HOST}:1.4.0", MOVED),
+         f"tag `1.4.0` of `{HOST}` now points at `{MOVED[:19]}…`, revision 2 ran `{RAN[:19]}…`; the rollback runs "
+         "the revision's digest", False),
+        (resolved(f"{HOST}:1.4.0@{RAN}", RAN), missing(f"{HOST}:1.4.0"),
+         f"tag `1.4.0` of `{HOST}` no longer exists (newest tags: `1.10.0`, `1.3.0`); the rollback runs revision 2's "
+         "digest, which the registry still has", False),
+        (missing(f"{HOST}:1.4.0@{RAN}"), resolved(f"{HOST}:1.4.0", MOVED),
+         f"revision 2 runs `{HOST}@{RAN}`, which the registry no longer has: no pod could pull it; tag `1.4.0` now "
+         f"points at `{MOVED[:19]}…`: deploy it instead if that is wanted", True),
+        (missing(f"{HOST}:1.4.0@{RAN}"), missing(f"{HOST}:1.4.0"),
+         "deploy one of its newest tags instead: `1.10.0`, `1.3.0`", True),
+    ],
+    ids=["unchanged", "tag-moved", "tag-gone", "digest-gone", "both-gone"],
+)  # fmt: skip
+def test_a_pinned_target_image(pulled: Resolution, tag_now: Resolution, says: str | None, blocks: bool) -> None:
+    [target] = answers([f"{HOST}:1.4.0@{RAN}"], **{"plate-web:1.4.0@" + RAN: pulled, "plate-web:1.4.0": tag_now})
+    lines = "\n".join(target_image_lines([target], 2, "prod"))
+    reason = target_images_blocking([target], 2)
+    assert (reason is not None) == blocks
+    if says is None:
+        assert ":warning:" not in lines and reason is None, lines
+    else:
+        assert says in (reason if blocks else lines), (reason, lines)
+    assert target_image_pins([target]) == {}  # the manifest names the digest: nothing more to bind
+
+
+def test_a_tag_only_target_image_binds_the_digest_its_tag_points_at_now() -> None:
+    spec = f"{HOST}:1.3.0"
+    [target] = answers([spec], **{"plate-web:1.3.0": resolved(spec, RAN)})
+    lines = target_image_lines([target], 2, "prod")
+    assert lines[1] == f"`{spec}` @ `{RAN[:19]}…`"
+    assert (
+        "Revision 2 recorded no digest for `plate-web:1.3.0`: the rollback pulls what the tag points at now"
+        in (lines[2])
+    )
+    assert target_image_pins([target]) == {spec: RAN} and target_images_blocking([target], 2) is None
+    assert target_images_moved({spec: RAN}, [target]) is None
+    assert target_images_moved({spec: MOVED}, [target]) == (
+        f"tag `1.3.0` of `{HOST}` moved after the approval: approved `{MOVED[:19]}…`, now `{RAN[:19]}…`; "
+        "request the rollback again"
+    )
+    [gone] = answers([spec], **{"plate-web:1.3.0": missing(spec)})
+    assert "it no longer exists" in (target_images_moved({spec: RAN}, [gone]) or "")
+    assert target_images_blocking([gone], 2) is None  # a warning: the tag may be pushed again
+    assert f":warning: tag `{spec}` no longer exists (newest tags: `1.10.0`, `1.3.0`)" in "\n".join(
+        target_image_lines([gone], 2, "prod")
+    )
+    [away] = answers([spec], **{"plate-web:1.3.0": Resolution(parse(spec), Outcome.UNREACHABLE, detail="refused")})
+    assert target_images_moved({spec: RAN}, [away]) is None  # unchecked now: the kubelet will tell
+    assert ":warning: could not reach harbor.example.com to check the target's images" in "\n".join(
+        target_image_lines([away], 2, "prod")
+    )
+
+
+def test_refused_credentials_point_at_harbor_verify() -> None:
+    spec = f"{HOST}:1.3.0"
+    refused = Resolution(parse(spec), Outcome.REFUSED, detail="401", credential="harbor-docker-secret")
+    [target] = answers([spec], **{"plate-web:1.3.0": refused})
+    lines = "\n".join(target_image_lines([target], 2, "prod"))
+    assert "refused plate-bot's credentials (Secret `harbor-docker-secret`)" in lines
+    assert "`/plate harbor-verify prod`" in lines and target_images_blocking([target], 2) is None
+    assert target_image_lines([], 2, "prod") == ()
+
+
+def test_the_card_puts_the_image_lines_under_the_target() -> None:
+    lines = dataclasses.replace(plan(), image_lines=("*Target images* …", "`x` @ `sha256:…`")).summary()
+    assert lines[2].startswith("*Target* revision 2") and lines[3:5] == ["*Target images* …", "`x` @ `sha256:…`"]
