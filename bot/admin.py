@@ -9,7 +9,9 @@ the workers; run it where they run (`kubectl exec deploy/<release>-serve -- plat
 
 Breaking a lock is compare-and-delete: the lock is freed only if the request that held it when it was
 looked up still holds it, and is then recorded as `lock.broken` (who, which lock and request, why) in
-the audit stream and, when `audit_channel` is set, in Slack. `--as` must name one of the config's
+the audit stream and, when `audit_channel` is set, in Slack. A job of that request still waiting in the
+queue is cancelled (it would otherwise run later without the lock it was approved under) and the
+request's thread is told; a running job is not stopped. `--as` must name one of the config's
 `admins` (a user, or a member of a listed group when the bot token can read it); anyone else is
 refused and that is recorded as `lock.break_refused`. `--as` is who answers for the break, not a
 login: whoever can run this command can reach Redis directly, so the check keeps honest people from
@@ -40,6 +42,7 @@ from core.audit import Event
 from core.errors import Unavailable
 
 if TYPE_CHECKING:  # the store (and redis) are imported when an admin command runs, not with the CLI
+    from core.requests import Request
     from core.store import Store
 
 OK, FAILED, USAGE, REFUSED = 0, 1, 2, 3
@@ -215,10 +218,16 @@ def _break_lock(args: argparse.Namespace, settings: Settings, store: Store, out:
     request_id = str(holder.get("request") or "")
     if not request_id:
         raise AdminError(f"the holder of lock {name!r} cannot be read; see docs/redis.md for removing it by hand")
+    from core.queue import cancel_queued
+
     if not store.release_lock(name, request_id):
         raise AdminError(f"lock {name!r} lapsed or changed hands meanwhile; nothing was changed (list the locks again)")
     request = store.get(request_id)
+    # A job still waiting would otherwise run later without the lock it was approved under.
+    cancelled = request is not None and cancel_queued(request.job_id, store.redis)
     detail = f"lock {name} of request {request_id} ({holder.get('state', '?')} since {_iso(holder.get('since'))})"
+    if cancelled:
+        detail += " · its queued job was cancelled"
     if args.reason.strip():
         detail += f" · reason: {args.reason.strip()}"
     record = audit.entry(
@@ -231,13 +240,32 @@ def _break_lock(args: argparse.Namespace, settings: Settings, store: Store, out:
         detail=detail,
     )
     stored = _audit(store, config, settings, record)
+    if request is not None:
+        _tell_thread(settings, request, name, user, args.reason.strip(), cancelled)
     out.write(
         f"broke lock {name}: held by request {request_id} ({holder.get('verb', '?')} by {holder.get('user', '?')} "
         f"since {_iso(holder.get('since'))}); recorded as lock.broken by {user}\n"
     )
+    if cancelled and request is not None:
+        out.write(f"its job {request.job_id} was still queued and is cancelled: it will not run\n")
     if not stored:
         raise AdminError("the lock was broken, but its audit record could not be written to Redis")
     return OK
+
+
+def _tell_thread(settings: Settings, request: Request, name: str, user: str, reason: str, cancelled: bool) -> None:
+    """A line in the request's thread, so whoever waits on it knows (best effort, like the audit mirror)."""
+    if not (request.channel and request.message_ts and settings.slack_bot_token.get_secret_value()):
+        return
+    from core.slack import SlackError, SlackGateway
+
+    text = f":unlock: <@{user}> broke the lock on `{name}`" + (f": {reason}" if reason else "") + "."
+    if cancelled:
+        text += f" This {request.verb} was still queued and will not run; ask again when ready."
+    try:
+        SlackGateway.from_settings(settings).post(request.channel, text, thread_ts=request.message_ts)
+    except SlackError as exc:
+        print(f"plate-bot admin: the request's thread was not told ({exc.code})", file=sys.stderr)
 
 
 def _audit(store: Store, config: PlateConfig, settings: Settings, record: dict[str, str]) -> bool:

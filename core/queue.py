@@ -26,7 +26,7 @@ import redis
 from redis.client import Pipeline
 from rq import Queue, Worker, get_current_job
 from rq.callbacks import Callback
-from rq.exceptions import DeserializationError, DuplicateJobError
+from rq.exceptions import DeserializationError, DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
@@ -58,6 +58,7 @@ __all__ = [
     "PlateJob",
     "Queue",
     "RefusedJob",
+    "cancel_queued",
     "enqueue",
     "enqueue_lost_report",
     "enqueue_plan",
@@ -331,3 +332,19 @@ def sweep_abandoned(queue: Queue) -> list[str]:
         log.warning("jobs of workers that shut down", extra={"jobs": orphans})
     registry.cleanup()
     return orphans
+
+
+def cancel_queued(job_id: str, connection: redis.Redis) -> bool:
+    """Cancel a job that is still waiting in the queue, so it never runs; False when it is not waiting
+    (a worker took it, it ended, or it never existed). Taking it off the queue's list is the atomic
+    step: a worker that dequeued it first keeps it (`plate-bot admin break-lock`)."""
+    queue = queue_for(connection)
+    try:
+        if not connection.lrem(queue.key, 0, job_id):
+            return False
+        # Off the queue it cannot run; its hash (if any) is marked canceled for RQ's registries and readers.
+        with contextlib.suppress(NoSuchJobError, InvalidJobOperation, DeserializationError):
+            fetch_job(job_id, connection).cancel()
+    except redis.RedisError as exc:
+        raise Unavailable("plate-bot cannot reach Redis right now.") from exc
+    return True

@@ -74,16 +74,31 @@ def test_an_admin_breaks_a_stuck_lock_and_it_is_audited(admins, service: Service
     assert (record["user"], record["request"], record["env"], record["verb"]) == (ADMIN, request_id, "stg", "deploy")
     assert "lock stg of request" in record["detail"] and "reason: worker pool gone, INC-42" in record["detail"]
     service.wait(lambda: any("lock.broken" in m.text for m in fake_slack.messages("C0AUDIT")), 5, "the mirror")
+    # The job approved under that lock was still queued: cancelled, so it cannot run later without it.
+    assert "its queued job was cancelled" in record["detail"]
+    assert out.splitlines()[1] == f"its job {record['job']} was still queued and is cancelled: it will not run"
+    assert service.runtime.queue.count == 0
+    told = [m.text for m in fake_slack.messages("C0DEPLOYS") if "broke the lock" in m.text]
+    assert told == [
+        f":unlock: <@{ADMIN}> broke the lock on `stg`: worker pool gone, INC-42. "
+        "This deploy was still queued and will not run; ask again when ready."
+    ]
     # Gone now: a second break changes nothing.
     code, _out, err = admin(capsys, "break-lock", "plate:lock:stg", "--as", ADMIN)
     assert code == 1 and err == "plate-bot admin: no lock named 'stg' is held (plate-bot admin locks lists them)\n"
 
 
-def test_a_member_of_an_admin_group_may_break_a_lock(admins, service: Service, capsys) -> None:
-    _stuck_deploy(service)
-    assert admin(capsys, "break-lock", "stg", "--as", IN_GROUP)[0] == 0
+def test_a_member_of_an_admin_group_may_break_a_lock(admins, service: Service, fake_slack, capsys) -> None:
+    """Here the job is no longer waiting (as if a worker had taken it): nothing is cancelled."""
+    request_id = _stuck_deploy(service)
+    service.runtime.queue.remove(service.runtime.store.get(request_id).job_id)
+    code, out, _err = admin(capsys, "break-lock", "stg", "--as", IN_GROUP)
+    assert code == 0 and len(out.splitlines()) == 1
     assert service.runtime.store.lock_holder("stg") is None
-    assert _audit(service, "lock.broken")[0]["user"] == IN_GROUP
+    (record,) = _audit(service, "lock.broken")
+    assert record["user"] == IN_GROUP and "cancelled" not in record["detail"]
+    told = [m.text for m in fake_slack.messages("C0DEPLOYS") if "broke the lock" in m.text]
+    assert told == [f":unlock: <@{IN_GROUP}> broke the lock on `stg`."]
 
 
 def test_anyone_else_is_refused_and_that_is_audited(admins, service: Service, capsys) -> None:
