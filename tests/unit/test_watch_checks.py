@@ -12,6 +12,7 @@ from core.messages import REQUEST_ROLLBACK
 from workers.watcher.checks import (
     argocd_cause,
     argocd_report,
+    attributed,
     change_lines,
     latest_change,
     matching_credentials,
@@ -231,6 +232,19 @@ def test_change_lines() -> None:
     [old] = change_lines(latest_change([rev(2, 7300, "plate-bot 0a1b2c3d4e5f by U0BOB")]), NOW)
     assert old.startswith(":information_source: Nothing deployed in the last hour. Latest: Helm revision 2")
     assert change_lines(latest_change([]), NOW) == [":information_source: No helm release history."]
+
+
+def test_a_pending_or_rolled_back_revision_is_attributed_to_the_job_running_then() -> None:
+    """helm writes plate-bot's description when the upgrade ends: while it waits, the revision says
+    "Preparing upgrade", and an --atomic rollback "Rollback to 1". The job's change record names them."""
+    pending = latest_change([rev(1, 7200, "plate-bot 0a1b2c3d4e5f by U0BOB"), rev(2, 5, "Preparing upgrade")])
+    record = {"request": "9f8e7d6c5b4a", "requester": "U0CAROL", "started": NOW - 30, "deadline": NOW + 600}
+    ours = attributed(pending, [record])
+    assert ours is not None and (ours.revision, ours.request, ours.user) == (2, "9f8e7d6c5b4a", "U0CAROL")
+    [line] = change_lines(ours, NOW)
+    assert line.endswith("5s ago: plate-bot request `9f8e7d6c5b4a` by <@U0CAROL>")
+    outside = {**record, "started": NOW - 3600, "ended": NOW - 3000}  # a job that ended before helm stamped it
+    assert attributed(pending, [outside]) == pending and attributed(None, [record]) is None
 
 
 # --- Slack shapes -----------------------------------------------------------------------------------------

@@ -8,11 +8,12 @@ Inputs are API-shaped dicts; repository Secrets arrive as name, kind and URL onl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from core.text import age, clip, parse_time
+from workers.revisions import Revision, origin_of
 
 Obj = dict[str, Any]
 OK, BAD, WARN, INFO = ":white_check_mark:", ":x:", ":warning:", ":information_source:"
@@ -241,6 +242,17 @@ def latest_change(history: list[Obj]) -> Change | None:
         request=match["request"] if match else None,
         user=match["user"] if match else None,
     )
+
+
+def attributed(change: Change | None, records: list[Obj]) -> Change | None:
+    """The change with the plate-bot request that made it, by `/plate history`'s own test (origin_of):
+    helm writes plate-bot's description only when an upgrade ends, so a revision still pending (the
+    deploy still waiting), or an --atomic rollback's, is known by the job running when helm stamped it."""
+    if change is None or change.request is not None:
+        return change
+    rev = Revision(change.revision, change.status, change.chart, updated=change.updated, description=change.description)
+    origin = origin_of(rev, records)
+    return replace(change, request=origin.request, user=origin.user) if origin.by_plate_bot else change
 
 
 def change_lines(change: Change | None, now: float, link: str | None = None) -> list[str]:

@@ -8,6 +8,7 @@ diagnosis goes on top of an incident that is reported either way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from workers.harbor.chain import (
 from workers.harbor.verify import Checks
 from workers.helm import Helm
 from workers.kube import KubeGateway
-from workers.watcher.checks import argocd_report, change_lines, latest_change, selfheal_on
+from workers.watcher.checks import argocd_report, attributed, change_lines, latest_change, selfheal_on
 from workers.watcher.classify import Reason, Workload, owning_workload, pod_problems
 from workers.watcher.incidents import Incident
 from workers.watcher.render import Diagnosis
@@ -255,6 +256,8 @@ def recent_change(src: Sources, app: Obj | None = None) -> tuple[list[str], str 
     except HelmError as exc:
         return [f"(helm history unavailable: {exc.message})"], None
     change = latest_change(history)
+    with contextlib.suppress(UserError):  # Redis away: helm's description is all there is
+        change = attributed(change, src.store.changes(env.key))
     link = None
     if change is not None and change.request and change.recent(now):
         try:
