@@ -116,6 +116,7 @@ class SimulatedCluster:
         self.api, self.ready_after, self.tick = api, ready_after, tick
         self._lock = threading.Lock()  # guards the rules; everything else belongs to the loop thread
         self._rules: list[tuple[re.Pattern[str], str]] = []
+        self._crash_logs: list[tuple[re.Pattern[str], str]] = []  # what a crashed container printed last
         for pattern, reason in (image_failures or {}).items():
             self.fail_images(pattern, reason)
         self._pods: dict[tuple[str, str], _Pod] = {}
@@ -145,16 +146,20 @@ class SimulatedCluster:
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    def fail_images(self, pattern: str, reason: str) -> None:
-        """Containers whose image matches `pattern` (re.search) fail with `reason` until they first run."""
+    def fail_images(self, pattern: str, reason: str, *, log: str | None = None) -> None:
+        """Containers whose image matches `pattern` (re.search) fail with `reason` until they first run. A
+        crashing container's previous run printed `log` (served with `previous=true`)."""
         if reason not in PULL_FAILURES | CRASH_FAILURES:
             raise ValueError(f"unknown failure reason {reason!r}")
         with self._lock:
             self._rules.append((re.compile(pattern), reason))
+            if log is not None:
+                self._crash_logs.append((re.compile(pattern), log))
 
     def clear_failures(self) -> None:
         with self._lock:
             self._rules.clear()
+            self._crash_logs.clear()
 
     def settle(self, timeout: float = 5.0) -> None:
         """Block until a whole pass begun after this call found every controller's status written for its
@@ -230,6 +235,10 @@ class SimulatedCluster:
     def _rule(self, image: str) -> str | None:
         with self._lock:
             return next((reason for rx, reason in self._rules if rx.search(image)), None)
+
+    def _crash_log(self, image: str) -> str | None:
+        with self._lock:
+            return next((log for rx, log in self._crash_logs if rx.search(image)), None)
 
     def _drop(self, pod: _Pod) -> None:
         self.api.delete("v1", "Pod", pod.ref["name"], pod.ref["namespace"])  # a no-op when already gone
@@ -499,6 +508,8 @@ class SimulatedCluster:
                 True,
             )
         # CrashLoopBackOff / OOMKilled: each period the container starts, dies at once and is backed off.
+        if pod.restarts.get(cname, 0) == 0 and (printed := self._crash_log(image)) is not None:
+            self.api.set_log(pod.ref["namespace"], pod.ref["name"], printed, container=cname, previous=True)
         pod.restarts[cname] = cycles
         oom, died = rule == "OOMKilled", pod.wall + self.ready_after + (cycles - 0.5) * period
         where = f"{pod.ref['name']}_{pod.key[0]}({pod.ref['uid']})"

@@ -2,8 +2,9 @@
 
 Everything plate-bot runs here is production code: the Bolt app behind waitress, signed HTTP requests,
 Redis (embedded), RQ workers that fork, helm as a subprocess (a fake CLI that renders the example chart
-with a real Helm engine), and the `kubernetes` client against a loopback API server whose simulated
-controllers roll pods out. Only Slack, the cluster and helm's cluster side are stand-ins.
+with a real Helm engine), the incident watcher's own loop (`plate-bot watch`, in a thread), and the
+`kubernetes` client against a loopback API server whose simulated controllers roll pods out. Only Slack,
+the cluster and helm's cluster side are stand-ins.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,21 @@ from sandbox.cluster import SimulatedCluster
 from sandbox.helm import install_wrapper, set_behaviour
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.signing import action_body, post, sign, slash_body
-from sandbox.slack import FakeSlack, render_blocks
+from sandbox.slack import FakeSlack, Message, render_blocks
 
 SECRET = "demo-signing-secret"  # noqa: S105 - the demo signs its own loopback requests
 CHANNEL = "C0DEPLOYS"
+INCIDENTS = "C0INCIDENTS"  # the example config's incident_channel
+# What 9.9.9's container printed before it crashed (the diagnosis reads it back with previous=true).
+CRASH_LOG = """\
+plate-web 9.9.9 starting
+loading config from /etc/plate/config.yaml
+connecting to postgres://plate-db:5432/plate
+panic: config: required key `session.secret_key` is missing
+goroutine 1 [running]:
+main.main()
+\t/src/cmd/plate-web/main.go:42 +0x1d5
+"""
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "plate.example.yaml"
 # The seed's Argo CD Application for prod (automated sync): a rollback must offer to pause it.
 ARGOCD_APP = {
@@ -54,6 +67,8 @@ class Demo:
         self.runtime: Any = None
         self.url = ""
         self._triggers = 0
+        self.watcher: Any = None
+        self._watching = threading.Event()
 
     # --- set-up -------------------------------------------------------------------------------------
     def environment(self) -> dict[str, str]:
@@ -87,7 +102,29 @@ class Demo:
         threading.Thread(target=server.run, daemon=True).start()
         self.url = f"http://127.0.0.1:{server.effective_port}/slack/events"
 
+    def watch(self) -> None:
+        """`plate-bot watch` alongside serve and the workers: the real loop, with a demo's short timings
+        (quick posts and edits, 5 s of quiet before an incident counts as resolved)."""
+        # The watcher is a thread here, and the workers fork: a fork while the thread imports one of the
+        # kubernetes client's lazily loaded API classes would leave the work-horse waiting on that import's
+        # lock forever. Loaded here first, they are inherited instead (and the horses start faster).
+        from kubernetes import client
+
+        from config.environments import load_config
+        from config.settings import Settings
+        from workers.watcher.main import build
+        from workers.watcher.watcher import Tuning
+
+        for api in ("CoreV1Api", "AppsV1Api", "NetworkingV1Api", "AutoscalingV2Api", "CustomObjectsApi"):
+            getattr(client, api)
+        settings = Settings()
+        tuning = Tuning(post_interval=0.05, updates_per_minute=600, update_interval=0.5, quiet=5.0, tick=0.05)
+        self.watcher = build(settings, load_config(settings.plate_config), self.runtime.store, tuning)
+        threading.Thread(target=self.watcher.run, args=(self._watching,), name="plate-watch", daemon=True).start()
+        self.wait(lambda: self.watcher.active and all(s.lists for s in self.watcher.streams))  # before any fork
+
     def stop(self) -> None:
+        self._watching.set()
         if self.runtime is not None:
             self.runtime.shutdown()
             from core.redisconn import stop_embedded
@@ -141,6 +178,36 @@ class Demo:
             burst=True, logging_level="WARNING"
         )
 
+    def request_rollback(self, user: str, root: Message) -> None:
+        """A click on the incident thread's Request rollback button (its value: the environment's label)."""
+        value = next(
+            e["value"]
+            for m in self.slack.thread(INCIDENTS, root.ts)
+            for b in m.blocks
+            if b.get("type") == "actions"
+            for e in b.get("elements", [])
+            if e.get("action_id") == "plate_request_rollback"
+        )
+        cards = len(self.slack.messages(CHANNEL))
+        body = action_body("plate_request_rollback", value, user=user, channel=INCIDENTS, message_ts=root.ts,
+                           response_url=self.slack.response_url(user, user=user))  # fmt: skip
+        post(self.url, body, sign(SECRET, body))
+        self.say(f"\n$ {user} clicks Request rollback in the incident thread")
+        self.wait(lambda: len(self.slack.messages(CHANNEL)) > cards)
+
+    def incident(self) -> Message:
+        """The incident's root message in the incident channel, once the watcher has posted its diagnosis."""
+        self.wait(lambda: any(m.thread_ts for m in self.slack.messages(INCIDENTS)), timeout=20)
+        return next(m for m in self.slack.messages(INCIDENTS) if not m.thread_ts or m.thread_ts == m.ts)
+
+    def show_incident(self, title: str, messages: list[Message]) -> None:
+        self.say(f"\n--- #{INCIDENTS} · {title} " + "-" * max(0, 60 - len(title)))
+        for msg in messages:
+            indent = "    " if msg.thread_ts and msg.thread_ts != msg.ts else ""
+            lines = [msg.text, *(line for line in render_blocks(msg.blocks) if line != msg.text)]
+            lines[0] += " (edited)" if msg.edits else ""
+            self.say("\n".join(indent + part for line in lines if line for part in line.splitlines()))
+
     def last_request(self) -> Any:
         ids = [k.decode().rsplit(":", 1)[-1] for k in self.runtime.connection.keys("plate:req:*")]
         requests = [self.runtime.store.get(i) for i in ids]
@@ -164,6 +231,7 @@ class Demo:
     def script(self) -> None:
         self.say("plate-bot demo: the real service (HTTP, Redis, RQ, helm subprocess, kubernetes client)")
         self.say("against a loopback Slack, Kubernetes API and helm. Everyone below is simulated.")
+        self.watch()  # `plate-bot watch`, posting incidents into #C0INCIDENTS
         self.command("U0BOB", "help")
         self.command("U0BOB", "deploy moon")
         self.command("U0BOB", "deploy stg 1.4.0")
@@ -192,27 +260,38 @@ class Demo:
         self.work()
         self.show_thread("production deploy: approved by a second person and run")
 
-        self.cluster.fail_images(r":9\.9\.9$", "Unauthorized")
-        set_behaviour(self.helm_state, upgrade="atomic-rollback", timeout_seconds=1)
+        # The new version crashes while helm waits for it: the incident watcher opens an incident.
+        self.cluster.fail_images(r":9\.9\.9$", "CrashLoopBackOff", log=CRASH_LOG)
+        set_behaviour(self.helm_state, upgrade="atomic-rollback", timeout_seconds=4)
         self.cluster.settle()
         self.command("U0BOB", "deploy prod 9.9.9")
         self.work()
         request = self.last_request()
         self.click("U0CAROL", "plate_approve", request.id)
-        self.cluster.settle(timeout=2)
         self.work()
         self.show_thread("production deploy that fails: pod events and the atomic rollback")
+
+        root = first = self.incident()
+        if root.history:  # the root as first posted, before the watcher's counter edits
+            first = replace(root, text=root.history[0]["text"], blocks=root.history[0]["blocks"], edits=0)
+        self.show_incident("incident opened: the diagnosis thread", [first, *self.slack.thread(INCIDENTS, root.ts)[1:]])
+        self.wait(lambda: self.slack.thread(INCIDENTS, root.ts)[0].edits > 0)
+        self.show_incident("the crash recurs: the root's counter is edited", self.slack.thread(INCIDENTS, root.ts)[:1])
+        seen = len(self.slack.thread(INCIDENTS, root.ts))
 
         self.cluster.clear_failures()
         set_behaviour(self.helm_state, upgrade=None, timeout_seconds=None)
         self.kube.put(ARGOCD_APP)
-        self.command("U0BOB", "rollback prod")
+        self.request_rollback("U0BOB", root)
         self.work()  # the target check: helm history, both revisions, plate-bot's records and backups, Argo CD
         request = self.last_request()
         self.click("U0CAROL", "plate_approve_pause", request.id)
         self.work()
         self.cluster.settle()
-        self.show_thread("rollback: checked against helm history, approved with Argo CD auto-sync paused")
+        self.show_thread("rollback from the incident: card in the deploy channel, auto-sync paused")
+        self.wait(lambda: "Resolved" in self.slack.thread(INCIDENTS, root.ts)[-1].text, timeout=30)
+        self._watching.set()
+        self.show_incident("resolved once plate-web is healthy again", self.slack.thread(INCIDENTS, root.ts)[seen:])
 
         self.command("U0BOB", "history prod")
         self.work()
