@@ -125,7 +125,7 @@ def _unreachable(settings: Settings, exc: Unavailable) -> str:
     from core.redisconn import shown_url
 
     cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "error"
-    return f"cannot reach Redis at {shown_url(settings.redis_url)} ({cause}); nothing was changed"
+    return f"cannot reach Redis at {shown_url(settings.redis_url)} ({cause})"
 
 
 def _config(settings: Settings) -> PlateConfig:
@@ -259,7 +259,7 @@ def _tell_thread(settings: Settings, request: Request, name: str, user: str, rea
         return
     from core.slack import SlackError, SlackGateway
 
-    text = f":unlock: <@{user}> broke the lock on `{name}`" + (f": {reason}" if reason else "") + "."
+    text = f":unlock: <@{user}> broke the lock on `{name}`" + (f": {' '.join(reason.split())[:200]}" if reason else "") + "."
     if cancelled:
         text += f" This {request.verb} was still queued and will not run; ask again when ready."
     try:
