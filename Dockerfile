@@ -43,13 +43,14 @@ FROM python:3.11.10-slim-bookworm AS helm
 
 # Set by BuildKit to the platform being built (amd64, arm64); amd64 for a builder that does not.
 ARG TARGETARCH=amd64
-# The Helm v4 line, the same release as the engine the chart tests render with (helm-python-sdk).
-ARG HELM_VERSION=v4.2.3
-# sha256 of https://get.helm.sh/helm-v4.2.3-linux-<arch>.tar.gz, as published with the release (its
+# Helm 4.2, the line of the engine the chart tests render with (helm-python-sdk), at its latest patch
+# (4.2.4: token-auth scope of `helm push`, a Go dependency's vulnerability fixed).
+ARG HELM_VERSION=v4.2.4
+# sha256 of https://get.helm.sh/helm-v4.2.4-linux-<arch>.tar.gz, as published with the release (its
 # release notes and the .sha256sum file next to each tarball). When HELM_VERSION changes, both must
 # change with it: the build fails otherwise.
-ARG HELM_SHA256_AMD64=e9b88b4ee95b18c706839c28d3a0220e5bc470e9cd9262410c90793c45ff8b7c
-ARG HELM_SHA256_ARM64=21abd9354d39b2cd79a8d76be6912cd137a983cbf997193503fb8a6a6e2f2785
+ARG HELM_SHA256_AMD64=c306b46f719b0a4da32d0f78ee21bf90ce8d602f15b22ab753f0674d1670a7f3
+ARG HELM_SHA256_ARM64=564de2191b881e9f71b5606b25345821ea1682f06ab90499d3ab22b530176da1
 
 WORKDIR /helm
 # No curl/wget in the slim image: python's urllib downloads the tarball.
