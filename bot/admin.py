@@ -259,7 +259,8 @@ def _tell_thread(settings: Settings, request: Request, name: str, user: str, rea
         return
     from core.slack import SlackError, SlackGateway
 
-    text = f":unlock: <@{user}> broke the lock on `{name}`" + (f": {' '.join(reason.split())[:200]}" if reason else "") + "."
+    said = " ".join(reason.split())[:200]
+    text = f":unlock: <@{user}> broke the lock on `{name}`" + (f": {said}" if said else "") + "."
     if cancelled:
         text += f" This {request.verb} was still queued and will not run; ask again when ready."
     try:
