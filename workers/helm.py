@@ -103,6 +103,20 @@ def helm_environment(environ: Mapping[str, str], kubeconfig: str | None = None) 
     return env
 
 
+# What helm prints before its error that is not the error: Helm 4's notice for flags it deprecated (plate-bot
+# keeps `--atomic`, which Helm 3 needs and Helm 4 still honours) and client-go's warnings.
+_NOISE = re.compile(r"^(WARNING:|W\d{4} |Flag --\S+ has been deprecated)")
+
+
+def headline(stderr: str) -> str:
+    """The line of helm's stderr that says what went wrong: its `Error:` line, else the first line that is
+    not a deprecation notice or a warning."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    useful = errors or [ln for ln in lines if not _NOISE.match(ln)] or lines
+    return useful[0] if useful else "no output"
+
+
 def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
     if not pattern.match(value):
         raise HelmError(f"refusing to pass an invalid {what} to helm")
@@ -170,9 +184,10 @@ class Helm:
             raise
         result = HelmResult(argv, proc.returncode, stdout, stderr, time.monotonic() - started)
         if proc.returncode != 0:
-            first = next((ln for ln in stderr.strip().splitlines() if ln.strip()), "no output")
             raise HelmError(
-                f"helm {args[0]} failed: {_tail(first, 300)}", stderr=_tail(stderr), returncode=proc.returncode
+                f"helm {args[0]} failed: {_tail(headline(stderr), 300)}",
+                stderr=_tail(stderr),
+                returncode=proc.returncode,
             )
         return result
 

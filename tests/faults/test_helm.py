@@ -70,3 +70,20 @@ def test_helm_and_plugin_that_ignore_sigterm_are_killed(tmp_path: Path) -> None:
     assert stopped.value.timed_out
     assert processes_running("stubborn-plugin") == []
     assert _leftovers(str(stubborn)) == []
+
+
+def test_the_failure_names_helms_error_not_its_deprecation_notices(tmp_path: Path) -> None:
+    """Helm 4 prints a notice for `--atomic` (deprecated there, needed by Helm 3) before its error: the step's
+    failure line is the error."""
+    helm4 = tmp_path / "helm4"
+    helm4.write_text(
+        "#!/bin/sh\n"
+        "echo 'Flag --atomic has been deprecated, use --rollback-on-failure instead' >&2\n"
+        "echo 'WARNING: Kubernetes configuration file is group-readable. This is insecure.' >&2\n"
+        "echo 'Error: UPGRADE FAILED: context deadline exceeded' >&2\n"
+        "exit 1\n"
+    )
+    helm4.chmod(0o755)
+    with pytest.raises(HelmError) as failed:
+        Helm(str(helm4), namespace="plate-stg").run("upgrade", "--install", "plate-web", "c", "--atomic", timeout=10)
+    assert str(failed.value) == "helm upgrade failed: Error: UPGRADE FAILED: context deadline exceeded"
