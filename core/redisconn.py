@@ -132,8 +132,11 @@ def shown_url(url: str | None) -> str:
 
 
 # The sentinels are asked once each, without redis-py's backoff (seconds per dead sentinel): the next
-# sentinel is the retry.
+# sentinel is the retry. A sentinel answers from memory at once; the bot waits for one at most 0.3 s, so
+# a frozen or unreachable one (asked first until another answers) costs an ack little of Slack's 3 s
+# (tests/faults/test_sentinel.py).
 _SENTINEL_TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+_BOT_SENTINEL_TIMEOUTS = {"socket_timeout": 0.3, "socket_connect_timeout": 0.3}
 
 
 def redis_url(settings: Settings) -> str:
@@ -155,21 +158,20 @@ def connect(settings: Settings, *, for_worker: bool = False) -> redis.Redis:
     url = redis_url(settings)
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     if is_sentinel(url):
-        return _sentinel_master(parse_sentinel_url(url), settings, password, kwargs)
+        return _sentinel_master(parse_sentinel_url(url), settings, password, kwargs, for_worker=for_worker)
     if password and settings.redis_url:
         kwargs["password"] = password  # redis-py lets the URL's own password win over this one
     return redis.Redis.from_url(url, **kwargs)
 
 
 def _sentinel_master(
-    target: SentinelURL, settings: Settings, password: str | None, kwargs: dict[str, Any]
+    target: SentinelURL, settings: Settings, password: str | None, kwargs: dict[str, Any], *, for_worker: bool
 ) -> redis.Redis:
     """redis-py's Sentinel client for the master of `target.service`."""
     tls: dict[str, Any] = {"ssl": True, **(target.tls or {})} if target.tls is not None else {}
     secret = settings.redis_sentinel_password
     sentinel_kwargs: dict[str, Any] = {
-        **_SENTINEL_TIMEOUTS,
-        **({k: v for k, v in kwargs.items() if k.startswith("socket_")}),
+        **(_SENTINEL_TIMEOUTS if for_worker else _BOT_SENTINEL_TIMEOUTS),
         **tls,
         "retry": Retry(NoBackoff(), 0),
         "username": target.sentinel_username,

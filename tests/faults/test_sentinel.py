@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,6 +223,33 @@ def test_a_worker_survives_a_sentinel_failover_during_a_deploy(
     assert service.runtime.store.get(request_id) is not None
     assert pool.get_master_address() == ("127.0.0.1", sentinels.replica_port)
     assert PASSWORD not in worker.output()
+
+
+def test_frozen_sentinels_cost_the_bot_little_of_slacks_3_seconds(sentinels: SentinelGroup, monkeypatch) -> None:
+    """Sentinels that accept connections but never answer (SIGSTOP): with the first one listed frozen, a
+    new bot connection still finds the master within about its 0.3 s wait; with all three frozen, the bot
+    gives up (Unavailable, what it tells Slack as "cannot reach") in under 2.5 s, retry included."""
+    from config.settings import Settings
+    from core.errors import Unavailable
+    from core.redisconn import connect
+
+    monkeypatch.setenv("REDIS_URL", sentinels.url())
+    monkeypatch.setenv("REDIS_PASSWORD", PASSWORD)
+    frozen = [sentinels.procs[f"sentinel-{n}"] for n in range(3)]
+    try:
+        frozen[0].send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        assert Store(connect(Settings())).get("none") is None
+        assert time.monotonic() - started < 1.0
+        for proc in frozen[1:]:
+            proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            Store(connect(Settings())).get("none")
+        assert time.monotonic() - started < 2.5
+    finally:
+        for proc in frozen:
+            proc.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.parametrize("sentinels", [1], indirect=True, ids=["one-sentinel"])

@@ -109,6 +109,9 @@ def test_the_client_is_redis_py_sentinel_master(monkeypatch: pytest.MonkeyPatch)
         assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [1, 2]
         assert all(s.connection_pool.connection_kwargs["password"] == "sentinel-pw" for s in sentinels)
         assert all(s.connection_pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem" for s in sentinels)
+        # The bot waits for a sentinel at most 0.3 s (Slack's 3 s budget); a worker up to 1 s.
+        timeouts = {s.connection_pool.connection_kwargs["socket_connect_timeout"] for s in sentinels}
+        assert timeouts == ({1.0} if worker else {0.3})
 
 
 def test_a_plain_url_takes_the_password_from_redis_password(monkeypatch: pytest.MonkeyPatch) -> None:
