@@ -200,6 +200,18 @@ class Demo:
         self.wait(lambda: any(m.thread_ts for m in self.slack.messages(INCIDENTS)), timeout=20)
         return next(m for m in self.slack.messages(INCIDENTS) if not m.thread_ts or m.thread_ts == m.ts)
 
+    def _signal_when_diagnosed(self, flag: Path) -> None:
+        """Touch `flag` once the incident's diagnosis thread is posted and its root edited by a recurrence."""
+
+        def diagnosed() -> bool:
+            roots = [m for m in self.slack.messages(INCIDENTS) if not m.thread_ts or m.thread_ts == m.ts]
+            replies = [m for m in self.slack.messages(INCIDENTS) if m.thread_ts and m.thread_ts != m.ts]
+            said = [m.text + json.dumps(m.blocks) for m in replies]
+            return bool(roots and roots[0].edits and any("What changed recently" in text for text in said))
+
+        self.wait(diagnosed, timeout=30)
+        flag.touch()
+
     def show_incident(self, title: str, messages: list[Message]) -> None:
         self.say(f"\n--- #{INCIDENTS} · {title} " + "-" * max(0, 60 - len(title)))
         for msg in messages:
@@ -260,14 +272,17 @@ class Demo:
         self.work()
         self.show_thread("production deploy: approved by a second person and run")
 
-        # The new version crashes while helm waits for it: the incident watcher opens an incident.
+        # The new version crashes while helm waits for it: the incident watcher opens an incident. helm's
+        # wait (at most 30 s) ends once the incident is diagnosed and its counter edited, not at a guess.
         self.cluster.fail_images(r":9\.9\.9$", "CrashLoopBackOff", log=CRASH_LOG)
-        set_behaviour(self.helm_state, upgrade="atomic-rollback", timeout_seconds=4)
+        diagnosed = self.workdir / "incident-diagnosed"
+        set_behaviour(self.helm_state, upgrade="atomic-rollback", timeout_seconds=30, wait_for=str(diagnosed))
         self.cluster.settle()
         self.command("U0BOB", "deploy prod 9.9.9")
         self.work()
         request = self.last_request()
         self.click("U0CAROL", "plate_approve", request.id)
+        threading.Thread(target=self._signal_when_diagnosed, args=(diagnosed,), daemon=True).start()
         self.work()
         self.show_thread("production deploy that fails: pod events and the atomic rollback")
 
@@ -280,7 +295,7 @@ class Demo:
         seen = len(self.slack.thread(INCIDENTS, root.ts))
 
         self.cluster.clear_failures()
-        set_behaviour(self.helm_state, upgrade=None, timeout_seconds=None)
+        set_behaviour(self.helm_state, upgrade=None, timeout_seconds=None, wait_for=None)
         self.kube.put(ARGOCD_APP)
         self.request_rollback("U0BOB", root)
         self.work()  # the target check: helm history, both revisions, plate-bot's records and backups, Argo CD

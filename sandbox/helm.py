@@ -131,6 +131,7 @@ def set_behaviour(state_dir: str | Path, **kw: Any) -> dict[str, Any]:
     rollback: "ok" | "fail" | "timeout" | "hang";  lint: "ok" | "fail"
         (any of these may be a list used as a queue: each call takes the first item, the last one sticks)
     fail_message, lint_error: texts of injected failures;  timeout_seconds: replaces the --timeout wait
+    wait_for: a file path; an upgrade's timeout/atomic-rollback wait ends early once it exists
     stderr_extra: appended to stderr of every call;  delay: seconds before answering any command
     unreachable: cluster commands fail like an unreachable API server
     version: what `helm version` reports;  now: fixed ISO time for LAST DEPLOYED / updated
@@ -944,8 +945,9 @@ def _prune(revs: list[dict[str, Any]], history_max: int) -> list[dict[str, Any]]
     return revs[-history_max:] if history_max > 0 else revs
 
 
-def _sleep_cancellable(seconds: float | None) -> None:
-    """Sleep (forever when None); SIGTERM/SIGINT become _Cancelled so the release is marked failed."""
+def _sleep_cancellable(seconds: float | None, until: str | None = None) -> None:
+    """Sleep (forever when None), or until the file `until` exists; SIGTERM/SIGINT become _Cancelled so
+    the release is marked failed."""
 
     def on_signal(signum: int, frame: object) -> NoReturn:
         raise _Cancelled
@@ -954,7 +956,10 @@ def _sleep_cancellable(seconds: float | None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     deadline = None if seconds is None else time.monotonic() + seconds
     while deadline is None or time.monotonic() < deadline:
-        time.sleep(3600 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
+        if until and Path(until).exists():
+            return
+        left = 3600.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        time.sleep(min(left, 0.05) if until else left if deadline is None else min(left, 1.0))
 
 
 def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd: bool = False) -> int:
@@ -1042,7 +1047,7 @@ def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd:
         elif mode in ("timeout", "atomic-rollback"):
             override = ctx.behaviour.get("timeout_seconds")
             wait = float(override) if override is not None else (timeout if mode == "timeout" else 0.0)
-            _sleep_cancellable(wait)
+            _sleep_cancellable(wait, ctx.behaviour.get("wait_for"))
             cause = "context deadline exceeded"
         elif mode == "fail":
             cause = str(ctx.behaviour.get("fail_message", DEFAULT_FAIL_MESSAGE.format(name=name)))
