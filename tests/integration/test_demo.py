@@ -82,6 +82,12 @@ def test_the_demo_shows_the_incident_channel(demo: tuple[str, float]) -> None:
     assert ":rewind: Rollback requested by <@U0BOB>: <https://fake.slack.com/archives/C0DEPLOYS/" in resolved
     assert ":white_check_mark: Resolved after" in resolved and "is healthy again" in resolved
     # The scenes come in the order things happened.
-    order = ["incident opened", "the crash recurs", "clicks Request rollback", "rollback from the incident", "resolved"]
+    order = [
+        "--- #C0INCIDENTS · incident opened",
+        "--- #C0INCIDENTS · the crash recurs",
+        "$ U0BOB clicks Request rollback",
+        "--- #C0DEPLOYS · rollback from the incident",
+        "--- #C0INCIDENTS · resolved once",
+    ]
     positions = [output.index(mark) for mark in order]
     assert positions == sorted(positions)
