@@ -21,8 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sandbox import harbor
 from sandbox.cluster import SimulatedCluster
+from sandbox.harbor_registry import FakeHarbor
 from sandbox.helm import install_wrapper, set_behaviour
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.signing import action_body, post, sign, slash_body
@@ -42,6 +45,8 @@ main.main()
 \t/src/cmd/plate-web/main.go:42 +0x1d5
 """
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "plate.example.yaml"
+# What the demo's Harbor holds: every tag the script deploys, and one tag it asks for that is not there.
+HARBOR_IMAGES = {"plate/plate-web": ("1.3.0", "1.4.0", "1.5.0", "9.9.9"), "plate/plate-api": ("2.0.0", "2.1.0")}
 # The seed's Argo CD Application for prod (automated sync): a rollback must offer to pause it.
 ARGOCD_APP = {
     "apiVersion": "argoproj.io/v1alpha1",
@@ -64,6 +69,14 @@ class Demo:
         self.kubeconfig = self.kube.write_kubeconfig(
             str(workdir / "kubeconfig"), {"plate-stg": "stg-cluster", "plate-prod": "prod-cluster"}
         )
+        # harbor.example.com, as the example config and charts name it, answers on loopback (registry_url).
+        self.harbor = FakeHarbor(harbor.USER, harbor.PASSWORD).__enter__()
+        for repository, tags in HARBOR_IMAGES.items():
+            for age, tag in enumerate(reversed(tags)):
+                self.harbor.push(repository, tag, pushed_ago=86400 * (age + 1))
+        self.harbor.scanned("plate/plate-web", "1.5.0", critical=0, high=2, medium=7, ago=3 * 3600)
+        self.harbor.sign("plate/plate-web", "1.5.0")
+        self.config = self.workdir / "plate.yaml"
         self.runtime: Any = None
         self.url = ""
         self._triggers = 0
@@ -76,7 +89,7 @@ class Demo:
             "SLACK_BOT_TOKEN": "xoxb-demo-000000000000-demotokendemotoken",
             "SLACK_SIGNING_SECRET": SECRET,
             "SLACK_API_URL": self.slack.api_url,
-            "PLATE_CONFIG": str(EXAMPLE_CONFIG),
+            "PLATE_CONFIG": str(self.config),
             "HELM_BIN": str(self.helm_bin),
             "KUBECONFIG": self.kubeconfig,
             "FAKE_HELM_STATE": str(self.helm_state),
@@ -91,11 +104,14 @@ class Demo:
         from config.settings import Settings
         from core import logs
 
+        self.config.write_text(yaml.safe_dump(demo_config(self.harbor.url)))
         os.environ.update(self.environment())
         os.environ.pop("REDIS_URL", None)  # embedded Redis, as a newcomer's laptop has none
         logs.configure("WARNING")
         for ns in ("plate-stg", "plate-prod", "kube-system"):
             self.kube.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+            if ns != "kube-system":  # the pull secret External Secrets keeps there: plate-bot reads Harbor with it
+                self.kube.put(harbor.pull_secret(ns, "harbor.example.com"))
         settings = Settings()
         self.runtime = build_runtime(settings, load_config(settings.plate_config))
         server = self.runtime.http_server("127.0.0.1", 0)
@@ -133,6 +149,7 @@ class Demo:
         self.cluster.stop()
         self.kube.stop()
         self.slack.stop()
+        self.harbor.__exit__()
 
     # --- driving it like people in Slack would --------------------------------------------------------
     def command(self, user: str, text: str) -> str:
@@ -262,10 +279,14 @@ class Demo:
         self.command("U0BOB", "apps")
 
         self.cluster.settle()
+        self.command("U0BOB", "deploy prod 1.6.0")  # not pushed: found before anyone is asked
+        self.work()
+        self.show_thread("a tag that does not exist: the plan fails before approval")
+
         self.command("U0BOB", "deploy prod 1.5.0")
-        self.work()  # the plan job: lint, render, diff, digest onto the card
+        self.work()  # the plan job: lint, render, image digests and Harbor's scan, diff, digest onto the card
         request = self.last_request()
-        self.show_thread("production deploy: planned, waiting for approval")
+        self.show_thread("production deploy: planned, image pinned by digest, waiting for approval")
         self.click("U0BOB", "plate_approve", request.id)
         self.click("U0EVE", "plate_approve", request.id)
         self.click("U0CAROL", "plate_approve", request.id)
@@ -274,7 +295,7 @@ class Demo:
 
         # The new version crashes while helm waits for it: the incident watcher opens an incident. helm's
         # wait (at most 30 s) ends once the incident is diagnosed and its counter edited, not at a guess.
-        self.cluster.fail_images(r":9\.9\.9$", "CrashLoopBackOff", log=CRASH_LOG)
+        self.cluster.fail_images(r":9\.9\.9(@sha256:[0-9a-f]+)?$", "CrashLoopBackOff", log=CRASH_LOG)
         diagnosed = self.workdir / "incident-diagnosed"
         set_behaviour(self.helm_state, upgrade="atomic-rollback", timeout_seconds=30, wait_for=str(diagnosed))
         self.cluster.settle()
@@ -314,11 +335,31 @@ class Demo:
         # Harbor: OpenBao revoked the SecretStore's token; ESO stopped syncing; new pods cannot pull.
         for obj in harbor.store_outage("plate-stg", "harbor.example.com"):
             self.kube.put(obj)
-        self.cluster.fail_images(r"plate-web:1\.4\.0$", "Unauthorized")
+        self.cluster.fail_images(r"plate-web:1\.4\.0(@sha256:[0-9a-f]+)?$", "Unauthorized")
+        self.harbor.password = "rotated-Robot-pw-7"  # the robot's new secret never reached the stale Secret
         self.command("U0BOB", "harbor-verify stg")
         self.work()
         self.show_thread("harbor-verify: a failing image pull, walked back to the SecretStore")
         self.say("\nDone. Every message above went through the fake Slack Web API over HTTP.")
+
+
+def demo_config(harbor_url: str) -> dict[str, Any]:
+    """The example config, its paths made absolute (it is written elsewhere), with every environment's
+    Harbor reached at the loopback one."""
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    base = EXAMPLE_CONFIG.parent
+
+    def absolute(path: str) -> str:
+        return str((base / path).resolve())
+
+    for env in config["environments"].values():
+        env.setdefault("harbor", {})["registry_url"] = harbor_url
+        if "manifests_dir" in env["harbor"]:
+            env["harbor"]["manifests_dir"] = absolute(env["harbor"]["manifests_dir"])
+        for app in env.get("apps", {}).values():
+            app["chart"] = absolute(app["chart"])
+            app["values"] = [absolute(v) for v in app.get("values", [])]
+    return config
 
 
 def main(quiet: bool = False) -> int:

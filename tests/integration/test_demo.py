@@ -91,3 +91,19 @@ def test_the_demo_shows_the_incident_channel(demo: tuple[str, float]) -> None:
     ]
     positions = [output.index(mark) for mark in order]
     assert positions == sorted(positions)
+
+
+@pytest.mark.slow
+def test_the_demo_shows_images_checked_before_approval(demo: tuple[str, float]) -> None:
+    """Issue 17's scenes: a tag that does not exist fails the plan before anyone is asked, naming the tags
+    that do; the production card shows the image pinned by digest with Harbor's scan summary."""
+    output, _took = demo
+    missing = scene(output, "a tag that does not exist: the plan fails before approval")
+    assert "`harbor.example.com/plate/plate-web:1.6.0` does not exist in the registry" in missing
+    assert "the newest tags are `9.9.9`, `1.5.0`, `1.4.0`, `1.3.0`" in missing and "[Approve]" not in missing
+    planned = scene(output, "production deploy: planned, image pinned by digest")
+    assert re.search(r"`harbor\.example\.com/plate/plate-web:1\.5\.0` @ `sha256:[0-9a-f]{12}…`", planned), planned
+    assert "Trivy v0.50.1 3h ago: 0 critical, 2 high, 7 medium · signed" in planned
+    assert "deploying by digest" in planned and "[Approve]" in planned
+    verify = scene(output, "harbor-verify: a failing image pull")
+    assert "credentials rejected" in verify and "*First broken link:* SecretStore `openbao-harbor`" in verify
