@@ -336,7 +336,8 @@ class Demo:
         for obj in harbor.store_outage("plate-stg", "harbor.example.com"):
             self.kube.put(obj)
         self.cluster.fail_images(r"plate-web:1\.4\.0(@sha256:[0-9a-f]+)?$", "Unauthorized")
-        self.harbor.password = "rotated-Robot-pw-7"  # the robot's new secret never reached the stale Secret
+        # The robot's new secret never reached the stale Secret.
+        self.harbor.password = "rotated-Robot-pw-7"  # noqa: S105 - a fake, on loopback
         self.command("U0BOB", "harbor-verify stg")
         self.work()
         self.show_thread("harbor-verify: a failing image pull, walked back to the SecretStore")
