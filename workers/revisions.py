@@ -173,11 +173,14 @@ def images_of(manifest: str) -> tuple[str, ...]:
 
 
 def image_tag(image: str | None) -> str:
-    """`harbor.example.com/plate/plate-web:1.4.0` -> `1.4.0`; a digest is shortened; no tag -> `latest`."""
+    """`harbor.example.com/plate/plate-web:1.4.0` -> `1.4.0`; a digest is shortened, after the tag when the
+    image names both (`1.4.0@sha256:abcdef123456`, as plate-bot deploys by digest); no tag -> `latest`."""
     if not image:
         return "unknown"
     if "@" in image:
-        return image.split("@", 1)[1][:19]
+        name, digest = image.split("@", 1)
+        tag = parse(name).tag
+        return f"{tag}@{digest[:19]}" if tag else digest[:19]
     name = image.rsplit("/", 1)[-1]
     return name.split(":", 1)[1] if ":" in name else "latest"
 

@@ -183,6 +183,7 @@ def test_what_a_manifest_runs() -> None:
         ("harbor.example.com/plate/plate-web:1.5.0", "1.5.0"),
         ("registry:5000/plate-web", "latest"),
         ("plate-web@sha256:" + "a" * 64, "sha256:aaaaaaaaaaaa"),
+        ("registry:5000/plate-web:1.4.0@sha256:" + "a" * 64, "1.4.0@sha256:aaaaaaaaaaaa"),
         (None, "unknown"),
     ],
 )
