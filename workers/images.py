@@ -147,6 +147,33 @@ def parse_artifact(doc: Obj) -> Artifact:
     return Artifact(pushed=doc.get("push_time"), scan=scan, signed=signed)
 
 
+def artifact_record(artifact: Artifact) -> dict[str, Any]:
+    """As kept in Redis for the approval's lifetime (`artifact_from_record` reads it back)."""
+    scan = artifact.scan
+    return {
+        "v": 1,
+        "pushed": artifact.pushed,
+        "signed": artifact.signed,
+        "scan": None if scan is None else {"status": scan.status, "counts": list(scan.counts),
+                                           "scanner": scan.scanner, "finished": scan.finished},
+    }  # fmt: skip
+
+
+def artifact_from_record(data: Obj) -> Artifact | None:
+    """None for a record this version cannot read (written by a newer one, or damaged): ask Harbor again."""
+    try:
+        raw = data.get("scan")
+        scan = None
+        if raw is not None:
+            counts = tuple(int(c) for c in raw["counts"])
+            if len(counts) != len(SEVERITIES):
+                return None
+            scan = Scan(str(raw["status"]), counts, str(raw.get("scanner") or ""), raw.get("finished"))  # type: ignore[arg-type]
+        return Artifact(pushed=data.get("pushed"), scan=scan, signed=bool(data.get("signed")))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def harbor_line(artifact: Artifact, now: float) -> str:
     """`pushed 3d ago · Trivy v0.50 2h ago: 0 critical, 2 high, 5 medium · signed`."""
     parts = [f"pushed {age(artifact.pushed, now)} ago"] if artifact.pushed else []

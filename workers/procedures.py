@@ -19,6 +19,7 @@ from functools import cached_property
 from config.environments import Environment, PlateConfig
 from config.settings import Settings
 from core.audit import Auditor
+from core.errors import Unavailable
 from core.requests import Request
 from core.slack import SlackGateway
 from core.store import Store
@@ -26,7 +27,16 @@ from workers.charts import ChartFetcher, FetchedChart, default_cache
 from workers.errors import KubeError, StepFailed
 from workers.harbor.chain import docker_config
 from workers.helm import Helm
-from workers.images import Image, Outcome, Resolution, parse, sources
+from workers.images import (
+    Artifact,
+    Image,
+    Outcome,
+    Resolution,
+    artifact_from_record,
+    artifact_record,
+    parse,
+    sources,
+)
 from workers.kube import KubeGateway
 from workers.registry import ChartFetchError, harbor_artifacts, resolve_images
 from workers.reporting import ThreadReporter
@@ -115,6 +125,18 @@ class JobContext:
         creds = docker_config(secret or {}, host)
         return creds.username, creds.password
 
+    def _cached_artifacts(self, digests: list[str]) -> dict[str, Artifact]:
+        try:
+            records = self.store.cached_images(digests)
+        except Unavailable:
+            return {}
+        found = {d: artifact_from_record(data) for d, data in records.items()}
+        return {d: a for d, a in found.items() if a is not None}
+
+    def _cache_artifacts(self, artifacts: dict[str, Artifact]) -> None:
+        with contextlib.suppress(Unavailable):
+            self.store.cache_images({d: artifact_record(a) for d, a in artifacts.items()}, self.env.approval_ttl)
+
     def resolve_images(self, names: list[str]) -> list[Resolution]:
         """Each image's digest from the registries the environment gives access to (Harbor and
         `registries:`), each registry asked concurrently; others come back NOT_CHECKED. Input order."""
@@ -133,11 +155,15 @@ class JobContext:
             results = resolve_images(src.url, groups[host], user, password, credential=src.secret)
             if host != harbor_host:
                 return results
-            # Harbor also says when each image was pushed, what its scan found and whether it is signed.
-            known = harbor_artifacts(
-                src.url, [(r.image.repository, r.digest) for r in results if r.digest], user, password
-            )
-            return [replace(r, artifact=known.get((r.image.repository, r.digest or ""))) for r in results]
+            # Harbor also says when each image was pushed, what its scan found and whether it is signed: asked
+            # once per digest while the approval lives (the deploy reads what the approvers saw).
+            digests = [r.digest for r in results if r.digest]
+            cached = self._cached_artifacts(digests)
+            wanted = [(r.image.repository, r.digest) for r in results if r.digest and r.digest not in cached]
+            fresh = {digest: art for (_repo, digest), art in harbor_artifacts(src.url, wanted, user, password).items()}
+            self._cache_artifacts(fresh)
+            known = {**cached, **fresh}
+            return [replace(r, artifact=known.get(r.digest or "")) for r in results]
 
         found: dict[Image, Resolution] = {}
         if groups:

@@ -14,6 +14,7 @@ layer as soon as they arrive. Errors never carry request headers.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import ssl
@@ -30,6 +31,15 @@ from workers.harbor.chain import MANIFEST_ACCEPT, Cause, ImageRef, parse_challen
 from workers.images import Artifact, Image, Outcome, Resolution, parse_artifact
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client here (building one per client costs 30-50 ms: bench/image_resolve.py);
+    the same trust store httpx would build (certifi, or SSL_CERT_FILE / SSL_CERT_DIR)."""
+    return httpx.create_ssl_context()
+
+
 USER_AGENT = "plate-bot harbor-verify (containerd-compatible pull check)"
 
 
@@ -78,7 +88,7 @@ def check_pull(
     base_url = base_url.rstrip("/")
     headers = {"User-Agent": USER_AGENT}
     try:
-        with httpx.Client(timeout=timeout, headers=headers, follow_redirects=False) as http:
+        with httpx.Client(verify=_tls(), timeout=timeout, headers=headers, follow_redirects=False) as http:
             return _check(http, base_url, image, username, password)
     except httpx.TransportError as exc:
         return _transport_failure(base_url, exc)
@@ -142,17 +152,21 @@ def _check(http: httpx.Client, base_url: str, image: ImageRef, username: str | N
 
 
 def _bearer_token(
-    http: httpx.Client, challenge: dict[str, str], repository: str, username: str, password: str
+    http: httpx.Client, challenge: dict[str, str], repository: str | Sequence[str], username: str, password: str
 ) -> str | PullCheck:
-    """The token endpoint's answer for `repository:<repo>:pull`, as Docker's token spec defines it."""
-    params = {"scope": f"repository:{repository}:pull"}
+    """The token endpoint's answer for `repository:<repo>:pull` (one `scope` per repository: Docker's token
+    spec lets one token carry several), as Docker's token spec defines it."""
+    repositories = [repository] if isinstance(repository, str) else list(repository)
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        ("scope", f"repository:{r}:pull") for r in repositories
+    ]
     if challenge.get("service"):
-        params["service"] = challenge["service"]
+        params.append(("service", challenge["service"]))
     answer = http.get(challenge["realm"], params=params, auth=httpx.BasicAuth(username, password))
     if answer.status_code == 401:
         return PullCheck(Cause.UNAUTHORIZED, "credentials rejected by the token service (401)", "bearer")
     if answer.status_code == 403:
-        return PullCheck(Cause.DENIED, f"the token service refused pull on `{repository}` (403)", "bearer")
+        return PullCheck(Cause.DENIED, f"the token service refused pull on `{', '.join(repositories)}` (403)", "bearer")
     if answer.status_code != 200:
         return PullCheck(Cause.ERROR, f"the token service answered {answer.status_code}", "bearer")
     try:
@@ -224,7 +238,9 @@ def pull_chart(
     (and provenance layer, when pushed with one), each blob checked against the digest that names it."""
     base_url = base_url.rstrip("/")
     try:
-        with httpx.Client(timeout=timeout, headers={"User-Agent": CHART_AGENT}, follow_redirects=False) as http:
+        with httpx.Client(
+            verify=_tls(), timeout=timeout, headers={"User-Agent": CHART_AGENT}, follow_redirects=False
+        ) as http:
             authorized = _authorize(http, base_url, repository, username, password)
             if isinstance(authorized, PullCheck):
                 raise ChartFetchError(f"{base_url}/{repository}: {authorized.detail}")
@@ -298,7 +314,9 @@ def download(
     auth = httpx.BasicAuth(username, password) if username and password else None
     try:
         with (
-            httpx.Client(timeout=timeout, headers={"User-Agent": CHART_AGENT}, follow_redirects=False) as http,
+            httpx.Client(
+                verify=_tls(), timeout=timeout, headers={"User-Agent": CHART_AGENT}, follow_redirects=False
+            ) as http,
             http.stream("GET", url, auth=auth) as answer,
         ):
             if answer.status_code == 404:
@@ -364,8 +382,9 @@ def _resolve_one(
     username: str | None,
     password: str | None,
     credential: str,
+    shared: dict[str, str] | None = None,
 ) -> Resolution:
-    authorized = _answer(http, ping, image.repository, username, password)
+    authorized = ("bearer", shared) if shared is not None else _answer(http, ping, image.repository, username, password)
     if isinstance(authorized, PullCheck):
         return Resolution(image, _OUTCOME.get(authorized.cause, Outcome.UNREACHABLE), detail=authorized.detail,
                           credential=credential)  # fmt: skip
@@ -376,7 +395,7 @@ def _resolve_one(
     codes = registry_errors(answer.text) if answer.status_code != 200 else []
     if answer.status_code == 404:
         tags = None if "NAME_UNKNOWN" in codes else _tags(http, base_url, image.repository, auth)
-        missing = "repository" if tags is None else "tag"
+        missing = "repository" if tags is None else "digest" if image.digest else "tag"
         return Resolution(image, Outcome.MISSING, detail=f"{missing} not found", tags=tags or (), credential=credential)
     if answer.status_code in (401, 403):
         return Resolution(image, Outcome.REFUSED, detail=f"{answer.status_code} at the manifest", credential=credential)
@@ -396,6 +415,21 @@ def _resolve_one(
     return Resolution(image, Outcome.RESOLVED, digest=digest, platforms=platforms, credential=credential)
 
 
+def _shared_token(
+    http: httpx.Client, ping: httpx.Response, images: Sequence[Image], username: str | None, password: str | None
+) -> dict[str, str] | None:
+    """One Bearer token for every repository of the batch, when the registry asks for one and grants it;
+    None otherwise (each image then answers the challenge itself, which tells apart who is refused)."""
+    repositories = sorted({i.repository for i in images})
+    if ping.status_code != 401 or not (username and password) or len(repositories) < 2:
+        return None
+    scheme, params = parse_challenge(ping.headers.get("www-authenticate", ""))
+    if scheme != "bearer" or not params.get("realm"):
+        return None
+    token = _bearer_token(http, params, repositories, username, password)
+    return None if isinstance(token, PullCheck) else {"Authorization": f"Bearer {token}"}
+
+
 def resolve_images(
     base_url: str,
     images: Sequence[Image],
@@ -409,12 +443,15 @@ def resolve_images(
     auth handshake); a tag that does not exist comes back with the repository's tags."""
     base_url = base_url.rstrip("/")
     try:
-        with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}, follow_redirects=False) as http:
+        with httpx.Client(
+            verify=_tls(), timeout=timeout, headers={"User-Agent": USER_AGENT}, follow_redirects=False
+        ) as http:
             ping = http.get(f"{base_url}/v2/")  # one challenge for all the images
+            shared = _shared_token(http, ping, images, username, password)
 
             def one(image: Image) -> Resolution:
                 try:
-                    return _resolve_one(http, base_url, ping, image, username, password, credential)
+                    return _resolve_one(http, base_url, ping, image, username, password, credential, shared)
                 except httpx.TransportError as exc:
                     return Resolution(image, Outcome.UNREACHABLE, detail=_transport_failure(base_url, exc).detail)
                 except httpx.HTTPError as exc:
@@ -466,7 +503,7 @@ def harbor_artifacts(
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "X-Accept-Vulnerabilities": HARBOR_VULN_ACCEPT}
     found: dict[tuple[str, str], Artifact] = {}
     try:
-        with httpx.Client(timeout=timeout, headers=headers, auth=auth, follow_redirects=False) as http:
+        with httpx.Client(verify=_tls(), timeout=timeout, headers=headers, auth=auth, follow_redirects=False) as http:
 
             def one(item: tuple[str, str]) -> None:
                 url = _artifact_url(base_url, *item)

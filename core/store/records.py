@@ -6,6 +6,7 @@ record of its own changes (joined with helm history by `/plate history`). Keys:
     plate:audit           STREAM the audit trail, append-only, trimmed to about AUDIT_MAXLEN entries
     plate:change:<id>     JSON plate-bot's record of one mutating job (who, approvals, digest, outcome)
     plate:changes:<env>   ZSET request id -> job start, trimmed to CHANGES_KEPT (history's join)
+    plate:image:<digest>  JSON what Harbor said of an image when a plan resolved it (approval_ttl)
 """
 
 from __future__ import annotations
@@ -28,6 +29,27 @@ CHANGE_RETENTION = 180 * 86400
 
 
 class RecordStore(StorePart):
+    # --- what registries said of an image, by digest, while its approval lives -------------------------
+    def cache_images(self, facts: dict[str, dict[str, Any]], ttl: int) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for digest, data in facts.items():
+                pipe.set(f"plate:image:{digest}", json.dumps(data), ex=max(1, int(ttl)))
+            pipe.execute()
+
+    def cached_images(self, digests: list[str]) -> dict[str, dict[str, Any]]:
+        """Digest -> what was cached for it; anything unreadable counts as not cached."""
+        if not digests:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for digest, raw in zip(digests, self.redis.mget([f"plate:image:{d}" for d in digests]), strict=True):
+            try:
+                data = json.loads(raw) if raw else None
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                found[digest] = data
+        return found
+
     # --- backups taken before a change ----------------------------------------------------------------
     def save_backup(
         self,

@@ -168,10 +168,12 @@ class TokenServer:
         if mode == "refuse":
             return 403, {"errors": [{"code": "DENIED", "message": "requested access to the resource is denied"}]}
         access = []
-        scope = query.get("scope", "")
-        if scope.startswith("repository:") and mode in ("pull", "push"):
-            _, name, _actions = scope.split(":")
-            access = [{"type": "repository", "name": name, "actions": ["pull", "push"] if mode == "push" else ["pull"]}]
+        # One token may carry several scopes (Docker's token spec: `scope` repeated), as Harbor's does.
+        for scope in parse_qs(urlsplit(path).query).get("scope", []):
+            if scope.startswith("repository:") and mode in ("pull", "push"):
+                _, name, _actions = scope.split(":")
+                actions = ["pull", "push"] if mode == "push" else ["pull"]
+                access.append({"type": "repository", "name": name, "actions": actions})
         now = int(time.time())
         claims = {"iss": ISSUER, "sub": user, "aud": query.get("service", ""), "exp": now + 300, "nbf": now - 10,
                   "iat": now, "jti": os.urandom(8).hex(), "access": access}  # fmt: skip

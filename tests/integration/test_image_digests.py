@@ -220,3 +220,17 @@ def test_an_unreachable_registry_warns_the_approvers_and_binds_tags_only(
     assert request.status.value == "pending" and request.images == {}
     assert f":warning: could not reach 127.0.0.1:{port} to resolve image digests" in text, text
     assert "@ unresolved" in text
+
+
+def test_one_bearer_token_serves_every_repository_of_a_plan(registries) -> None:
+    """Five images in three repositories behind a token service: one token request carries all three
+    scopes, then one GET per image (bench/image_resolve.py measures the round trips)."""
+    reg, tokens = registries.token, registries.token_server
+    for repo in ("plate/api", "plate/worker"):
+        push_image_variant(registries.basic.url, distribution.ADMIN, repo, "1.0.0", repo)
+    wanted = [image(reg.host, t) for t in ("1.5.0", "1.4.0", "multi")]
+    wanted += [image(reg.host, "1.0.0", "plate/api"), image(reg.host, "1.0.0", "plate/worker")]
+    before = len(tokens.requests)
+    results = resolve_images(reg.url, wanted, *distribution.PULLER)
+    assert [r.outcome for r in results] == [Outcome.RESOLVED] * 5, results
+    assert len(tokens.requests) - before == 1

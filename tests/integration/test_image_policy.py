@@ -118,8 +118,11 @@ def test_a_policy_may_ask_one_more_approval_instead(service, cluster, kube_api, 
     service.click("plate_approve", request.id, user="U0ALICE")
     service.wait(lambda: service.runtime.store.get(request.id).approvals)
     assert service.runtime.store.get(request.id).status.value == "pending"  # one of two
+    asked = [r for r in harbor.requests if r.startswith("GET /api/v2.0/")]
     service.click("plate_approve", request.id, user="U0CAROL")
     service.wait(lambda: service.runtime.queue.count == 1)
     service.run_worker()
     assert [a for a in recorded_argv(helm_state) if a[0] == "upgrade"], card(service, request)
     assert "deploy prod* — succeeded" in card(service, request)
+    # The deploy re-resolved the tag, but read Harbor's scan from the plan's cache, as the approvers saw it.
+    assert len(asked) == 1 and [r for r in harbor.requests if r.startswith("GET /api/v2.0/")] == asked

@@ -163,3 +163,13 @@ def test_harbor_artifact_and_policy() -> None:
         "`harbor.example.com/plate/web:1.6.0` has no finished vulnerability scan in Harbor (require_scan)",
         "`harbor.example.com/plate/web:1.6.0` has no cosign signature in Harbor (require_signature)",
     ]
+
+
+def test_harbors_answer_survives_the_cache_and_a_newer_record_is_asked_again() -> None:
+    from workers.images import Artifact, Scan, artifact_from_record, artifact_record
+
+    art = Artifact("2026-01-01T00:00:00Z", Scan("Success", (1, 2, 3, 4), "Trivy v0.50.1", None), True)
+    assert artifact_from_record(artifact_record(art)) == art
+    assert artifact_from_record(artifact_record(Artifact())) == Artifact()
+    assert artifact_from_record({"v": 2, "scan": {"counts": [1, 2]}}) is None  # a shape this version cannot read
+    assert artifact_from_record({"scan": "garbage"}) is None

@@ -40,6 +40,8 @@ CALLS: dict[str, Callable[[Any], object]] = {
     "append_audit": lambda s: s.append_audit({"event": "x"}),
     "audit_entries": lambda s: s.audit_entries(),
     "audit_range": lambda s: s.audit_range(),
+    "cache_images": lambda s: s.cache_images({"sha256:" + "a" * 64: {"v": 1}}, 60),
+    "cached_images": lambda s: s.cached_images(["sha256:" + "a" * 64]),
     "save_change": lambda s: s.save_change("stg", {"request": REQUEST.id}),
     "change": lambda s: s.change(REQUEST.id),
     "changes": lambda s: s.changes("stg"),
