@@ -144,6 +144,10 @@ def _pending_and_locked(service: Service) -> tuple[str, str]:
     queued = lambda: (service.runtime.store.lock_holder("stg") or {}).get("state") == "queued"  # noqa: E731
     service.wait(queued, 10, "the stg lock held for the queued job")
     (stg,) = set(service.request_ids()) - {prod}
+    # The audit records of the queued request are written just after the lock: wait for the last of them.
+    taken = lambda: any(r["event"] == "lock.taken" and r.get("request") == stg  # noqa: E731
+                        for r in service.runtime.store.audit_entries(500))  # fmt: skip
+    service.wait(taken, 10, "the stg request's lock.taken audit record")
     return prod, stg
 
 
