@@ -46,7 +46,7 @@ def image_tag(status: Mapping[str, Any]) -> str | None:
     chart = status.get("chart") or {}
     for values in (status.get("config") or {}, chart.get("values") or {}):
         tag = (values.get("image") or {}).get("tag") if isinstance(values.get("image"), dict) else None
-        if tag:
+        if isinstance(tag, str | int | float) and not isinstance(tag, bool) and str(tag):  # YAML may say anything
             return str(tag)
     app_version = (chart.get("metadata") or {}).get("appVersion")
     return str(app_version) if app_version else None

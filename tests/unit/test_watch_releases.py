@@ -195,6 +195,11 @@ def test_image_tag_from_the_manifest_else_the_values() -> None:
     assert release_image_tag({**release_json(), "manifest": MANIFEST + "#" * MAX_MANIFEST}) == "2.2.0-values"
     assert release_image_tag({"manifest": 5, "config": {"image": {"tag": True}}}) == "unknown"
     assert release_image_tag({"config": {"image": {"tag": 3}}}) == "3"
+    # No tag in the values: the chart's default, then its appVersion, as App Home reads them.
+    chart = {"values": {"image": {"tag": "2.1.0-default"}}, "metadata": {"appVersion": "2.1.0"}}
+    assert release_image_tag({"chart": chart}) == "2.1.0-default"
+    assert release_image_tag({"chart": {"metadata": {"appVersion": "2.1.0"}}}) == "2.1.0"
+    assert release_image_tag({"chart": "garbage", "config": []}) == "unknown"
 
 
 # --- which revisions are announced --------------------------------------------------------------------------

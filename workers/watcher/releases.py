@@ -36,6 +36,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from core.blocks import Blocks, context, section
+from core.home import image_tag as home_image_tag
 from core.text import clip
 from workers.revisions import Revision, image_of, image_tag, origin_of, parse_time, when
 from workers.watcher.render import bounded
@@ -177,7 +178,8 @@ def decode_release(obj: Obj, driver: str, *, limit: int = MAX_RELEASE) -> tuple[
 
 def release_image_tag(doc: Obj) -> str:
     """The image tag a revision runs: its manifest's first container image (`workers.revisions.image_of`,
-    what the rollback card shows), else the values' `image.tag`; "unknown" when neither says."""
+    what the rollback card shows), else what App Home reads from the values (`core.home.image_tag`: the
+    values' `image.tag`, the chart's default, its appVersion); "unknown" when none says."""
     manifest = doc.get("manifest")
     if isinstance(manifest, str) and len(manifest) <= MAX_MANIFEST:
         try:
@@ -186,10 +188,10 @@ def release_image_tag(doc: Obj) -> str:
             image = None
         if image:
             return image_tag(image)
-    tag = _dict(_dict(doc.get("config")).get("image")).get("tag")
-    if isinstance(tag, str | int | float) and not isinstance(tag, bool) and str(tag):
-        return str(tag)
-    return "unknown"
+    try:
+        return home_image_tag(doc) or "unknown"
+    except (AttributeError, TypeError):  # hostile record shapes: the values are not what helm writes
+        return "unknown"
 
 
 # --- which revisions to announce ----------------------------------------------------------------------------
