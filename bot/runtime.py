@@ -80,7 +80,7 @@ class Runtime:
             if loop is not None:
                 loop.stop(max(remaining(deadline), 5.0))
                 continue
-            try:  # a server started with server.run() (tests): waitress' own close
+            try:  # a server whose loop never started: waitress' own close
                 srv.task_dispatcher.shutdown(timeout=10)
             finally:
                 srv.close()

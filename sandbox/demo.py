@@ -115,7 +115,7 @@ class Demo:
         settings = Settings()
         self.runtime = build_runtime(settings, load_config(settings.plate_config))
         server = self.runtime.http_server("127.0.0.1", 0)
-        threading.Thread(target=server.run, daemon=True).start()
+        threading.Thread(target=self.runtime.run_http, args=(server,), daemon=True).start()
         self.url = f"http://127.0.0.1:{server.effective_port}/slack/events"
 
     def watch(self) -> None:

@@ -244,7 +244,7 @@ def service(plate_env: dict[str, Any], fake_slack: FakeSlack, worker_imports: No
     settings = Settings()
     runtime = build_runtime(settings, load_config(settings.plate_config))
     server = runtime.http_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=runtime.run_http, args=(server,), daemon=True)
     thread.start()
     try:
         yield Service(runtime, server, fake_slack)

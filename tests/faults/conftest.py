@@ -169,7 +169,7 @@ def running_service(fake_slack: Any, **runtime_kw: Any) -> Iterator[Service]:
     settings = Settings()
     runtime = build_runtime(settings, load_config(settings.plate_config), **runtime_kw)
     server = runtime.http_server("127.0.0.1", 0)
-    threading.Thread(target=server.run, daemon=True).start()
+    threading.Thread(target=runtime.run_http, args=(server,), daemon=True).start()
     try:
         yield Service(runtime, server, fake_slack)
     finally:

@@ -62,7 +62,7 @@ def harbor_service(
     settings = Settings()
     runtime = build_runtime(settings, load_config(settings.plate_config))
     server = runtime.http_server("127.0.0.1", 0)
-    threading.Thread(target=server.run, daemon=True).start()
+    threading.Thread(target=runtime.run_http, args=(server,), daemon=True).start()
     try:
         yield Service(runtime, server, fake_slack)
     finally:
