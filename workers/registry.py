@@ -31,6 +31,7 @@ from workers.harbor.chain import MANIFEST_ACCEPT, Cause, ImageRef, parse_challen
 from workers.images import Artifact, Image, Outcome, Resolution, parse_artifact
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+QUICK = httpx.Timeout(3.0, connect=2.0)
 
 
 @functools.cache
@@ -83,9 +84,12 @@ def check_pull(
     password: str | None,
     *,
     timeout: httpx.Timeout = TIMEOUT,
+    quick: bool = False,
 ) -> PullCheck:
-    """Fetch the manifest of `image` from the registry at `base_url` as a runtime would."""
+    """Fetch the manifest of `image` from the registry at `base_url` as a runtime would. `quick`: a few
+    seconds at most (the watcher's diagnosis, where this is extra evidence and must not hold the thread)."""
     base_url = base_url.rstrip("/")
+    timeout = QUICK if quick else timeout
     headers = {"User-Agent": USER_AGENT}
     try:
         with httpx.Client(verify=_tls(), timeout=timeout, headers=headers, follow_redirects=False) as http:

@@ -245,13 +245,13 @@ class Checks:
     def docker_secret(self) -> Finding:
         return docker_secret_finding(self._docker_secret(), self.names, self.names.registry)
 
-    def registry(self, image: ImageRef | None = None) -> Finding:
+    def registry(self, image: ImageRef | None = None, *, quick: bool = False) -> Finding:
         """The manifest of `image` (the test image) as a runtime would fetch it, with the docker Secret's
-        credentials, from plate-bot's own pod."""
+        credentials, from plate-bot's own pod (`quick`: a 3 s budget, for the watcher's diagnosis)."""
         image = image or self.image
         creds = docker_config(self._docker_secret() or {}, image.host)
         base_url = self.names.registry_url if image.host == self.image.host else f"https://{image.host}"
-        result = check_pull(base_url, image, creds.username, creds.password)
+        result = check_pull(base_url, image, creds.username, creds.password, quick=quick)
         finding = registry_finding(result.cause, result.detail, self.names)
         if finding.state is State.PASS and result.digest:
             return Finding.ok(Link.REGISTRY, f"{result.detail}, digest `{result.digest[:19]}…`")
