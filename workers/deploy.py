@@ -264,12 +264,13 @@ class Rendered:
     image_digest: str | None  # set when the chart takes `image.digest`: the deploy runs by digest
 
 
-def _digest_for(values: dict[str, Any], images: list[Resolution]) -> str | None:
-    """The chart's main image's digest, when its values have an `image.digest` key to put it in."""
+def _digest_for(values: dict[str, Any], images: list[Resolution], app_version: object) -> str | None:
+    """The chart's main image's digest, when its values have an `image.digest` key to put it in (its tag:
+    `image.tag`, else the chart's appVersion, as charts made by `helm create` default it)."""
     image = values.get("image")
     if not isinstance(image, dict) or "digest" not in image or not image.get("repository"):
         return None
-    wanted = parse(f"{image['repository']}:{image.get('tag') or 'latest'}")
+    wanted = parse(f"{image['repository']}:{image.get('tag') or app_version or 'latest'}")
     return next((r.digest for r in images if (r.image.name, r.image.tag) == (wanted.name, wanted.tag)), None)
 
 
@@ -280,7 +281,7 @@ def render_plan(ctx: JobContext) -> Rendered:
     rendered = ctx.helm.template(env.release, chart.path, env.values, tag)
     resolved = ctx.resolve_images(images_in(parse_stream(rendered)))
     values = effective_values(_values_layers(ctx), tag)
-    image_digest = _digest_for(values, resolved)
+    image_digest = _digest_for(values, resolved, meta.get("appVersion"))
     if image_digest is not None:
         rendered = ctx.helm.template(env.release, chart.path, env.values, tag, image_digest)
         values = effective_values([values, {"image": {"digest": image_digest}}], None)

@@ -234,3 +234,17 @@ def test_one_bearer_token_serves_every_repository_of_a_plan(registries) -> None:
     results = resolve_images(reg.url, wanted, *distribution.PULLER)
     assert [r.outcome for r in results] == [Outcome.RESOLVED] * 5, results
     assert len(tokens.requests) - before == 1
+
+
+@pytest.mark.slow
+def test_without_a_tag_the_charts_app_version_is_resolved_and_deployed_by_digest(
+    service, cluster, kube_api, plate_env, helm_state, registries, tmp_path
+) -> None:
+    """`/plate deploy prod` names no tag: the chart's appVersion (1.4.0) is what runs, resolved and pinned."""
+    reg = registries.basic
+    use_registry(service, plate_env, kube_api, reg, tmp_path)
+    request = plan(service, "")
+    assert request.images == {f"{reg.host}/{REPO}:1.4.0": registries.digest}
+    approve_and_run(service, request)
+    [upgrade] = upgrades(helm_state)
+    assert f"image.digest={registries.digest}" in upgrade and not any(a.startswith("image.tag=") for a in upgrade)
