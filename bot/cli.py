@@ -111,7 +111,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         [runtime.queue], runtime.worker_connection(), heartbeat=settings.plate_worker_heartbeat
     )
     try:
-        worker.work(with_scheduler=True, logging_level=settings.log_level)
+        worker.work(with_scheduler=False, logging_level=settings.log_level)  # no scheduled jobs (see work)
     finally:
         stop()
     return _exit_after_drain(drained)
@@ -152,7 +152,9 @@ def work(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     log.info("worker starting", extra={"redis": shown_url(settings.redis_url), "queue": QUEUE_NAME})
     try:
-        ok = worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
+        # plate-bot schedules nothing (no enqueue_at/in, no RQ retries): no scheduler process, whose only effect
+        # was a traceback in the logs at every Redis outage or Sentinel failover.
+        ok = worker.work(burst=args.burst, with_scheduler=False, logging_level=settings.log_level)
     finally:
         if probes is not None:
             probes.stop()

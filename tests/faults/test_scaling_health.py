@@ -27,7 +27,7 @@ def test_scale_hint_and_worker_health_follow_the_queue_and_redis(
     assert scale(service) == (200, {"queued": 0, "running": 0, "wanted": 0})
 
     install_release(helm_bin, "plate-stg", "plate-stg")
-    set_behaviour(helm_state, upgrade="slow", slow_seconds=6)
+    set_behaviour(helm_state, upgrade="slow", slow_seconds=12)  # room for Redis to stop and start under load
     assert service.command("deploy stg 1.5.0")[0] == 200
     service.wait(lambda: service.runtime.queue.count == 1)
     assert scale(service) == (200, {"queued": 1, "running": 0, "wanted": 1})  # no worker yet: waiting
