@@ -72,7 +72,8 @@ def test_two_replicas_two_workers_three_environments(plate_env, fake_slack, kube
     _three_environments(plate_env, kube_api)
     with running_service(fake_slack) as a, running_service(fake_slack) as b:
         replicas = itertools.cycle((a, b))
-        workers(), workers()
+        started = [workers(), workers()]
+        logs = lambda: "\n".join(w.output()[-3000:] for w in started)  # noqa: E731 - shown when an assert fails
         sends = [(next(replicas), env, n) for n, env in enumerate(ENVS * 3)]
         _concurrently([partial(_command, r, f"deploy {e} 1.5.{n}", f"U0U{n}", f"t-{e}-{n}") for r, e, n in sends])
         _command(a, "deploy prod 1.6.0", "U0BOB", "t-prod-1")
@@ -93,7 +94,7 @@ def test_two_replicas_two_workers_three_environments(plate_env, fake_slack, kube
         intervals: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for request in requests:
             if request.status is Status.APPROVED:
-                assert upgrades[request.id] == 1, (request.id, upgrades)
+                assert upgrades[request.id] == 1, (request.id, upgrades, request.model_dump(), logs())
                 state = a.runtime.store.job_state(request.job_id)
                 intervals[request.env].append((float(state["started"]), float(state["ended"])))
             else:
