@@ -64,6 +64,10 @@ class RedisAway(Exception):
 
 
 class PlateWorker(Worker):
+    # An idle worker that lost Redis retries with RQ's exponential backoff; RQ lets the wait grow to 60 s, so
+    # a worker could sleep most of a minute after Redis was back while approved jobs waited. 5 s at most.
+    max_connection_wait_time = 5.0
+
     def __init__(self, queues: Sequence[Queue], connection: redis.Redis, *, heartbeat: int = 5, **kw: Any) -> None:
         super().__init__(
             queues,
