@@ -68,9 +68,6 @@ class HarborChecks(BaseModel):
     sync_timeout: Duration = 300
 
 
-# Where a chart comes from (config/charts.py): `chart` alone is a directory or oci://host/project/chart
-# (with `version`); `chart` + `repo` + `version` a Helm repository's; `git` + `ref` + `path` a git one's.
-_SOURCE_FIELDS = ("chart", "version", "repo", "git", "ref", "path")
 
 
 class RegistryAccess(BaseModel):
@@ -101,7 +98,28 @@ class ImagePolicy(BaseModel):
     require_signature: bool = False
 
 
-class App(BaseModel):
+class ChartFields(BaseModel):
+    """Where a chart comes from (config/charts.py), wherever `chart` may be written (an app, or an environment
+    in the old layout): `chart` alone is a directory or oci://host/project/chart (with `version`); `chart` +
+    `repo` + `version` a Helm repository's; `git` + `ref` + `path` a git one's."""
+
+    chart: str = ""
+    version: str | None = None
+    repo: str | None = None
+    git: str | None = None
+    ref: str | None = None
+    path: str | None = None
+
+    @property
+    def chart_source(self) -> ChartSource:
+        """The source these fields describe; ValueError naming the field when they do not fit together."""
+        return chart_source(self.chart, self.version, self.repo, self.git, self.ref, self.path)
+
+    def chart_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ChartFields.model_fields}
+
+
+class App(ChartFields):
     """One Helm release of an environment: a service (web, api, workers, cron). Unset overrides take the
     environment's value. `name` is filled in from the key in `apps:`."""
 
@@ -109,12 +127,6 @@ class App(BaseModel):
 
     name: str = ""
     release: ReleaseName | None = None  # default: the app's name
-    chart: str = ""
-    version: str | None = None
-    repo: str | None = None
-    git: str | None = None
-    ref: str | None = None
-    path: str | None = None
     values: list[Path] = []
     namespace: KubeName | None = None  # default: the environment's
     argocd_app: KubeName | None = None
@@ -126,13 +138,9 @@ class App(BaseModel):
     helm_timeout: Duration | None = None
     rollout_timeout: Duration | None = None
 
-    @property
-    def source(self) -> ChartSource:
-        return chart_source(self.chart, self.version, self.repo, self.git, self.ref, self.path)
-
     @model_validator(mode="after")
     def _source_fits(self) -> Self:
-        self.source  # noqa: B018 - raises ValueError naming the field
+        self.chart_source  # noqa: B018 - raises ValueError naming the field
         return self
 
 
@@ -142,7 +150,7 @@ _APP_OVERRIDES = (
 )  # fmt: skip
 
 
-class Environment(BaseModel):
+class Environment(ChartFields):
     """One deploy target: a cluster context and namespace, who may ask and approve, and its apps. `name` is
     filled in from the key in `environments:`.
 
@@ -167,14 +175,8 @@ class Environment(BaseModel):
     # Optional pin of the cluster's identity: the UID of the kube-system namespace.
     cluster_uid: str | None = None
     namespace: KubeName
-    # The old single-app layout; with `apps:` these are set by `for_app` only.
+    # The old single-app layout (with the chart fields); with `apps:` these are set by `for_app` only.
     release: str = Field(default="", pattern=f"^({RELEASE})?$")
-    chart: str = ""
-    version: str | None = None
-    repo: str | None = None
-    git: str | None = None
-    ref: str | None = None
-    path: str | None = None
     values: list[Path] = []
     # A docker-config Secret in the environment's namespace with credentials for chart registries and
     # Helm repositories; unset: the Harbor pull secret (harbor.docker_secret).
@@ -247,7 +249,7 @@ class Environment(BaseModel):
         app = self.apps[name]
         changes: dict[str, Any] = {
             "release": app.release or name,
-            **{k: getattr(app, k) for k in _SOURCE_FIELDS},
+            **app.chart_fields(),
             "values": app.values,
             "namespace": app.namespace or self.namespace,
             # An old-style environment's `argocd_app` is its one app's.
@@ -257,11 +259,6 @@ class Environment(BaseModel):
         view = self.model_copy(update=changes)
         view._app, view._single = name, self._single
         return view
-
-    @property
-    def chart_source(self) -> ChartSource:
-        """Where this view's chart comes from (the environment's own for the old layout)."""
-        return chart_source(self.chart, self.version, self.repo, self.git, self.ref, self.path)
 
     def lock_blockers(self) -> list[str]:
         """The other lock keys that must be free for this one to be taken: an app waits for the whole
@@ -287,7 +284,7 @@ class Environment(BaseModel):
 
     @model_validator(mode="after")
     def _apps(self) -> Self:
-        source = {k: getattr(self, k) for k in _SOURCE_FIELDS if getattr(self, k)}
+        source = {k: v for k, v in self.chart_fields().items() if v}
         old_style = self.release or source or self.values
         if self.apps and old_style:
             raise ValueError("give either `apps:` or release/chart/values at the environment's level, not both")
@@ -373,7 +370,7 @@ class PlateConfig(BaseModel):
     def _chart_hosts_allowed(self) -> Self:
         for name, env in self.environments.items():
             for app_name, app in env.apps.items():
-                source = app.source
+                source = app.chart_source
                 if not source.is_remote:
                     continue
                 refusal = self.charts.refusal(source.location, env.registry_hosts(), git=source.kind == "git")
@@ -414,7 +411,7 @@ def parse_config(data: object, source: str = "<config>", base_dir: Path | None =
             if env.kubeconfig is not None:
                 env.kubeconfig = (base_dir / env.kubeconfig).resolve()
             for app in env.apps.values():
-                if app.source.kind == "local":
+                if app.chart_source.kind == "local":
                     app.chart = str((base_dir / app.chart).resolve())
                 app.values = [(base_dir / v).resolve() for v in app.values]
             if env.harbor.manifests_dir is not None:
