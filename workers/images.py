@@ -24,6 +24,11 @@ PLATFORMS = ("linux/amd64", "linux/arm64")
 NEAREST = 5
 
 
+def short_digest(digest: str | None) -> str:
+    """`sha256:abcdef123456…` as cards show a digest; "unresolved" when there is none."""
+    return f"{digest[:19]}…" if digest else "unresolved"
+
+
 @dataclass(frozen=True)
 class Image:
     """`host/repository[:tag][@sha256:…]` as a pod spec names it."""
@@ -234,7 +239,7 @@ class Resolution:
 
     @property
     def short(self) -> str:
-        return f"{self.digest[:19]}…" if self.digest else "unresolved"
+        return short_digest(self.digest)
 
 
 def _version_key(tag: str) -> tuple[int, tuple[Any, ...]]:
@@ -319,6 +324,6 @@ def repushed(approved: Mapping[str, str], now: Mapping[str, str]) -> list[Repush
 def repush_refusal(changes: Sequence[Repush]) -> str:
     first = changes[0]
     tag = parse(first.image).tag or first.image
-    now = f"now {first.now[:19]}…" if first.now else "now unresolvable"
+    now = f"now {short_digest(first.now)}" if first.now else "now unresolvable"
     more = f" (and {len(changes) - 1} more image(s))" if len(changes) > 1 else ""
-    return f"`{tag}` was re-pushed after approval: approved {first.approved[:19]}…, {now}{more}; request again"
+    return f"`{tag}` was re-pushed after approval: approved {short_digest(first.approved)}, {now}{more}; request again"

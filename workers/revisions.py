@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.requests import PAUSE_AUTOSYNC, Request
-from workers.images import Outcome, Resolution, card_lines, images_in, nearest_tags, parse
+from workers.images import Outcome, Resolution, card_lines, images_in, nearest_tags, parse, repushed, short_digest
 from workers.plan import parse_stream
 
 SUCCESSFUL = ("deployed", "superseded")
@@ -456,7 +456,7 @@ def target_images(names: Sequence[str], answers: Mapping[str, Resolution]) -> li
 
 
 def _short(digest: str | None) -> str:
-    return f"`{digest[:19]}…`" if digest else "`unresolved`"
+    return f"`{short_digest(digest)}`"
 
 
 def _newest(r: Resolution) -> str:
@@ -544,15 +544,15 @@ def target_image_pins(targets: Iterable[TargetImage]) -> dict[str, str]:
 def target_images_moved(approved: Mapping[str, str], targets: Sequence[TargetImage]) -> str | None:
     """At run time: a tag-only image whose tag points elsewhere than when the rollback was approved, or
     that no longer exists. A registry that cannot be asked now refuses nothing (the kubelet will tell)."""
-    now = {t.spec: t.pulled for t in targets}
-    for spec, digest in sorted(approved.items()):
-        answer = now.get(spec)
-        if answer is None or answer.outcome not in (Outcome.RESOLVED, Outcome.MISSING) or answer.digest == digest:
-            continue
-        image = answer.image
-        where = f"now {_short(answer.digest)}" if answer.digest else "it no longer exists"
-        return (
-            f"tag `{image.tag}` of `{image.name}` moved after the approval: approved {_short(digest)}, {where}; "
-            "request the rollback again"
-        )
-    return None
+    known = {t.spec: t.pulled for t in targets if t.pulled.outcome in (Outcome.RESOLVED, Outcome.MISSING)}
+    asked = {spec: digest for spec, digest in approved.items() if spec in known}
+    changes = repushed(asked, {spec: r.digest for spec, r in known.items() if r.digest})
+    if not changes:
+        return None
+    first = changes[0]
+    image = known[first.image].image
+    where = f"now {_short(first.now)}" if first.now else "it no longer exists"
+    return (
+        f"tag `{image.tag}` of `{image.name}` moved after the approval: approved {_short(first.approved)}, "
+        f"{where}; request the rollback again"
+    )
