@@ -68,8 +68,6 @@ class HarborChecks(BaseModel):
     sync_timeout: Duration = 300
 
 
-
-
 class RegistryAccess(BaseModel):
     """A registry besides the environment's Harbor whose images plate-bot resolves at plan time."""
 
