@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,20 +17,10 @@ from config.settings import Settings
 from core.backupkeys import backup_policy
 from core.store import Store
 from sandbox.cluster import SimulatedCluster
-from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import ROOT, Service
 from tests.integration.test_deploy import status_message
 
 SECRET_VALUE = "db-password-Zq81xL"  # in the chart's values: must never be in Redis in clear
-
-
-@pytest.fixture
-def cluster(kube_api: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedCluster]:
-    monkeypatch.setenv("FAKE_HELM_KUBE_URL", kube_api.url)
-    for ns in ("plate-stg", "plate-prod", "kube-system"):
-        kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": f"uid-{ns}"}})
-    with SimulatedCluster(kube_api, ready_after=0.1) as sim:
-        yield sim
 
 
 def _live_stg(helm_bin, cluster: SimulatedCluster) -> None:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from config.environments import load_config
 from config.settings import Settings
@@ -18,19 +15,9 @@ from core.backupkeys import backup_policy
 from core.requests import Status
 from sandbox.cluster import SimulatedCluster
 from sandbox.helm import read_releases, recorded_argv, set_behaviour
-from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import ROOT, Service, write_config
 
 CHART = ROOT / "examples" / "plate-web"
-
-
-@pytest.fixture
-def cluster(kube_api: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedCluster]:
-    monkeypatch.setenv("FAKE_HELM_KUBE_URL", kube_api.url)  # the fake helm applies what it renders
-    for ns in ("plate-stg", "plate-prod", "kube-system"):
-        kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": f"uid-{ns}"}})
-    with SimulatedCluster(kube_api, ready_after=0.1) as sim:
-        yield sim
 
 
 def reload_config(service: Service, plate_env: dict[str, Any]) -> None:

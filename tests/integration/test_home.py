@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from core.requests import Status
 from sandbox.cluster import SimulatedCluster
 from sandbox.helm import recorded_argv
-from sandbox.kubeapi import FakeKubeAPI
 from sandbox.signing import home_action_body, home_opened_body, post, sign
 from tests.conftest import ROOT, SIGNING_SECRET, Service
 
 CHART = ROOT / "examples" / "plate-web"
-
-
-@pytest.fixture
-def cluster(kube_api: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedCluster]:
-    monkeypatch.setenv("FAKE_HELM_KUBE_URL", kube_api.url)  # the fake helm applies what it renders
-    for ns in ("plate-stg", "plate-prod", "kube-system"):
-        kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": f"uid-{ns}"}})
-    with SimulatedCluster(kube_api, ready_after=0.1) as sim:
-        yield sim
 
 
 def install_by_hand(helm_bin: Path, cluster: SimulatedCluster, description: str = "Install complete") -> None:
