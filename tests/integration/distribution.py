@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 
 from tests.processes import free_port
 from tests.processes import stop as stop_process
@@ -280,6 +281,16 @@ class Registries:
     token: Registry
     token_server: TokenServer
     digest: str
+
+
+@contextlib.contextmanager
+def running(workdir: Path) -> Iterator[Registries]:
+    """`registries(workdir)` where Debian's docker-registry is installed; the calling test is skipped where
+    it is not (scripts/test installs it with apt)."""
+    if binary() is None:
+        pytest.skip("docker-registry (CNCF Distribution) is not installed (scripts/test installs it with apt)")
+    with registries(workdir) as regs:
+        yield regs
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from kubernetes.client import ApiClient
 from config.environments import load_config
 from core.requests import Request, Status
 from sandbox.cluster import SimulatedCluster
+from sandbox.harbor import pull_secret
 from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import ROOT, Service, plate_config
 from workers import jobs as _jobs  # noqa: F401
@@ -59,6 +60,21 @@ def configure(plate_env: dict[str, Any], top: dict[str, Any] | None = None, **en
 
 def reload(service: Service, plate_env: dict[str, Any]) -> None:
     service.runtime.listeners.services.config = load_config(plate_env["config_path"])
+
+
+def prod_images_from(
+    service: Service, plate_env: dict[str, Any], api: FakeKubeAPI, *, host: str, url: str, repository: str,
+    tmp_path: Path, creds: tuple[str, str], **prod: Any,
+) -> None:  # fmt: skip
+    """prod's chart names its image `host/repository` and prod's Harbor is the registry at `url`, with
+    `creds` in its pull secret; `prod` adds environment keys (image_policy, …). The service re-reads it."""
+    values = tmp_path / "values-registry.yaml"
+    values.write_text(yaml.safe_dump({"image": {"repository": f"{host}/{repository}"}}))
+    env = plate_config()["environments"]["prod"]
+    harbor = {"registry": host, "registry_url": url, "test_image": f"{host}/{repository}:1.4.0"}
+    configure(plate_env, prod={"values": [*env["values"], str(values)], "harbor": harbor, **prod})
+    reload(service, plate_env)
+    api.put(pull_secret("plate-prod", host, *creds))
 
 
 def newest_request(service: Service) -> Request:

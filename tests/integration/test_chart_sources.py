@@ -15,10 +15,8 @@ import yaml
 
 from config.charts import ChartPolicy, chart_source
 from config.environments import load_config
-from sandbox.cluster import SimulatedCluster
 from sandbox.harbor import pull_secret
 from sandbox.helm import recorded_argv
-from sandbox.kubeapi import FakeKubeAPI
 from tests.conftest import ROOT, Service, plate_config
 from tests.integration import distribution
 from tests.integration.chart_sources import (
@@ -39,9 +37,7 @@ VERSION = "1.4.0"
 
 @pytest.fixture(scope="module")
 def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[distribution.Registries]:
-    if distribution.binary() is None:
-        pytest.skip("docker-registry (CNCF Distribution) is not installed (scripts/test installs it with apt)")
-    with distribution.registries(tmp_path_factory.mktemp("chart-registry")) as regs:
+    with distribution.running(tmp_path_factory.mktemp("chart-registry")) as regs:
         push_chart(regs.basic.url, distribution.ADMIN, REPO, VERSION, chart_archive(CHART))
         yield regs
 
@@ -227,15 +223,6 @@ def test_hostile_archives_are_refused(tmp_path, member, message) -> None:
 
 
 # --- end to end: deploys from a registry and from git ---------------------------------------------------------
-
-
-@pytest.fixture
-def cluster(kube_api: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedCluster]:
-    monkeypatch.setenv("FAKE_HELM_KUBE_URL", kube_api.url)
-    for ns in ("plate-stg", "plate-prod", "kube-system"):
-        kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": f"uid-{ns}"}})
-    with SimulatedCluster(kube_api, ready_after=0.1) as sim:
-        yield sim
 
 
 def configure(service: Service, plate_env: dict[str, Any], charts: dict[str, Any], env: str, source: Any) -> None:

@@ -531,6 +531,14 @@ def manifests(tmp_path: Path) -> Path:
     return target
 
 
+def bootstrappable(kube_api: FakeKubeAPI, registry: FakeRegistry) -> list[dict[str, Any]]:
+    """ESO running, and an Argo CD that seeds the chain in stg when it syncs `harbor-auth-eso`: what
+    harbor-bootstrap finds in a cluster it can set up. Returns the syncs the controller ran."""
+    kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ESO_NS}})
+    kube_api.put(eso_pod())
+    return argo_controller(kube_api, "argocd", "harbor-auth-eso", lambda: seed_chain(kube_api, NS, registry.host))
+
+
 def test_bootstrap_applies_the_application_syncs_and_verifies(
     plate_env: dict,
     fake_slack: FakeSlack,
@@ -539,9 +547,7 @@ def test_bootstrap_applies_the_application_syncs_and_verifies(
     cluster: SimulatedCluster,
     manifests: Path,
 ) -> None:
-    kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ESO_NS}})
-    kube_api.put(eso_pod())
-    ran = argo_controller(kube_api, "argocd", "harbor-auth-eso", lambda: seed_chain(kube_api, NS, registry.host))
+    ran = bootstrappable(kube_api, registry)
     settings = registry_settings(registry, manifests_dir=str(manifests))
     with harbor_service(plate_env, fake_slack, **settings) as service:
         status, replies = run_command(service, "harbor-bootstrap stg")
@@ -569,9 +575,7 @@ def test_bootstrap_with_an_unreachable_registry_succeeds(
 ) -> None:
     """Issue 18: applied, synced, and the test pod pulls: a success, though plate-bot's pod cannot reach the
     registry API. The same rule as harbor-verify's, on the same status message and App Home."""
-    kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ESO_NS}})
-    kube_api.put(eso_pod())
-    argo_controller(kube_api, "argocd", "harbor-auth-eso", lambda: seed_chain(kube_api, NS, registry.host))
+    bootstrappable(kube_api, registry)
     url = unreachable_url("dns")
     settings = registry_settings(registry, manifests_dir=str(manifests), registry_url=url)
     with harbor_service(plate_env, fake_slack, **settings) as service:

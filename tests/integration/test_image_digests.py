@@ -11,16 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from config.environments import load_config
-from sandbox.cluster import SimulatedCluster
-from sandbox.harbor import pull_secret
 from sandbox.helm import recorded_argv
 from sandbox.kubeapi import FakeKubeAPI
-from tests.conftest import ROOT, Service, plate_config
+from tests.conftest import ROOT, Service
 from tests.integration import distribution
 from tests.integration.chart_sources import push_image_variant, push_index
+from tests.integration.releases import command_and_check, prod_images_from, thread
 from workers.images import Image, Outcome, nearest_tags, parse
 from workers.registry import resolve_images
 
@@ -30,9 +27,7 @@ REPO = "plate/plate-web"
 
 @pytest.fixture(scope="module")
 def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[distribution.Registries]:
-    if distribution.binary() is None:
-        pytest.skip("docker-registry (CNCF Distribution) is not installed (scripts/test installs it with apt)")
-    with distribution.registries(tmp_path_factory.mktemp("image-registry")) as regs:
+    with distribution.running(tmp_path_factory.mktemp("image-registry")) as regs:
         for tag in ("1.3.2", "1.5.0", "1.5.0-rc.1", "1.10.0"):
             push_image_variant(regs.basic.url, distribution.ADMIN, REPO, tag, tag)
         push_index(regs.basic.url, distribution.ADMIN, REPO, "multi")
@@ -95,36 +90,15 @@ def test_an_unreachable_registry_is_a_warning_not_a_failure(registries) -> None:
 # --- end to end: the plan, the card, the deploy --------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(kube_api: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedCluster]:
-    monkeypatch.setenv("FAKE_HELM_KUBE_URL", kube_api.url)
-    for ns in ("plate-stg", "plate-prod", "kube-system"):
-        kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": f"uid-{ns}"}})
-    with SimulatedCluster(kube_api, ready_after=0.1) as sim:
-        yield sim
-
-
 def use_registry(service: Service, plate_env: dict[str, Any], api: FakeKubeAPI, reg: Any, tmp_path: Path,
                  creds: tuple[str, str] = distribution.PULLER) -> None:  # fmt: skip
     """prod's images come from the loopback registry, which is prod's Harbor, with `creds` in its pull secret."""
-    values = tmp_path / "values-registry.yaml"
-    values.write_text(yaml.safe_dump({"image": {"repository": f"{reg.host}/{REPO}"}}))
-    config = plate_config()
-    prod = config["environments"]["prod"]
-    prod["values"] = [*prod["values"], str(values)]
-    prod["harbor"] = {"registry": reg.host, "registry_url": reg.url, "test_image": f"{reg.host}/{REPO}:1.4.0"}
-    Path(plate_env["config_path"]).write_text(yaml.safe_dump(config))
-    service.runtime.listeners.services.config = load_config(plate_env["config_path"])
-    api.put(pull_secret("plate-prod", reg.host, *creds))
+    prod_images_from(service, plate_env, api, host=reg.host, url=reg.url, repository=REPO, tmp_path=tmp_path,
+                     creds=creds)  # fmt: skip
 
 
 def plan(service: Service, tag: str) -> Any:
-    known = set(service.request_ids())
-    service.command(f"deploy prod {tag}")
-    service.wait(lambda: service.runtime.queue.count == 1)
-    service.run_worker()
-    [new] = set(service.request_ids()) - known
-    return service.runtime.store.get(new)
+    return command_and_check(service, f"deploy prod {tag}")
 
 
 def approve_and_run(service: Service, request: Any, before_run: Any = None) -> None:
@@ -136,8 +110,7 @@ def approve_and_run(service: Service, request: Any, before_run: Any = None) -> N
 
 
 def card(service: Service, request: Any) -> str:
-    request = service.runtime.store.get(request.id)
-    return service.slack.render_thread("C0DEPLOYS", request.message_ts)
+    return thread(service, service.runtime.store.get(request.id))
 
 
 def upgrades(helm_state: Path) -> list[list[str]]:

@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from config.environments import load_config
-from sandbox.cluster import SimulatedCluster
-from sandbox.harbor import pull_secret
 from sandbox.harbor_registry import FakeHarbor
 from sandbox.helm import recorded_argv
 from sandbox.kubeapi import FakeKubeAPI
-from tests.conftest import Service, plate_config
+from tests.conftest import Service
+from tests.integration.releases import command_and_check, prod_images_from, thread
 
 REPO = "plate/plate-web"
 USER, PASSWORD = "robot$plate+puller", "Harbor-Pu11-pw"
@@ -29,42 +26,19 @@ def harbor() -> Iterator[FakeHarbor]:
         yield fake
 
 
-@pytest.fixture
-def cluster(kube_api: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedCluster]:
-    monkeypatch.setenv("FAKE_HELM_KUBE_URL", kube_api.url)
-    for ns in ("plate-stg", "plate-prod", "kube-system"):
-        kube_api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": f"uid-{ns}"}})
-    with SimulatedCluster(kube_api, ready_after=0.1) as sim:
-        yield sim
-
-
 def configure(service: Service, plate_env: dict[str, Any], api: FakeKubeAPI, harbor: FakeHarbor, tmp_path: Path,
               policy: dict[str, Any] | None = None) -> None:  # fmt: skip
-    values = tmp_path / "values-harbor.yaml"
-    values.write_text(yaml.safe_dump({"image": {"repository": f"{harbor.host}/{REPO}"}}))
-    config = plate_config()
-    prod = config["environments"]["prod"]
-    prod["values"] = [*prod["values"], str(values)]
-    prod["harbor"] = {"registry": harbor.host, "registry_url": harbor.url, "test_image": f"{harbor.host}/{REPO}:1.4.0"}
-    if policy is not None:
-        prod["image_policy"] = policy
-    Path(plate_env["config_path"]).write_text(yaml.safe_dump(config))
-    service.runtime.listeners.services.config = load_config(plate_env["config_path"])
-    api.put(pull_secret("plate-prod", harbor.host, USER, PASSWORD))
+    extra = {"image_policy": policy} if policy is not None else {}
+    prod_images_from(service, plate_env, api, host=harbor.host, url=harbor.url, repository=REPO, tmp_path=tmp_path,
+                     creds=(USER, PASSWORD), **extra)  # fmt: skip
 
 
 def plan(service: Service, tag: str) -> Any:
-    known = set(service.request_ids())
-    service.command(f"deploy prod {tag}")
-    service.wait(lambda: service.runtime.queue.count == 1)
-    service.run_worker()
-    [new] = set(service.request_ids()) - known
-    return service.runtime.store.get(new)
+    return command_and_check(service, f"deploy prod {tag}")
 
 
 def card(service: Service, request: Any) -> str:
-    request = service.runtime.store.get(request.id)
-    return service.slack.render_thread("C0DEPLOYS", request.message_ts)
+    return thread(service, service.runtime.store.get(request.id))
 
 
 def test_the_card_shows_push_time_scan_summary_and_signature(service, cluster, kube_api, plate_env, harbor,

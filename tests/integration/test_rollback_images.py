@@ -6,8 +6,6 @@ digest the registry no longer has (refused before anyone is asked)."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +13,7 @@ import httpx
 import pytest
 
 from core.requests import Status
+from sandbox.harbor import pull_secret
 from sandbox.helm import recorded_argv
 from tests.conftest import Service
 from tests.integration import distribution
@@ -38,9 +37,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[distribution.Registries]:
-    if distribution.binary() is None:
-        pytest.skip("docker-registry (CNCF Distribution) is not installed (scripts/test installs it with apt)")
-    with distribution.registries(tmp_path_factory.mktemp("rollback-registry")) as regs:
+    with distribution.running(tmp_path_factory.mktemp("rollback-registry")) as regs:
         for tag in ("1.3.2", "1.5.0", "1.10.0"):
             push_image_variant(regs.basic.url, distribution.ADMIN, REPO, tag, tag)
         yield regs
@@ -61,13 +58,7 @@ def use_registry(service: Service, plate_env: dict[str, Any], kube_api: Any, reg
     configure(plate_env, prod={"harbor": {"registry": reg.host, "registry_url": reg.url,
                                           "test_image": f"{reg.host}/{REPO}:1.5.0"}})  # fmt: skip
     reload(service, plate_env)
-    auth = base64.b64encode(":".join(distribution.PULLER).encode()).decode()
-    config = json.dumps({"auths": {reg.host: {"auth": auth}}}).encode()
-    kube_api.put({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": "harbor-docker-secret", "namespace": "plate-prod"},
-        "data": {".dockerconfigjson": base64.b64encode(config).decode()},
-    })  # fmt: skip
+    kube_api.put(pull_secret("plate-prod", reg.host, *distribution.PULLER))
 
 
 def revision(helm_bin: Any, reg: distribution.Registry, tag: str, digest: str | None = None) -> None:
