@@ -945,15 +945,31 @@ def _prune(revs: list[dict[str, Any]], history_max: int) -> list[dict[str, Any]]
     return revs[-history_max:] if history_max > 0 else revs
 
 
-def _sleep_cancellable(seconds: float | None, until: str | None = None) -> None:
-    """Sleep (forever when None), or until the file `until` exists; SIGTERM/SIGINT become _Cancelled so
-    the release is marked failed."""
+_CANCELLING = {signal.SIGTERM, signal.SIGINT}
+
+
+def _hold_cancel_signals() -> None:
+    """From the moment a pending revision is saved: a SIGTERM/SIGINT waits (blocked) until `_cancellable()`,
+    as real helm's handler is in place for the whole upgrade, instead of killing the process outright and
+    leaving the release pending."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _CANCELLING)
+
+
+def _cancellable() -> None:
+    """SIGTERM/SIGINT become _Cancelled (the release is marked failed); one held since the save lands now."""
 
     def on_signal(signum: int, frame: object) -> NoReturn:
         raise _Cancelled
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in _CANCELLING:
+        signal.signal(signum, on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _CANCELLING)
+
+
+def _sleep_cancellable(seconds: float | None, until: str | None = None) -> None:
+    """Sleep (forever when None), or until the file `until` exists; SIGTERM/SIGINT become _Cancelled so
+    the release is marked failed."""
+    _cancellable()
     deadline = None if seconds is None else time.monotonic() + seconds
     while deadline is None or time.monotonic() < deadline:
         if until and Path(until).exists():
@@ -1032,11 +1048,13 @@ def cmd_upgrade(ctx: _Ctx, pos: list[str], opts: dict[str, Any], *, install_cmd:
                 )
             )
             return 0
+        _hold_cancel_signals()
         ctx.save(name, [*revs, rec])  # pending-* is visible to concurrent status/history calls
 
     mode = ctx.take("upgrade")
     cause = ""
     try:
+        _cancellable()
         if mode in ("hang", "timeout", "atomic-rollback", "slow"):
             # Like helm: the objects are applied first, then the --wait is what never finishes.
             _kube_apply(manifest, ctx.namespace, name)
@@ -1190,10 +1208,12 @@ def cmd_rollback(ctx: _Ctx, pos: list[str], opts: dict[str, Any]) -> int:
             return 0
         rec = _rollback_record(ctx, revs, target)
         rec["info"]["status"] = "pending-rollback"
+        _hold_cancel_signals()
         ctx.save(name, [*revs, rec])
 
     mode, cause = ctx.take("rollback"), ""
     try:
+        _cancellable()
         if mode == "hang":
             _sleep_cancellable(None)
         elif mode in ("timeout", "atomic-rollback"):
