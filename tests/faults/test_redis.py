@@ -59,7 +59,7 @@ def test_redis_restart_keeps_pending_approvals_and_everyone_reconnects(
     command and an Approve click are told it is unavailable and change nothing; after the restart the
     same bot process and the same worker process (no restarts) take the approval and run the deploy."""
     service = service_on_private_redis
-    workers()
+    worker = workers()
     assert slack_command(service, "deploy prod 1.5.0")[0] == 200
     request = _planned(service)
     assert request.status is Status.PENDING and request.plan_digest
@@ -78,7 +78,10 @@ def test_redis_restart_keeps_pending_approvals_and_everyone_reconnects(
     assert service.runtime.store.lock_holder("prod") is None
 
     assert service.click("plate_approve", request.id, user="U0ALICE") == 200
-    wait_until(lambda: " *deploy prod* — succeeded" in thread_text(service), 30, "the deploy to finish")
+    wait_until(
+        lambda: " *deploy prod* — succeeded" in thread_text(service), 30, "the deploy to finish",
+        diagnose=lambda: f"{thread_text(service)}\n--- worker ---\n{worker.output()[-4000:]}",
+    )  # fmt: skip
     assert service.runtime.store.get(request.id).status is Status.APPROVED
     assert service.runtime.store.lock_holder("prod") is None
     assert thread_text(service).count("Approved by") == 1
