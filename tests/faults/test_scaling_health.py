@@ -34,7 +34,8 @@ def test_scale_hint_and_worker_health_follow_the_queue_and_redis(
 
     port = free_port()
     health = f"http://127.0.0.1:{port}/healthz"
-    worker = workers(metrics_port=port, PLATE_WORKER_HEARTBEAT="3")
+    # Heartbeat 10 s: the lost-job threshold (30 s) stays above the outage below, however slow the machine.
+    worker = workers(metrics_port=port, PLATE_WORKER_HEARTBEAT="10")
     wait_until(lambda: scale(service)[1].get("running") == 1, 30, "the worker to start the job")
     assert scale(service) == (200, {"queued": 0, "running": 1, "wanted": 1})  # a running job holds its worker
     status, body = get_json(health)
